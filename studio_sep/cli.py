@@ -1,0 +1,180 @@
+"""The ``studio-sep`` command line: a thin typer app over the library.
+
+Each command makes one library call; :func:`_user_errors` is the one place that turns
+the package's errors into a one-line message and an exit code (no traceback).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import __version__
+from .errors import StudioSepError
+
+app = typer.Typer(
+    name="studio-sep",
+    help="Separate every instrument of a multi-microphone studio session and remix it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+DEFAULT_DEMO_DIR = Path("sessions/ircam_trio")
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn a :class:`StudioSepError` into ``error: <one line>`` and its exit code."""
+    try:
+        yield
+    except StudioSepError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"studio-sep {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Separate every instrument of a multi-microphone studio session and remix it."""
+
+
+class _StageProgress:
+    """A rich progress display fed by the library's ``callback(stage, done, total)``."""
+
+    def __init__(self, console: Console):
+        self.progress = Progress(
+            TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.completed:>5.0f}/{task.total:<5.0f}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+            disable=not console.is_terminal,
+        )
+        self.tasks: dict[str, int] = {}
+        self.plain = not console.is_terminal
+        self.console = console
+
+    def __enter__(self) -> _StageProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def __call__(self, stage: str, done: float, total: float) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total)
+            if self.plain:
+                self.console.print(f"{stage} ...", highlight=False)
+        self.progress.update(self.tasks[stage], completed=done, total=total)
+
+
+@app.command()
+def simulate(
+    out_dir: Annotated[Path, typer.Argument(help="Session folder to write (created if needed).")],
+    seed: Annotated[int, typer.Option(help="Seed of the composition (same seed, same session).")] = 0,
+    duration: Annotated[float, typer.Option(help="Length of the session in seconds.")] = 20.0,
+    sample_rate: Annotated[int, typer.Option(help="Sample rate of every file written, in Hz.")] = 48000,
+    rt60: Annotated[float, typer.Option(help="Reverberation time of the room in seconds (calibrated).")] = 0.5,
+    soundfont: Annotated[Path | None, typer.Option(help="General MIDI SoundFont (.sf2); default: "
+                                                   "$STUDIO_SEP_SOUNDFONT, then Debian's FluidR3_GM.")] = None,
+    reference_duration: Annotated[float, typer.Option(help="Length of each solo reference take in seconds.")] = 10.0,
+    force: Annotated[bool, typer.Option(help="Overwrite a session.toml that differs from the one rendered.")] = False,
+) -> None:
+    """Render the reference trio session (MIDI → FluidSynth → simulated room) with ground truth."""
+    from .simulate import SimulationSettings, simulate_session
+
+    with _user_errors():
+        settings = SimulationSettings(seed=seed, duration_s=duration, sample_rate=sample_rate, rt60_s=rt60,
+                                      soundfont=soundfont, reference_duration_s=reference_duration)
+        with _StageProgress(console) as progress:
+            result = simulate_session(out_dir, settings, force=force, callback=progress)
+    _print_simulation(result)
+
+
+@app.command()
+def validate(
+    manifest: Annotated[Path, typer.Argument(help="The session.toml to check (or its folder).")],
+) -> None:
+    """Check a session manifest and its audio; print a short summary."""
+    from .manifest import load_session
+
+    with _user_errors():
+        session = load_session(manifest)
+    _print_session(session)
+
+
+@app.command()
+def demo(
+    session_dir: Annotated[Path, typer.Option(help="Where the built-in session lives.")] = DEFAULT_DEMO_DIR,
+    duration: Annotated[float, typer.Option(help="Length of the rendered session in seconds.")] = 20.0,
+    sample_rate: Annotated[int, typer.Option(help="Sample rate in Hz.")] = 48000,
+) -> None:
+    """Render the built-in trio session if needed, then validate it (the whole pipeline, as it lands)."""
+    from .manifest import load_session
+    from .simulate import SimulationSettings, simulate_session
+
+    with _user_errors():
+        settings = SimulationSettings(duration_s=duration, sample_rate=sample_rate)
+        with _StageProgress(console) as progress:
+            result = simulate_session(session_dir, settings, callback=progress)
+        _print_simulation(result)
+        session = load_session(result.manifest)
+    _print_session(session)
+    console.print(
+        "[yellow]demo:[/] ran simulate + validate only. Separation (FastMNMF2), mixing and evaluation "
+        "are not implemented yet; they will join this demo when they land.",
+        highlight=False,
+    )
+
+
+def _print_simulation(result) -> None:
+    verb = "reused" if result.reused else "rendered"
+    console.print(
+        f"{verb} [bold]{result.manifest}[/] — RT60 requested {result.rt60_requested_s:.2f} s, "
+        f"measured {result.rt60_measured_s:.2f} s", highlight=False,
+    )
+
+
+def _print_session(session) -> None:
+    fmt = lambda v: "(" + ", ".join(f"{x:g}" for x in v) + ")"  # noqa: E731
+    console.print(
+        f"[bold]{session.name}[/]: {len(session.sources)} sources, {len(session.mics)} mics, "
+        f"{session.duration_s:.2f} s at {session.sample_rate} Hz ({session.n_samples} samples)"
+        + (f", processing at {session.processing_sample_rate} Hz" if session.processing_sample_rate else ""),
+        highlight=False,
+    )
+    sources = Table("source", "prompt", "position (m)", "spot mic", "reference", title="sources", title_justify="left")
+    for s in session.sources:
+        sources.add_row(s.name, s.prompt, fmt(s.position_m), s.spot_mic or "-", "yes" if s.reference else "-")
+    mics = Table("mic", "pattern", "position (m)", "aim az/el (deg)", "signal", title="mics", title_justify="left")
+    for m in session.mics:
+        aim = "-" if m.pattern == "omni" else f"{m.aim_azimuth_deg:.0f} / {m.aim_elevation_deg:.0f}"
+        mics.add_row(m.name, m.pattern, fmt(m.position_m), aim, f"{m.file.name}:{m.channel}")
+    console.print(sources)
+    console.print(mics)
+    truth = "yes" if session.truth is not None and session.truth.images else "no"
+    room = session.room
+    room_text = "unknown" if room is None or room.dimensions_m is None else \
+        f"{fmt(room.dimensions_m)} m" + (f", RT60 {room.rt60_s:g} s" if room.rt60_s else "")
+    console.print(f"room: {room_text}; ground truth: {truth}", highlight=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
