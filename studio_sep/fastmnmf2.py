@@ -1,0 +1,317 @@
+"""FastMNMF2: multichannel NMF with a jointly-diagonalisable spatial model.
+
+Model (paper §3.1, eqs. 8–10; Sekiguchi et al. 2020): the STFT of the mics
+``x_ft ∈ C^M`` is zero-mean complex Gaussian with covariance
+``Σ_n λ_nft Q_f^{-1} diag(g_n) Q_f^{-H}``, where ``λ_nft = Σ_k w_nkf h_nkt`` (NMF of
+each source's power spectrum), ``Q_f`` is a per-frequency diagonaliser shared by all
+sources and ``g_n`` a frequency-invariant non-negative weight per source and channel.
+
+Axis names: F frequency bins, T frames, M mics, N sources, K bases per source. Arrays:
+``X_FTM`` (mixture STFT), ``Q_FMM`` (row m of ``Q_f`` is ``q_fm^H``), ``G_NM``,
+``W_NFK``, ``H_NKT``, ``Qx_power_FTM = |Q_f x_ft|²`` (x̃), ``Y_FTM = Σ_n λ_nft g_nm`` (ỹ).
+
+Every function takes its arrays first and uses their array module (numpy or cupy),
+so the one code path runs on CPU and GPU. Nothing here prints, reads files or picks a
+device; progress goes through ``callback``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .backend import get_xp, to_device, to_host
+from .errors import InputError
+
+#: Floor on the non-negative factors W, H, G, relative to the unit-power data,
+#: so that a factor driven to zero by a silent region never divides by zero.
+FACTOR_FLOOR = 1e-12
+
+
+@dataclass(frozen=True)
+class Params:
+    """FastMNMF2 parameters (arrays of one backend). ``None`` fields, in an initial
+    value, are filled by :func:`fit`'s default (circular) initialisation."""
+
+    Q_FMM: Any = None
+    G_NM: Any = None
+    W_NFK: Any = None
+    H_NKT: Any = None
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes
+    ----------
+    params : Params
+        The fitted parameters, for the data as given (not the normalised copy).
+    log_likelihood : ndarray, shape (n_iter + 1,)
+        Log-likelihood (up to an additive constant, per time-frequency bin) before the
+        first and after every iteration, on the host.
+    """
+
+    params: Params
+    log_likelihood: np.ndarray
+
+
+def circular_init(
+    n_freq: int, n_mics: int, n_sources: int, n_basis: int, *, rng: np.random.Generator,
+    dtype=np.float64, g_floor: float = 1e-2,
+) -> Params:
+    """The blind baseline: ``Q_f = I``, source n on channel ``n mod M``, random W and H.
+
+    Values are drawn on the host from ``rng`` (so numpy and cupy runs start
+    identically); move them with :func:`params_to`.
+    """
+    complex_dtype = np.result_type(dtype, np.complex64)
+    Q = np.tile(np.eye(n_mics, dtype=complex_dtype), (n_freq, 1, 1))
+    G = np.full((n_sources, n_mics), g_floor, dtype=dtype)
+    G[np.arange(n_sources), np.arange(n_sources) % n_mics] = 1.0
+    W = rng.uniform(size=(n_sources, n_freq, n_basis)).astype(dtype)
+    H = rng.uniform(size=(n_sources, n_basis, 1)).astype(dtype)  # filled per frame by fit
+    return Params(Q_FMM=Q, G_NM=G, W_NFK=W, H_NKT=H)
+
+
+def params_to(params: Params, xp, dtype) -> Params:
+    """Move host parameters to the backend ``xp`` with the given real dtype."""
+    complex_dtype = np.result_type(dtype, np.complex64)
+
+    def move(a, kind):
+        if a is None:
+            return None
+        return to_device(np.asarray(to_host(a), dtype=complex_dtype if kind == "c" else dtype), xp)
+
+    return Params(move(params.Q_FMM, "c"), move(params.G_NM, "r"), move(params.W_NFK, "r"), move(params.H_NKT, "r"))
+
+
+def fit(
+    X_FTM,
+    *,
+    n_sources: int,
+    n_basis: int = 8,
+    n_iter: int = 100,
+    init: Params | None = None,
+    update_W: bool = True,
+    normalize_every: int = 10,
+    rng: np.random.Generator,
+    callback: Callable[[int, int, float], None] | None = None,
+) -> FitResult:
+    """Fit FastMNMF2 to a multichannel STFT.
+
+    Parameters
+    ----------
+    X_FTM : array (numpy or cupy), shape (F, T, M), complex64 or complex128
+        Mixture STFT. The real precision of the fit follows its dtype.
+    n_sources : int
+        N, number of sources.
+    n_basis : int
+        K, NMF bases per source.
+    n_iter : int
+        Number of iterations (each updates W, H, G, then every row of Q).
+    init : Params, optional
+        Initial parameters (host or device arrays); missing fields come from
+        :func:`circular_init`. An ``H_NKT`` with one frame is broadcast over time.
+        Their scale is irrelevant: the model is renormalised first.
+    update_W : bool
+        Update the bases (False keeps a learned dictionary fixed).
+    normalize_every : int
+        Renormalise Q, G, W (paper: every 10 iterations). Normalising leaves the
+        model and its likelihood unchanged.
+    rng : numpy.random.Generator
+        Source of the random initial values.
+    callback : callable, optional
+        ``callback(iteration, n_iter, log_likelihood)`` after every iteration.
+
+    Returns
+    -------
+    FitResult
+    """
+    xp = get_xp(X_FTM)
+    if X_FTM.ndim != 3:
+        raise InputError(None, "X_FTM", f"expected (freq, frames, mics), got shape {X_FTM.shape}")
+    n_freq, n_frames, n_mics = X_FTM.shape
+    if n_sources < 1 or n_basis < 1 or n_iter < 0:
+        raise InputError(None, "settings", f"need n_sources ≥ 1, n_basis ≥ 1, n_iter ≥ 0; got "
+                         f"{n_sources}, {n_basis}, {n_iter}")
+    if n_frames < n_mics:
+        raise InputError(None, "audio", f"{n_frames} STFT frames for {n_mics} mics",
+                         "use a longer recording or a shorter hop")
+    real_dtype = X_FTM.real.dtype
+    default = circular_init(n_freq, n_mics, n_sources, n_basis, rng=rng, dtype=np.dtype(str(real_dtype)))
+    start = init or Params()
+    start = Params(*(given if given is not None else fallback
+                     for given, fallback in zip(
+                         (start.Q_FMM, start.G_NM, start.W_NFK, start.H_NKT),
+                         (default.Q_FMM, default.G_NM, default.W_NFK, default.H_NKT))))
+    _check_shapes(start, n_freq, n_frames, n_mics, n_sources, n_basis)
+    p = params_to(start, xp, real_dtype)
+    H = p.H_NKT
+    if H.shape[2] == 1:
+        H = xp.ascontiguousarray(xp.broadcast_to(H, (n_sources, n_basis, n_frames)))
+        if init is None or init.H_NKT is None:  # random activations per frame
+            H = to_device(rng.uniform(size=(n_sources, n_basis, n_frames)).astype(str(real_dtype)), xp)
+
+    # Fit on unit-power data: the floors then mean the same thing for every session,
+    # and the scale is given back to λ at the end (Q, G and the Wiener filter are
+    # scale-free).
+    scale = xp.sqrt(xp.mean(xp.abs(X_FTM) ** 2))
+    X = X_FTM / scale
+    state = _State(xp, X, p.Q_FMM.copy(), p.G_NM.copy(), p.W_NFK.copy(), H)
+    state.normalize()
+    state.refresh_Qx()
+    state.refresh_model()
+
+    ll = [state.log_likelihood()]
+    for it in range(1, n_iter + 1):
+        if update_W:
+            state.update_W()
+        state.update_H()
+        state.update_G()
+        state.update_Q()
+        state.refresh_Qx()
+        if normalize_every and it % normalize_every == 0:
+            state.normalize()
+            state.refresh_Qx()
+            state.refresh_model()
+        ll.append(state.log_likelihood())
+        if callback is not None:
+            callback(it, n_iter, float(ll[-1]))
+    log_likelihood = np.array([float(v) for v in ll])
+    params = Params(Q_FMM=state.Q, G_NM=state.G, W_NFK=state.W * (scale**2), H_NKT=state.H)
+    return FitResult(params=params, log_likelihood=log_likelihood)
+
+
+def _check_shapes(p: Params, F: int, T: int, M: int, N: int, K: int) -> None:
+    expected = {"Q_FMM": (F, M, M), "G_NM": (N, M), "W_NFK": (N, F, K)}
+    for name, shape in expected.items():
+        got = tuple(getattr(p, name).shape)
+        if got != shape:
+            raise InputError(None, f"init.{name}", f"shape {got}, expected {shape}")
+    got = tuple(p.H_NKT.shape)
+    if got not in {(N, K, T), (N, K, 1)}:
+        raise InputError(None, "init.H_NKT", f"shape {got}, expected {(N, K, T)}")
+
+
+class _State:
+    """Parameters and the derived quantities the updates share (x̃, λ, ỹ)."""
+
+    def __init__(self, xp, X, Q, G, W, H):
+        self.xp, self.X, self.Q, self.G, self.W, self.H = xp, X, Q, G, W, H
+        self.F, self.T, self.M = X.shape
+        self.X_FMT = xp.ascontiguousarray(X.transpose(0, 2, 1))
+        self.X_conj = X.conj()
+        self.floor = FACTOR_FLOOR
+        self.loading = 1e-10 if X.real.dtype == np.float64 else 1e-6
+
+    # derived quantities ------------------------------------------------------
+    def refresh_Qx(self) -> None:
+        Qx = self.xp.matmul(self.X, self.Q.transpose(0, 2, 1))  # (F, T, M): row m is q_fm^H x_ft
+        self.Qx_power = Qx.real**2 + Qx.imag**2
+
+    def refresh_model(self) -> None:
+        self.lam = self.xp.matmul(self.W, self.H)  # (N, F, T)
+        N = self.G.shape[0]
+        self.Y = self.xp.matmul(self.lam.reshape(N, -1).T, self.G).reshape(self.F, self.T, self.M)
+
+    def log_likelihood(self):
+        """Σ_ft [-Σ_m (x̃/ỹ + log ỹ) + log|det Q_f|²] / (F T); a device scalar."""
+        xp = self.xp
+        data = -(self.Qx_power / self.Y + xp.log(self.Y)).sum()
+        _, logabsdet = xp.linalg.slogdet(self.Q)
+        return (data + 2 * self.T * logabsdet.sum()) / (self.F * self.T)
+
+    # multiplicative (MM) updates, paper eqs. 13–15 -----------------------------
+    def _ratios(self):
+        inv_Y = 1.0 / self.Y
+        return self.Qx_power * inv_Y * inv_Y, inv_Y  # x̃/ỹ², 1/ỹ
+
+    def _per_source(self, A_FTM):
+        """Σ_m g_nm A_ftm as (N, F, T)."""
+        N = self.G.shape[0]
+        return self.xp.matmul(A_FTM.reshape(-1, self.M), self.G.T).T.reshape(N, self.F, self.T)
+
+    def update_W(self) -> None:
+        num_FTM, den_FTM = self._ratios()
+        Ht = self.H.transpose(0, 2, 1)
+        num = self.xp.matmul(self._per_source(num_FTM), Ht)
+        den = self.xp.matmul(self._per_source(den_FTM), Ht)
+        self.W = self.xp.maximum(self.W * self.xp.sqrt(num / den), self.floor)
+        self.refresh_model()
+
+    def update_H(self) -> None:
+        num_FTM, den_FTM = self._ratios()
+        Wt = self.W.transpose(0, 2, 1)
+        num = self.xp.matmul(Wt, self._per_source(num_FTM))
+        den = self.xp.matmul(Wt, self._per_source(den_FTM))
+        self.H = self.xp.maximum(self.H * self.xp.sqrt(num / den), self.floor)
+        self.refresh_model()
+
+    def update_G(self) -> None:
+        num_FTM, den_FTM = self._ratios()
+        N = self.G.shape[0]
+        lam = self.lam.reshape(N, -1)
+        num = self.xp.matmul(lam, num_FTM.reshape(-1, self.M))
+        den = self.xp.matmul(lam, den_FTM.reshape(-1, self.M))
+        self.G = self.xp.maximum(self.G * self.xp.sqrt(num / den), self.floor)
+        self.refresh_model()
+
+    # iterative projection, paper eq. 16 ----------------------------------------
+    def update_Q(self) -> None:
+        """Update every row of Q in turn. x̃ is not needed between rows: refresh after."""
+        xp = self.xp
+        inv_Y = 1.0 / self.Y
+        eye = xp.eye(self.M, dtype=self.Q.dtype)
+        for m in range(self.M):
+            weights_F1T = inv_Y[:, :, m][:, None, :]
+            V = xp.matmul(self.X_FMT * weights_F1T, self.X_conj) / self.T  # (F, M, M), Hermitian
+            # Diagonal loading far below the data (relative LOADING of the mean power):
+            # keeps the solve defined when mics are linearly dependent (a duplicated
+            # channel, digital silence in a bin) and is invisible otherwise.
+            trace = xp.trace(V, axis1=1, axis2=2).real
+            V = V + (self.loading * trace / self.M)[:, None, None] * eye
+            b = xp.ascontiguousarray(xp.broadcast_to(eye[:, m:m + 1], (self.F, self.M, 1)))
+            q = xp.linalg.solve(xp.matmul(self.Q, V), b)  # (F, M, 1)
+            norm = xp.matmul(xp.matmul(q.conj().transpose(0, 2, 1), V), q).real  # (F, 1, 1)
+            q = q / xp.sqrt(norm)
+            self.Q[:, m, :] = q[:, :, 0].conj()
+
+    def normalize(self) -> None:
+        """Scale Q to tr(Q Qᴴ) = M, rows of G to sum 1, columns of W to sum 1 (eq. 10)."""
+        xp = self.xp
+        phi = (self.Q.real**2 + self.Q.imag**2).sum(axis=(1, 2)) / self.M  # (F,)
+        self.Q = self.Q / xp.sqrt(phi)[:, None, None].astype(self.Q.dtype)
+        self.W = self.W / phi[None, :, None]
+        mu = self.G.sum(axis=1)
+        self.G = self.G / mu[:, None]
+        self.W = self.W * mu[:, None, None]
+        nu = self.W.sum(axis=1)
+        self.W = self.W / nu[:, None, :]
+        self.H = self.H * nu[:, :, None]
+
+
+def source_image(X_FTM, params: Params, n: int):
+    """Multichannel Wiener estimate of source ``n``'s image at every mic.
+
+    ``ŝ_n,ft = Q_f^{-1} diag(λ_nft g_n / ỹ_ft) Q_f x_ft``. Summed over n the masks are
+    1, so the images sum to ``X_FTM`` exactly (up to rounding): FastMNMF2 has no
+    residual.
+
+    Returns
+    -------
+    S_FTM : array, shape (F, T, M), complex, same backend as ``X_FTM``
+    """
+    xp = get_xp(X_FTM)
+    F, T, M = X_FTM.shape
+    Q, G, W, H = params.Q_FMM, params.G_NM, params.W_NFK, params.H_NKT
+    lam = xp.matmul(W, H)  # (N, F, T)
+    N = G.shape[0]
+    Y = xp.matmul(lam.reshape(N, -1).T, G).reshape(F, T, M)
+    mask = lam[n][:, :, None] * G[n][None, None, :] / Y
+    Qx = xp.matmul(X_FTM, Q.transpose(0, 2, 1))
+    Q_inv = xp.linalg.inv(Q)
+    return xp.matmul(Qx * mask.astype(Qx.dtype), Q_inv.transpose(0, 2, 1))
