@@ -18,7 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from . import __version__
-from .errors import StudioSepError
+from .errors import InputError, StudioSepError
 
 app = typer.Typer(
     name="studio-sep",
@@ -62,11 +62,13 @@ class _StageProgress:
 
     def __init__(self, console: Console):
         self.progress = Progress(
-            TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.completed:>5.0f}/{task.total:<5.0f}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+            TextColumn("{task.description:<20}"), BarColumn(), TextColumn("{task.completed:>5.0f}/{task.total:<5.0f}"),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[detail]}"),
+            console=console, transient=False,
             disable=not console.is_terminal,
         )
         self.tasks: dict[str, int] = {}
+        self.last_plain: dict[str, float] = {}
         self.plain = not console.is_terminal
         self.console = console
 
@@ -77,12 +79,18 @@ class _StageProgress:
     def __exit__(self, *exc) -> None:
         self.progress.__exit__(*exc)
 
-    def __call__(self, stage: str, done: float, total: float) -> None:
+    def __call__(self, stage: str, done: float, total: float, detail: str = "") -> None:
         if stage not in self.tasks:
-            self.tasks[stage] = self.progress.add_task(stage, total=total)
-            if self.plain:
-                self.console.print(f"{stage} ...", highlight=False)
-        self.progress.update(self.tasks[stage], completed=done, total=total)
+            self.tasks[stage] = self.progress.add_task(stage, total=total, detail=detail)
+            self.last_plain[stage] = -1.0
+        self.progress.update(self.tasks[stage], completed=done, total=total, detail=detail)
+        if self.plain:  # not a terminal: a plain line at the start, every 10 %, and the end
+            step = int(10 * done / total) if total else 10
+            if step > self.last_plain[stage] or done >= total:
+                if done >= total and self.last_plain[stage] >= 10:
+                    return
+                self.last_plain[stage] = 10 if done >= total else step
+                self.console.print(f"{stage}: {done:g}/{total:g} {detail}".rstrip(), highlight=False)
 
 
 @app.command()
@@ -120,6 +128,67 @@ def validate(
     _print_session(session)
 
 
+def _parse_stem_mics(values: list[str]) -> dict[str, str]:
+    chosen: dict[str, str] = {}
+    for value in values:
+        source, sep, mic = value.partition("=")
+        chosen[source if sep else "*"] = mic if sep else source
+    return chosen
+
+
+@app.command()
+def separate(
+    manifest: Annotated[Path, typer.Argument(help="The session.toml (or its folder).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output root; results go to OUT/<session>/.")],
+    init: Annotated[str | None, typer.Option(help="Comma-separated inits: circular, geometry, dictionary "
+                                             "(default: geometry,dictionary when every source has a reference take).")] = None,
+    iterations: Annotated[int | None, typer.Option(help="FastMNMF2 iterations (default 100).")] = None,
+    n_basis: Annotated[int | None, typer.Option(help="NMF bases per source (default 8).")] = None,
+    n_fft: Annotated[int | None, typer.Option(help="STFT window in samples (default: ~64 ms at the processing rate).")] = None,
+    hop: Annotated[int | None, typer.Option(help="STFT hop in samples (default n_fft/4).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or auto (default auto: cuda when cupy sees a GPU).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32 or float64 (default float64).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the random initial values (default 0).")] = None,
+    processing_rate: Annotated[int | None, typer.Option(help="Separate at this sample rate in Hz; outputs stay "
+                                                        "at the session's rate (default: manifest, else native).")] = None,
+    stem_mic: Annotated[list[str] | None, typer.Option(help="Mic whose image becomes the stem: MIC for all "
+                                                       "sources or SOURCE=MIC; repeatable (default: spot_mic).")] = None,
+    format: Annotated[str, typer.Option(help="Sample format of the written WAVs: float32 or pcm24.")] = "float32",
+) -> None:
+    """Separate every source at every mic (FastMNMF2); write images, stems and run.json."""
+    from .manifest import load_session
+    from .pipeline import SeparationOptions, separate_session
+
+    with _user_errors():
+        if format not in ("float32", "pcm24"):
+            raise InputError(None, "--format", f"{format!r} is not float32 or pcm24", "pick one of those")
+        session = load_session(manifest)
+        options = SeparationOptions(
+            init=tuple(i.strip() for i in init.split(",") if i.strip()) if init else None,
+            n_iter=iterations, n_basis=n_basis, n_fft=n_fft, hop=hop, device=device, dtype=dtype, seed=seed,
+            processing_sample_rate=processing_rate, stem_mics=_parse_stem_mics(stem_mic or []), subtype=format)
+        with _StageProgress(console) as progress:
+            result = separate_session(session, out, options, callback=progress)
+    _print_separation(result)
+
+
+@app.command()
+def evaluate(
+    manifest: Annotated[Path, typer.Argument(help="The session.toml (or its folder), with [truth.images].")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output root given to separate.")],
+    reference_mic: Annotated[str | None, typer.Option(help="Mic to score at besides each stem mic (default: first mic).")] = None,
+) -> None:
+    """Score a separation against the ground truth (SDR, SIR, SAR, SI-SDR; fast-bss-eval)."""
+    from .manifest import load_session
+    from .pipeline import evaluate_run
+
+    with _user_errors():
+        session = load_session(manifest)
+        with _StageProgress(console) as progress:
+            metrics = evaluate_run(session, out, reference_mic=reference_mic, callback=progress)
+    _print_metrics(metrics, Path(out) / session.name / "report")
+
+
 @app.command()
 def demo(
     session_dir: Annotated[Path, typer.Option(help="Where the built-in session lives.")] = DEFAULT_DEMO_DIR,
@@ -142,6 +211,26 @@ def demo(
         "are not implemented yet; they will join this demo when they land.",
         highlight=False,
     )
+
+
+def _print_separation(result) -> None:
+    sep = result.run["separation"]
+    ll = result.run["log_likelihood"]
+    t = result.run["timings_s"]
+    console.print(
+        f"separated [bold]{result.run['session']['name']}[/] → {result.folder}: init {'+'.join(sep['init'])}, "
+        f"{sep['n_iter']} iterations on {sep['device']} ({sep['dtype']}), {t['per_iteration_s']:.3f} s/iteration, "
+        f"log-likelihood {ll['initial']:.3f} → {ll['final']:.3f}", highlight=False)
+
+
+def _print_metrics(metrics: dict, report_dir: Path) -> None:
+    from .pipeline import METRICS_HEADER, metrics_rows
+
+    table = Table(*METRICS_HEADER, title=f"separation metrics (dB): {metrics['session']}", title_justify="left")
+    for row in metrics_rows(metrics):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"report: {report_dir / 'metrics.md'}, {report_dir / 'metrics.json'}", highlight=False)
 
 
 def _print_simulation(result) -> None:

@@ -30,3 +30,91 @@ def unit_vector(azimuth_deg: float, elevation_deg: float) -> tuple[float, float,
     """Unit direction vector for an azimuth and elevation in degrees."""
     az, el = math.radians(azimuth_deg), math.radians(elevation_deg)
     return (math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el))
+
+
+SPEED_OF_SOUND_M_S = 343.0
+
+#: First-order pattern coefficient a of the gain a + (1 - a) cos θ.
+PATTERN_COEFFICIENT = {"omni": 1.0, "subcardioid": 0.75, "cardioid": 0.5, "hypercardioid": 0.25, "figure8": 0.0}
+
+
+def pattern_gain(pattern: str, aim_unit, direction_unit) -> float:
+    """Gain of a first-order pattern towards a direction (signed: a figure-8's rear
+    lobe has negative polarity)."""
+    a = PATTERN_COEFFICIENT[pattern]
+    cos_theta = sum(p * q for p, q in zip(aim_unit, direction_unit))
+    return a + (1.0 - a) * cos_theta
+
+
+def steering_vectors(
+    mic_positions_m, source_positions_m, freqs_hz, *, patterns=None, aims_deg=None,
+    speed_of_sound_m_s: float = SPEED_OF_SOUND_M_S,
+):
+    """Direct-path (spherical-wave) steering vectors of every source at every mic.
+
+    ``a_fmn = g_mn exp(-2πi f d_mn / c) / d_mn``, with ``d_mn`` the mic–source distance
+    and ``g_mn`` the mic's first-order pattern gain towards the source.
+
+    Parameters
+    ----------
+    mic_positions_m : array, shape (M, 3)
+    source_positions_m : array, shape (N, 3)
+    freqs_hz : array, shape (F,)
+    patterns : sequence of str, optional
+        Pattern of each mic (default omni).
+    aims_deg : sequence of (azimuth, elevation), optional
+        Aim of each mic.
+
+    Returns
+    -------
+    A_FMN : ndarray, shape (F, M, N), complex128
+    """
+    import numpy as np
+
+    mics = np.asarray(mic_positions_m, dtype=float)
+    sources = np.asarray(source_positions_m, dtype=float)
+    delta = sources[None, :, :] - mics[:, None, :]  # (M, N, 3), mic → source
+    dist = np.linalg.norm(delta, axis=-1)
+    if np.any(dist < 1e-3):
+        raise ValueError("a mic coincides with a source")
+    gain = np.ones_like(dist)
+    if patterns is not None:
+        aims = aims_deg if aims_deg is not None else [(0.0, 0.0)] * len(mics)
+        for m, (pattern, (az, el)) in enumerate(zip(patterns, aims, strict=True)):
+            aim = unit_vector(az, el)
+            for n in range(len(sources)):
+                gain[m, n] = pattern_gain(pattern, aim, delta[m, n] / dist[m, n])
+    freqs = np.asarray(freqs_hz, dtype=float)
+    phase = np.exp(-2j * np.pi * freqs[:, None, None] * dist[None] / speed_of_sound_m_s)
+    return phase * (gain / dist)[None]
+
+
+def geometry_init(A_FMN, *, g_floor: float = 1e-2):
+    """Initial ``Q`` and ``G`` from steering vectors (paper §3.1.2, eq. 12).
+
+    ``Q_f = [A_f^+ ; U_f^H]``: the pseudo-inverse of the mixing matrix (N rows, so the
+    n-th output of the diagonaliser is the n-th source), completed by an orthonormal
+    basis of the orthogonal complement of the sources' steering vectors (M − N rows).
+    Each row is scaled to unit norm so that no channel starts dominant by accident.
+    ``G`` is diagonally dominant: ``g_nn = 1``, every other weight ``g_floor``.
+
+    Returns
+    -------
+    Q_FMM : ndarray, shape (F, M, M), complex128
+    G_NM : ndarray, shape (N, M)
+    """
+    import numpy as np
+
+    A = np.asarray(A_FMN)
+    F, M, N = A.shape
+    if N > M:
+        raise ValueError(f"geometry init needs at least as many mics as sources (M={M}, N={N})")
+    U, s, Vh = np.linalg.svd(A, full_matrices=True)  # A = U[:, :, :N] diag(s) Vh
+    s_inv = np.where(s > s.max(axis=1, keepdims=True) * 1e-9, 1.0 / np.maximum(s, 1e-300), 0.0)
+    pinv = np.conj(np.swapaxes(Vh, 1, 2)) @ (s_inv[:, :, None] * np.conj(np.swapaxes(U[:, :, :N], 1, 2)))
+    null = np.conj(np.swapaxes(U[:, :, N:], 1, 2))  # (F, M-N, M)
+    Q = np.concatenate([pinv, null], axis=1)
+    Q = Q / np.linalg.norm(Q, axis=2, keepdims=True)
+    G = np.full((N, M), g_floor)
+    G[np.arange(N), np.arange(N)] = 1.0
+    return Q, G

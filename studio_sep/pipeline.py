@@ -1,0 +1,481 @@
+"""Stages over a session: separation and evaluation. Owns the output folder.
+
+``<out>/<session>/``:
+
+- ``images/<source>/<mic>.wav`` — each source's estimated image at every mic, at the
+  session's sample rate, as long as the input;
+- ``images/_residual/<mic>.wav`` — only when the separation ran at a lower processing
+  rate: what the model did not see (the band above its Nyquist frequency and the
+  resampling error), so that sources + residual = mixture at every mic;
+- ``stems/<source>.wav`` — the image at the source's stem mic (its ``spot_mic``, a mic
+  the user picks, or else the mic nearest the source);
+- ``run.json`` — resolved settings, versions, seed, timings, init, log-likelihood;
+- ``report/metrics.json``, ``report/metrics.md`` — from :func:`evaluate_run`.
+
+Every file is written atomically; ``run.json`` is written last.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import platform
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, audio_io
+from .atomic import write_text_atomic
+from .backend import resolve_device, to_device, to_host, xp_for_device
+from .errors import InputError
+from .manifest import INITS, Session
+from .stft import check_fft_settings, default_fft_size
+
+#: ``callback(stage, done, total, detail="")``: progress of a named stage.
+ProgressCallback = Callable[..., None]
+RESIDUAL = "_residual"
+
+
+@dataclass(frozen=True)
+class SeparationOptions:
+    """Settings given on the command line; ``None`` defers to the manifest, then defaults."""
+
+    init: tuple[str, ...] | None = None
+    n_iter: int | None = None
+    n_basis: int | None = None
+    n_fft: int | None = None
+    hop: int | None = None
+    device: str | None = None
+    dtype: str | None = None
+    seed: int | None = None
+    processing_sample_rate: int | None = None
+    stem_mics: Mapping[str, str] = field(default_factory=dict)  #: source → mic ("*" for all)
+    subtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class ResolvedSettings:
+    """Every setting of a separation run, concrete."""
+
+    init: tuple[str, ...]
+    n_iter: int
+    n_basis: int
+    n_fft: int
+    hop: int
+    device: str
+    dtype: str
+    seed: int
+    sample_rate: int
+    processing_sample_rate: int
+    stem_mics: dict[str, str]
+    subtype: str
+    normalize_every: int = 10
+    dictionary_iterations: int = 200
+
+
+def resolve_settings(session: Session, options: SeparationOptions = SeparationOptions()) -> ResolvedSettings:
+    """Merge command line, manifest and defaults; check the result before any work."""
+    manifest = session.separation
+    pick = lambda name, default: next(  # noqa: E731
+        (v for v in (getattr(options, name), getattr(manifest, name)) if v is not None), default)
+    native = session.sample_rate
+    if native is None:
+        raise ValueError("resolve_settings needs a session loaded with its audio checked")
+    proc_sr = options.processing_sample_rate or session.processing_sample_rate or native
+    if proc_sr > native:
+        raise InputError(session.path, "processing_sample_rate",
+                         f"{proc_sr} Hz is above the recording's {native} Hz", f"use at most {native}")
+    default_fft, default_hop = default_fft_size(proc_sr)
+    n_fft = pick("n_fft", default_fft)
+    hop = pick("hop", n_fft // 4 if n_fft != default_fft else default_hop)
+    try:
+        check_fft_settings(n_fft, hop)
+    except InputError as exc:
+        raise InputError(session.path, f"separation.{exc.field}", exc.problem, exc.fix) from None
+    has_refs = all(s.reference is not None for s in session.sources)
+    default_init = ("geometry", "dictionary") if has_refs else ("geometry",)
+    init = tuple(dict.fromkeys(pick("init", default_init)))
+    _check_init(session, init)
+    stem_mics = _stem_mics(session, options.stem_mics)
+    device = resolve_device(pick("device", "auto"))
+    dtype = pick("dtype", "float64")
+    if dtype not in ("float32", "float64"):
+        raise InputError(None, "dtype", f"{dtype!r} is not float32 or float64", "pick one of those")
+    n_iter, n_basis, seed = pick("n_iter", 100), pick("n_basis", 8), pick("seed", 0)
+    for name, value, minimum in (("n_iter", n_iter, 0), ("n_basis", n_basis, 1), ("seed", seed, 0)):
+        if value < minimum:
+            raise InputError(None, name, f"must be at least {minimum}, got {value}")
+    return ResolvedSettings(init=init, n_iter=n_iter, n_basis=n_basis, n_fft=n_fft, hop=hop, device=device,
+                            dtype=dtype, seed=seed, sample_rate=native, processing_sample_rate=proc_sr,
+                            stem_mics=stem_mics, subtype=options.subtype)
+
+
+def _check_init(session: Session, init: tuple[str, ...]) -> None:
+    unknown = [i for i in init if i not in INITS]
+    if unknown:
+        raise InputError(None, "init", f"unknown init {unknown[0]!r}", f"use a combination of {', '.join(INITS)}")
+    if "circular" in init and "geometry" in init:
+        raise InputError(None, "init", "circular and geometry both set the spatial model", "pick one of them")
+    if "geometry" in init and len(session.sources) > len(session.mics):
+        raise InputError(session.path, "separation.init",
+                         f"geometry init needs at least as many mics as sources ({len(session.mics)} < "
+                         f"{len(session.sources)})", "use init circular, or add mics")
+    if "dictionary" in init:
+        missing = [i for i, s in enumerate(session.sources) if s.reference is None]
+        if missing:
+            raise InputError(session.path, f"sources[{missing[0]}].reference",
+                             f"dictionary init needs a solo reference take of every source; "
+                             f"{session.sources[missing[0]].name!r} has none",
+                             "add reference = \"path.wav\" or drop dictionary from init")
+    if "prior" in init:
+        raise InputError(None, "init", "the prior init needs a neural spectral prior, which this version "
+                         "does not have yet", "use geometry and/or dictionary")
+
+
+def _stem_mics(session: Session, chosen: Mapping[str, str]) -> dict[str, str]:
+    mic_names = [m.name for m in session.mics]
+    source_names = [s.name for s in session.sources]
+    for source, mic in chosen.items():
+        if source != "*" and source not in source_names:
+            raise InputError(None, "stem-mic", f"{source!r} is not a source of {session.name}",
+                             f"sources: {', '.join(source_names)}")
+        if mic not in mic_names:
+            raise InputError(None, "stem-mic", f"{mic!r} is not a mic of {session.name}",
+                             f"mics: {', '.join(mic_names)}")
+    result = {}
+    for s in session.sources:
+        mic = chosen.get(s.name) or chosen.get("*") or s.spot_mic
+        if mic is None:
+            mic = min(session.mics, key=lambda m: math.dist(m.position_m, s.position_m)).name
+        result[s.name] = mic
+    return result
+
+
+# --------------------------------------------------------------------------- separation
+
+
+@dataclass(frozen=True)
+class SeparationResult:
+    folder: Path
+    run: dict
+
+
+def separate_session(
+    session: Session,
+    out_root: str | Path,
+    options: SeparationOptions = SeparationOptions(),
+    *,
+    callback: ProgressCallback | None = None,
+) -> SeparationResult:
+    """Separate every source of a session and write images, stems and ``run.json``.
+
+    ``session`` must have been loaded with its audio checked. Settings are resolved and
+    checked before anything is read or written.
+    """
+    from . import fastmnmf2, spatial, stft
+
+    settings = resolve_settings(session, options)
+    report = callback or (lambda stage, done, total, detail="": None)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 4)
+        clock = now
+
+    x_MS = load_mics(session)
+    native_sr, proc_sr = settings.sample_rate, settings.processing_sample_rate
+    x_proc = resample(x_MS, native_sr, proc_sr)
+    lap("load_s")
+
+    xp = xp_for_device(settings.device)
+    real_dtype = np.dtype(settings.dtype)
+    complex_dtype = np.result_type(real_dtype, np.complex64)
+    X_host = stft.stft(x_proc, n_fft=settings.n_fft, hop=settings.hop)
+    F, T, M = X_host.shape
+    N = len(session.sources)
+    X = to_device(X_host.astype(complex_dtype), xp)
+    rng = np.random.default_rng(settings.seed)
+    init = fastmnmf2.Params()
+    if "geometry" in settings.init:
+        freqs = np.arange(F) * proc_sr / settings.n_fft
+        A = spatial.steering_vectors(
+            [m.position_m for m in session.mics], [s.position_m for s in session.sources], freqs,
+            patterns=[m.pattern for m in session.mics],
+            aims_deg=[(m.aim_azimuth_deg, m.aim_elevation_deg) for m in session.mics])
+        Q, G = spatial.geometry_init(A)
+        init = fastmnmf2.Params(Q_FMM=Q, G_NM=G)
+    if "dictionary" in settings.init:
+        W = np.stack([learn_source_dictionary(session, s, settings, rng) for s in session.sources])
+        init = fastmnmf2.Params(init.Q_FMM, init.G_NM, W, None)
+    lap("init_s")
+
+    def on_iteration(it: int, total: int, ll: float) -> None:
+        report("separate", it, total, detail=f"log-lik {ll:.4f}")
+
+    report("separate", 0, settings.n_iter)
+    fit = fastmnmf2.fit(X, n_sources=N, n_basis=settings.n_basis, n_iter=settings.n_iter, init=init,
+                        normalize_every=settings.normalize_every, rng=rng, callback=on_iteration)
+    lap("fit_s")
+
+    images_NMS = np.empty((N, M, x_MS.shape[1]))
+    for n in range(N):
+        S_FTM = fastmnmf2.source_image(X, fit.params, n)
+        image_proc = to_host(stft.istft(S_FTM, n_fft=settings.n_fft, hop=settings.hop,
+                                        n_samples=x_proc.shape[1])).astype(np.float64)
+        images_NMS[n] = resample(image_proc, proc_sr, native_sr, n_samples=x_MS.shape[1])
+        report("images", n + 1, N)
+    order = _assign(session, settings, images_NMS)
+    images_NMS = images_NMS[order]
+    residual_MS = x_MS - images_NMS.sum(axis=0) if proc_sr != native_sr else None
+    lap("images_s")
+
+    folder = Path(out_root) / session.name
+    write_images(folder, session, images_NMS, residual_MS, settings)
+    lap("write_s")
+
+    run = {
+        "studio_sep": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "session": {"name": session.name, "manifest": str(session.path), "manifest_sha256": _sha256(session.path),
+                    "sample_rate": native_sr, "n_samples": session.n_samples,
+                    "mics": [m.name for m in session.mics], "sources": [s.name for s in session.sources]},
+        "separation": {**asdict(settings), "init": list(settings.init), "method": "fastmnmf2",
+                       "prior": "none", "shape_FTM": [F, T, M], "n_sources": N,
+                       "source_order": "geometry" if "geometry" in settings.init else
+                       "assigned (spot-mic energy share)", "assignment": [int(i) for i in order],
+                       "residual_image": residual_MS is not None},
+        "log_likelihood": {"initial": float(fit.log_likelihood[0]), "final": float(fit.log_likelihood[-1]),
+                           "per_iteration": [round(float(v), 6) for v in fit.log_likelihood]},
+        "timings_s": timings | {"per_iteration_s": round(timings["fit_s"] / max(settings.n_iter, 1), 5)},
+        "versions": _versions(settings.device),
+        "outputs": {"images": "images", "stems": "stems"},
+    }
+    write_text_atomic(folder / "run.json", json.dumps(run, indent=2))
+    return SeparationResult(folder=folder, run=run)
+
+
+def load_mics(session: Session) -> np.ndarray:
+    """The mic signals as ``(M, S)`` float64, in ``[[mics]]`` order."""
+    by_file: dict[Path, list[int]] = {}
+    for m in session.mics:
+        by_file.setdefault(m.file, []).append(m.channel - 1)
+    data = {file: dict(zip(chans, audio_io.read_audio(file, channels=chans)[0])) for file, chans in by_file.items()}
+    return np.stack([data[m.file][m.channel - 1] for m in session.mics])
+
+
+def resample(x_CS: np.ndarray, from_sr: int, to_sr: int, *, n_samples: int | None = None) -> np.ndarray:
+    """Polyphase resampling of ``(C, S)`` signals; identity when the rates match."""
+    if from_sr == to_sr:
+        return x_CS if n_samples is None else _fit_length(x_CS, n_samples)
+    from scipy.signal import resample_poly
+
+    ratio = Fraction(to_sr, from_sr)
+    y = resample_poly(x_CS, ratio.numerator, ratio.denominator, axis=-1)
+    return _fit_length(y, n_samples if n_samples is not None else round(x_CS.shape[-1] * to_sr / from_sr))
+
+
+def _fit_length(x: np.ndarray, n: int) -> np.ndarray:
+    if x.shape[-1] >= n:
+        return x[..., :n]
+    return np.concatenate([x, np.zeros(x.shape[:-1] + (n - x.shape[-1],))], axis=-1)
+
+
+def learn_source_dictionary(session: Session, source, settings: ResolvedSettings, rng) -> np.ndarray:
+    """NMF bases (F, K) of a source's solo reference take at the processing rate."""
+    from . import prior, stft
+
+    ref, sr = audio_io.read_audio(source.reference)
+    ref = resample(ref, sr, settings.processing_sample_rate)
+    R = stft.stft(ref, n_fft=settings.n_fft, hop=settings.hop)[:, :, 0]
+    return prior.learn_dictionary(np.abs(R) ** 2, n_basis=settings.n_basis,
+                                  n_iter=settings.dictionary_iterations, rng=rng)
+
+
+def _assign(session: Session, settings: ResolvedSettings, images_NMS: np.ndarray) -> np.ndarray:
+    """Order of the outputs so that output n is manifest source n.
+
+    The geometry init names sources by construction. Otherwise each output goes to the
+    source whose stem mic takes the largest share of that output's energy (Hungarian
+    assignment), which does not depend on the random start.
+    """
+    N = images_NMS.shape[0]
+    if "geometry" in settings.init:
+        return np.arange(N)
+    from scipy.optimize import linear_sum_assignment
+
+    mic_index = {m.name: i for i, m in enumerate(session.mics)}
+    energy_NM = np.sum(images_NMS**2, axis=-1)
+    share_NM = energy_NM / np.maximum(energy_NM.sum(axis=0, keepdims=True), 1e-30)
+    score = np.stack([share_NM[:, mic_index[settings.stem_mics[s.name]]] for s in session.sources], axis=1)
+    outputs, sources = linear_sum_assignment(-score)  # score[output, source]
+    order = np.empty(N, dtype=int)
+    order[sources] = outputs
+    return order
+
+
+def write_images(folder: Path, session: Session, images_NMS, residual_MS, settings: ResolvedSettings) -> None:
+    sr, subtype = settings.sample_rate, settings.subtype
+    mic_index = {m.name: i for i, m in enumerate(session.mics)}
+    for n, source in enumerate(session.sources):
+        for m, mic in enumerate(session.mics):
+            audio_io.write_audio(folder / "images" / source.name / f"{mic.name}.wav", images_NMS[n, m], sr,
+                                 subtype=subtype)
+        stem = images_NMS[n, mic_index[settings.stem_mics[source.name]]]
+        audio_io.write_audio(folder / "stems" / f"{source.name}.wav", stem, sr, subtype=subtype)
+    residual_dir = folder / "images" / RESIDUAL
+    if residual_MS is not None:
+        for m, mic in enumerate(session.mics):
+            audio_io.write_audio(residual_dir / f"{mic.name}.wav", residual_MS[m], sr, subtype=subtype)
+    elif residual_dir.is_dir():  # from an earlier run at another rate: it no longer applies
+        for f in residual_dir.glob("*.wav"):
+            f.unlink()
+
+
+def read_images(folder: Path, session: Session, *, sources: Sequence[str] | None = None) -> np.ndarray:
+    """Read back ``images/<source>/<mic>.wav`` as ``(N, M, S)``."""
+    names = sources or [s.name for s in session.sources]
+    out = []
+    for name in names:
+        rows = []
+        for mic in session.mics:
+            path = folder / "images" / name / f"{mic.name}.wav"
+            if not path.is_file():
+                raise InputError(path, None, "separated image not found",
+                                 f"run `studio-sep separate {session.path}` with the same --out first")
+            rows.append(audio_io.read_audio(path)[0][0])
+        out.append(np.stack(rows))
+    return np.stack(out)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _versions(device: str) -> dict[str, str]:
+    import scipy
+
+    versions = {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
+                "machine": platform.machine(), "platform": platform.platform(terse=True)}
+    if device == "cuda":
+        import cupy
+
+        versions["cupy"] = cupy.__version__
+    return versions
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def evaluate_run(
+    session: Session, out_root: str | Path, *, reference_mic: str | None = None, filter_length: int = 512,
+    callback: ProgressCallback | None = None,
+) -> dict:
+    """Score a separation run against the session's ground truth; write the report.
+
+    Metrics (SDR, SIR, SAR, SI-SDR) for every source at the reference mic (default the
+    first mic) and at every source's stem mic, for the separated images and for the
+    unprocessed mixture (the baseline), and their difference (the improvement).
+    """
+    from .evaluate import METRICS, bss_metrics
+
+    if session.truth is None or set(session.truth.images) != {s.name for s in session.sources}:
+        raise InputError(session.path, "truth.images", "the session has no ground-truth image for every source",
+                         "evaluate needs [truth.images] with one file per source")
+    folder = Path(out_root) / session.name
+    run_path = folder / "run.json"
+    if not run_path.is_file():
+        raise InputError(run_path, None, "no separation run found",
+                         f"run `studio-sep separate {session.path} --out {out_root}` first")
+    run = json.loads(run_path.read_text())
+    stem_mics = run["separation"]["stem_mics"]
+    mic_names = [m.name for m in session.mics]
+    reference_mic = reference_mic or mic_names[0]
+    if reference_mic not in mic_names:
+        raise InputError(None, "reference-mic", f"{reference_mic!r} is not a mic of {session.name}",
+                         f"mics: {', '.join(mic_names)}")
+    eval_mics = list(dict.fromkeys([reference_mic, *(stem_mics[s.name] for s in session.sources)]))
+    truth_NMS = np.stack([audio_io.read_audio(session.truth.images[s.name])[0] for s in session.sources])
+    est_NMS = read_images(folder, session)
+    mix_MS = load_mics(session)
+    report = callback or (lambda stage, done, total, detail="": None)
+    result: dict = {"separated": {}, "mixture": {}, "improvement": {}}
+    for done, mic in enumerate(eval_mics):
+        m = mic_names.index(mic)
+        sep = bss_metrics(truth_NMS[:, m], est_NMS[:, m], filter_length=filter_length)
+        mix = bss_metrics(truth_NMS[:, m], np.repeat(mix_MS[m][None], len(session.sources), axis=0),
+                          filter_length=filter_length)
+        for n, s in enumerate(session.sources):
+            for kind, values in (("separated", sep), ("mixture", mix)):
+                result[kind].setdefault(s.name, {})[mic] = {k: _db(values[k][n]) for k in METRICS}
+            result["improvement"].setdefault(s.name, {})[mic] = {
+                k: _db(sep[k][n] - mix[k][n]) for k in METRICS}
+        report("evaluate", done + 1, len(eval_mics))
+
+    def mean_over(kind: str, pick_mic: Callable[[str], str]) -> dict:
+        return {k: _mean([result[kind][s.name][pick_mic(s.name)][k] for s in session.sources]) for k in METRICS}
+
+    result["means"] = {
+        "at_reference_mic": {kind: mean_over(kind, lambda s: reference_mic) for kind in result},
+        "at_stem_mic": {kind: mean_over(kind, lambda s: stem_mics[s]) for kind in
+                        ("separated", "mixture", "improvement")},
+    }
+    metrics = {"session": session.name, "reference_mic": reference_mic, "stem_mics": stem_mics,
+               "mics_evaluated": eval_mics, "filter_length": filter_length, "metrics": list(METRICS),
+               "init": run["separation"]["init"], "prior": run["separation"].get("prior", "none"), **result}
+    write_text_atomic(folder / "report" / "metrics.json", json.dumps(metrics, indent=2))
+    write_text_atomic(folder / "report" / "metrics.md", metrics_markdown(metrics))
+    return metrics
+
+
+def _db(v: float) -> float | None:
+    v = float(v)
+    return round(v, 3) if math.isfinite(v) else None
+
+
+def _mean(values: list[float | None]) -> float | None:
+    finite = [v for v in values if v is not None]
+    return round(sum(finite) / len(finite), 3) if finite and len(finite) == len(values) else None
+
+
+def metrics_rows(metrics: dict) -> list[list[str]]:
+    """Table rows: source, mic, then separated/mixture/improvement SDR, SIR, SAR, SI-SDR."""
+    fmt = lambda v: "—" if v is None else f"{v:+.2f}"  # noqa: E731
+    rows = []
+    for source, per_mic in metrics["separated"].items():
+        mics = [metrics["reference_mic"], metrics["stem_mics"][source]]
+        for mic in dict.fromkeys(mics):
+            sep, mix, imp = (metrics[k][source][mic] for k in ("separated", "mixture", "improvement"))
+            rows.append([source, mic + (" (ref)" if mic == metrics["reference_mic"] else " (stem)"),
+                         *(fmt(sep[k]) for k in METRICS), fmt(mix["sdr"]), fmt(imp["sdr"]), fmt(imp["si_sdr"])])
+    for label, key in (("mean", "at_reference_mic"), ("mean", "at_stem_mic")):
+        mean = metrics["means"][key]
+        rows.append([label, "ref mic" if key == "at_reference_mic" else "stem mics",
+                     *(fmt(mean["separated"][k]) for k in METRICS), fmt(mean["mixture"]["sdr"]),
+                     fmt(mean["improvement"]["sdr"]), fmt(mean["improvement"]["si_sdr"])])
+    return rows
+
+
+METRICS_HEADER = ["source", "mic", "SDR", "SIR", "SAR", "SI-SDR", "mix SDR", "ΔSDR", "ΔSI-SDR"]
+
+
+def metrics_markdown(metrics: dict) -> str:
+    lines = [f"# Separation metrics: {metrics['session']}", "",
+             f"init: {', '.join(metrics['init'])}; prior: {metrics['prior']}; reference mic: "
+             f"{metrics['reference_mic']}; dB, BSS Eval filter length {metrics['filter_length']}. "
+             "'mix' is the unprocessed mic signal; Δ is the improvement over it.", "",
+             "| " + " | ".join(METRICS_HEADER) + " |", "|" + "---|" * len(METRICS_HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in metrics_rows(metrics)]
+    return "\n".join(lines) + "\n"
