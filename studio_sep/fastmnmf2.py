@@ -31,6 +31,16 @@ from .errors import InputError
 FACTOR_FLOOR = 1e-12
 
 
+#: Largest x xᴴ cache :func:`fit` keeps by default (bytes).
+COVARIANCE_CACHE_BYTES = 2 * 1024**3
+
+
+def covariance_cache_bytes(shape_FTM, real_dtype) -> int:
+    """Bytes of the x xᴴ cache for an STFT of this shape (F·T·M(M+1) reals)."""
+    F, T, M = shape_FTM
+    return F * T * M * (M + 1) * np.dtype(real_dtype).itemsize
+
+
 @dataclass(frozen=True)
 class Params:
     """FastMNMF2 parameters (arrays of one backend). ``None`` fields, in an initial
@@ -98,6 +108,7 @@ def fit(
     init: Params | None = None,
     update_W: bool = True,
     normalize_every: int = 10,
+    cache_covariance: bool | None = None,
     rng: np.random.Generator,
     callback: Callable[[int, int, float], None] | None = None,
 ) -> FitResult:
@@ -122,6 +133,10 @@ def fit(
     normalize_every : int
         Renormalise Q, G, W (paper: every 10 iterations). Normalising leaves the
         model and its likelihood unchanged.
+    cache_covariance : bool, optional
+        Keep the upper triangle of every ``x_ft x_ftᴴ`` (F·T·M(M+1) reals): the Q
+        update then runs as one real matrix product, about 15× faster. Default: cache
+        when that takes at most :data:`COVARIANCE_CACHE_BYTES`.
     rng : numpy.random.Generator
         Source of the random initial values.
     callback : callable, optional
@@ -159,9 +174,11 @@ def fit(
     # Fit on unit-power data: the floors then mean the same thing for every session,
     # and the scale is given back to λ at the end (Q, G and the Wiener filter are
     # scale-free).
+    if cache_covariance is None:
+        cache_covariance = covariance_cache_bytes(X_FTM.shape, real_dtype) <= COVARIANCE_CACHE_BYTES
     scale = xp.sqrt(xp.mean(xp.abs(X_FTM) ** 2))
     X = X_FTM / scale
-    state = _State(xp, X, p.Q_FMM.copy(), p.G_NM.copy(), p.W_NFK.copy(), H)
+    state = _State(xp, X, p.Q_FMM.copy(), p.G_NM.copy(), p.W_NFK.copy(), H, cache_pairs=cache_covariance)
     state.normalize()
     state.refresh_Qx()
     state.refresh_model()
@@ -200,12 +217,18 @@ def _check_shapes(p: Params, F: int, T: int, M: int, N: int, K: int) -> None:
 class _State:
     """Parameters and the derived quantities the updates share (x̃, λ, ỹ)."""
 
-    def __init__(self, xp, X, Q, G, W, H):
+    def __init__(self, xp, X, Q, G, W, H, *, cache_pairs: bool = True):
         self.xp, self.X, self.Q, self.G, self.W, self.H = xp, X, Q, G, W, H
         self.F, self.T, self.M = X.shape
         self.X_FMT = xp.ascontiguousarray(X.transpose(0, 2, 1))
         self.X_conj = X.conj()
         self.floor = FACTOR_FLOOR
+        # the upper triangle of x xᴴ, constant over iterations (see covariances)
+        self.upper = tuple(xp.asarray(i) for i in np.triu_indices(self.M))
+        self.pairs = None
+        if cache_pairs:
+            xx = X[:, :, self.upper[0]] * X[:, :, self.upper[1]].conj()  # (F, T, P)
+            self.pairs = xp.concatenate([xx.real, xx.imag], axis=2)
         self.loading = 1e-10 if X.real.dtype == np.float64 else 1e-6
 
     # derived quantities ------------------------------------------------------
@@ -261,19 +284,39 @@ class _State:
         self.refresh_model()
 
     # iterative projection, paper eq. 16 ----------------------------------------
+    def covariances(self):
+        """``V_fm = (1/T) Σ_t x_ft x_ftᴴ / ỹ_ftm`` for every m, as (F, M, M, M) [f, m, i, j].
+
+        With the upper triangle of ``x xᴴ`` stored as real and imaginary parts
+        (``pairs``), all M weighted covariances are one real batched matmul; without
+        it (to save F·T·M(M+1)·itemsize bytes), one complex matmul per mic.
+        """
+        xp, F, T, M = self.xp, self.F, self.T, self.M
+        inv_Y_FMT = xp.ascontiguousarray((1.0 / self.Y).transpose(0, 2, 1))
+        if self.pairs is None:
+            return xp.stack([xp.matmul(self.X_FMT * inv_Y_FMT[:, m:m + 1, :], self.X_conj)
+                             for m in range(M)], axis=1) / T
+        P = len(self.upper[0])
+        R = xp.matmul(inv_Y_FMT, self.pairs) / T  # (F, M, 2P)
+        upper = R[:, :, :P] + 1j * R[:, :, P:]
+        V = xp.zeros((F, M, M, M), dtype=self.Q.dtype)
+        V[:, :, self.upper[0], self.upper[1]] = upper
+        V[:, :, self.upper[1], self.upper[0]] = upper.conj()
+        return V
+
+    # iterative projection, paper eq. 16 ----------------------------------------
     def update_Q(self) -> None:
         """Update every row of Q in turn. x̃ is not needed between rows: refresh after."""
         xp = self.xp
-        inv_Y = 1.0 / self.Y
+        V_all = self.covariances()
+        # Diagonal loading far below the data (relative LOADING of the mean power):
+        # keeps the solve defined when mics are linearly dependent (a duplicated
+        # channel, digital silence in a bin) and is invisible otherwise.
         eye = xp.eye(self.M, dtype=self.Q.dtype)
+        trace = xp.trace(V_all, axis1=2, axis2=3).real  # (F, M)
+        V_all = V_all + (self.loading * trace / self.M)[:, :, None, None] * eye
         for m in range(self.M):
-            weights_F1T = inv_Y[:, :, m][:, None, :]
-            V = xp.matmul(self.X_FMT * weights_F1T, self.X_conj) / self.T  # (F, M, M), Hermitian
-            # Diagonal loading far below the data (relative LOADING of the mean power):
-            # keeps the solve defined when mics are linearly dependent (a duplicated
-            # channel, digital silence in a bin) and is invisible otherwise.
-            trace = xp.trace(V, axis1=1, axis2=2).real
-            V = V + (self.loading * trace / self.M)[:, None, None] * eye
+            V = V_all[:, m]
             b = xp.ascontiguousarray(xp.broadcast_to(eye[:, m:m + 1], (self.F, self.M, 1)))
             q = xp.linalg.solve(xp.matmul(self.Q, V), b)  # (F, M, 1)
             norm = xp.matmul(xp.matmul(q.conj().transpose(0, 2, 1), V), q).real  # (F, 1, 1)

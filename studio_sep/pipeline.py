@@ -34,6 +34,7 @@ from . import __version__, audio_io
 from .atomic import write_text_atomic
 from .backend import resolve_device, to_device, to_host, xp_for_device
 from .errors import InputError
+from .evaluate import METRICS
 from .manifest import INITS, Session
 from .stft import check_fft_settings, default_fft_size
 
@@ -389,7 +390,7 @@ def evaluate_run(
     first mic) and at every source's stem mic, for the separated images and for the
     unprocessed mixture (the baseline), and their difference (the improvement).
     """
-    from .evaluate import METRICS, bss_metrics
+    from .evaluate import bss_metrics
 
     if session.truth is None or set(session.truth.images) != {s.name for s in session.sources}:
         raise InputError(session.path, "truth.images", "the session has no ground-truth image for every source",

@@ -179,3 +179,13 @@ def test_pure_modules_import_nothing_heavy() -> None:
             "print(sorted(heavy & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_cached_and_streamed_covariances_agree(mixture) -> None:
+    x, _ = mixture
+    X = stft(x, n_fft=N_FFT, hop=HOP)
+    kwargs = dict(n_sources=3, n_basis=4, n_iter=6)
+    cached = fastmnmf2.fit(X, cache_covariance=True, rng=np.random.default_rng(4), **kwargs)
+    streamed = fastmnmf2.fit(X, cache_covariance=False, rng=np.random.default_rng(4), **kwargs)
+    np.testing.assert_allclose(cached.log_likelihood, streamed.log_likelihood, rtol=1e-10)
+    np.testing.assert_allclose(cached.params.Q_FMM, streamed.params.Q_FMM, rtol=1e-7, atol=1e-9)
