@@ -1,0 +1,24 @@
+"""Shared fixtures: one short rendered reference session for the whole test run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
+SESSION_SECONDS = 6.0
+SESSION_RATE = 16000
+
+
+@pytest.fixture(scope="session")
+def rendered_session(tmp_path_factory) -> Path:
+    """A 6 s, 16 kHz render of the reference trio (TimGM6mb, seed 0); returns its manifest."""
+    from studio_sep.simulate import SimulationSettings, simulate_session
+
+    if not SOUNDFONT.is_file():
+        pytest.skip("TimGM6mb.sf2 not installed (apt-get install timgm6mb-soundfont)")
+    folder = tmp_path_factory.mktemp("trio")
+    settings = SimulationSettings(seed=0, duration_s=SESSION_SECONDS, sample_rate=SESSION_RATE,
+                                  soundfont=SOUNDFONT, reference_duration_s=6.0)
+    return simulate_session(folder, settings).manifest
