@@ -27,7 +27,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-console = Console()
+console = Console(soft_wrap=True)  # paths and one-line messages are never folded
 err_console = Console(stderr=True)
 
 DEFAULT_DEMO_DIR = Path("sessions/ircam_trio")

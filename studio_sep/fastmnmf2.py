@@ -71,9 +71,11 @@ class FitResult:
 
 def circular_init(
     n_freq: int, n_mics: int, n_sources: int, n_basis: int, *, rng: np.random.Generator,
-    dtype=np.float64, g_floor: float = 1e-2,
+    dtype=np.float64, g_floor: float = 5e-2,
 ) -> Params:
-    """The blind baseline: ``Q_f = I``, source n on channel ``n mod M``, random W and H.
+    """The blind baseline: ``Q_f = I``, channel m given to source ``m mod N``
+    (weight 1, every other weight ``g_floor``), random W and H; as in the reference
+    implementations (Sekiguchi et al.; pyroomacoustics).
 
     Values are drawn on the host from ``rng`` (so numpy and cupy runs start
     identically); move them with :func:`params_to`.
@@ -81,7 +83,7 @@ def circular_init(
     complex_dtype = np.result_type(dtype, np.complex64)
     Q = np.tile(np.eye(n_mics, dtype=complex_dtype), (n_freq, 1, 1))
     G = np.full((n_sources, n_mics), g_floor, dtype=dtype)
-    G[np.arange(n_sources), np.arange(n_sources) % n_mics] = 1.0
+    G[np.arange(n_mics) % n_sources, np.arange(n_mics)] = 1.0
     W = rng.uniform(size=(n_sources, n_freq, n_basis)).astype(dtype)
     H = rng.uniform(size=(n_sources, n_basis, 1)).astype(dtype)  # filled per frame by fit
     return Params(Q_FMM=Q, G_NM=G, W_NFK=W, H_NKT=H)
