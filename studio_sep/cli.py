@@ -192,25 +192,32 @@ def evaluate(
 @app.command()
 def demo(
     session_dir: Annotated[Path, typer.Option(help="Where the built-in session lives.")] = DEFAULT_DEMO_DIR,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output root.")] = Path("out"),
     duration: Annotated[float, typer.Option(help="Length of the rendered session in seconds.")] = 20.0,
-    sample_rate: Annotated[int, typer.Option(help="Sample rate in Hz.")] = 48000,
+    sample_rate: Annotated[int, typer.Option(help="Sample rate of the rendered session in Hz.")] = 48000,
+    iterations: Annotated[int | None, typer.Option(help="FastMNMF2 iterations (default 100).")] = None,
 ) -> None:
-    """Render the built-in trio session if needed, then validate it (the whole pipeline, as it lands)."""
+    """Render the built-in trio session (if needed), separate it, and score it against its ground truth."""
     from .manifest import load_session
+    from .pipeline import SeparationOptions, evaluate_run, separate_session
     from .simulate import SimulationSettings, simulate_session
 
     with _user_errors():
         settings = SimulationSettings(duration_s=duration, sample_rate=sample_rate)
         with _StageProgress(console) as progress:
-            result = simulate_session(session_dir, settings, callback=progress)
-        _print_simulation(result)
-        session = load_session(result.manifest)
-    _print_session(session)
-    console.print(
-        "[yellow]demo:[/] ran simulate + validate only. Separation (FastMNMF2), mixing and evaluation "
-        "are not implemented yet; they will join this demo when they land.",
-        highlight=False,
-    )
+            rendered = simulate_session(session_dir, settings, callback=progress)
+        _print_simulation(rendered)
+        session = load_session(rendered.manifest)
+        _print_session(session)
+        with _StageProgress(console) as progress:
+            separated = separate_session(session, out, SeparationOptions(n_iter=iterations), callback=progress)
+        _print_separation(separated)
+        with _StageProgress(console) as progress:
+            metrics = evaluate_run(session, out, callback=progress)
+    _print_metrics(metrics, separated.folder / "report")
+    console.print(f"stems: {separated.folder / 'stems'}; images: {separated.folder / 'images'}", highlight=False)
+    console.print("[yellow]demo:[/] mixing (remix, DAW stems) is not implemented yet; it joins this demo when it "
+                  "lands.", highlight=False)
 
 
 def _print_separation(result) -> None:
