@@ -12,15 +12,15 @@ from scipy.optimize import nnls
 from .errors import InputError
 
 
-def learn_dictionary(
+def nmf(
     power_FT: np.ndarray, *, n_basis: int, n_iter: int = 200, rng: np.random.Generator, eps: float = 1e-12,
-) -> np.ndarray:
-    """NMF bases of a power spectrogram (KL divergence, multiplicative updates).
+) -> tuple[np.ndarray, np.ndarray]:
+    """NMF of a power spectrogram (KL divergence, multiplicative updates).
 
     Parameters
     ----------
     power_FT : ndarray, shape (F, T), non-negative
-        Power spectrogram of a solo take (``|STFT|²``).
+        A power spectrogram (``|STFT|²``).
     n_basis : int
         K, number of bases.
     n_iter : int
@@ -32,15 +32,18 @@ def learn_dictionary(
     -------
     W_FK : ndarray, shape (F, K)
         Bases, each column summing to 1, ordered by decreasing total activation.
+    H_KT : ndarray, shape (K, T)
+        Activations, in the scale of ``power_FT``.
     """
     V = np.asarray(power_FT, dtype=np.float64)
     if V.ndim != 2 or np.any(V < 0) or not np.all(np.isfinite(V)):
-        raise InputError(None, "reference", "dictionary data must be a finite non-negative (F, T) array")
+        raise InputError(None, "spectrogram", "NMF data must be a finite non-negative (F, T) array")
     F, T = V.shape
     if T < n_basis:
-        raise InputError(None, "reference", f"solo take has {T} frames for {n_basis} bases",
-                         "use a longer reference take or fewer bases")
-    V = V / max(V.mean(), eps) + eps
+        raise InputError(None, "reference", f"{T} frames for {n_basis} bases",
+                         "use a longer recording or fewer bases")
+    scale = max(V.mean(), eps)
+    V = V / scale + eps
     W = rng.uniform(0.5, 1.5, size=(F, n_basis))
     H = rng.uniform(0.5, 1.5, size=(n_basis, T))
     for _ in range(n_iter):
@@ -52,7 +55,14 @@ def learn_dictionary(
         W /= norm
         H *= norm[:, None]
     order = np.argsort(-H.sum(axis=1))
-    return W[:, order]
+    return W[:, order], H[order] * scale
+
+
+def learn_dictionary(
+    power_FT: np.ndarray, *, n_basis: int, n_iter: int = 200, rng: np.random.Generator,
+) -> np.ndarray:
+    """NMF bases ``W_FK`` of a solo take's power spectrogram (see :func:`nmf`)."""
+    return nmf(power_FT, n_basis=n_basis, n_iter=n_iter, rng=rng)[0]
 
 
 def nnls_activations(V_FT: np.ndarray, W_FK: np.ndarray) -> np.ndarray:

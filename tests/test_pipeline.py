@@ -44,7 +44,8 @@ def test_run_json_records_everything(guided_run) -> None:
     session, out, result, _ = guided_run
     run = json.loads((out / session.name / "run.json").read_text())
     sep = run["separation"]
-    assert sep["init"] == ["geometry", "dictionary"]  # the default when every source has a take
+    assert sep["init"] == ["geometry"]  # the default
+    assert sep["spectral_init"].startswith("W, H by NMF of the geometric demixer")
     assert (sep["n_iter"], sep["n_basis"], sep["n_fft"], sep["hop"]) == (30, 8, 1024, 256)
     assert sep["device"] == "cpu" and sep["dtype"] == "float64" and sep["seed"] == 0
     assert sep["prior"] == "none" and sep["stem_mics"]["violin"] == "spot_violin"
@@ -66,8 +67,17 @@ def test_images_add_back_to_the_mixture(guided_run) -> None:
 def test_guided_separation_beats_the_mixture_clearly(guided_run) -> None:
     _, _, _, metrics = guided_run
     means = metrics["means"]["at_reference_mic"]
-    assert means["improvement"]["sdr"] > 3.0, means
-    assert means["separated"]["sir"] > means["mixture"]["sir"] + 3.0
+    assert means["improvement"]["sdr"] > 6.0, means
+    assert means["separated"]["sir"] > means["mixture"]["sir"] + 6.0
+    assert metrics["means"]["at_stem_mic"]["improvement"]["sdr"] > 5.0
+
+
+def test_dictionary_from_solo_takes_also_separates(rendered_session: Path, tmp_path: Path) -> None:
+    session = load_session(rendered_session)
+    result = separate_session(session, tmp_path, SeparationOptions(n_iter=20, init=("geometry", "dictionary")))
+    assert result.run["separation"]["spectral_init"].startswith("dictionary W, H by NNLS")
+    metrics = evaluate_run(session, tmp_path)
+    assert metrics["means"]["at_reference_mic"]["improvement"]["sdr"] > 5.0, metrics["means"]
 
 
 def test_metrics_report_files(guided_run) -> None:
