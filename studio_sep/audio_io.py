@@ -8,6 +8,8 @@ atomically (temporary sibling, then rename), so a final name never holds a parti
 from __future__ import annotations
 
 import os
+import shutil
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,12 +136,92 @@ def find_nonfinite(
     return None
 
 
+@dataclass(frozen=True)
+class Bext:
+    """Broadcast-WAV ``bext`` chunk fields (EBU Tech 3285, version 1).
+
+    ``time_reference`` is the file's first sample as a count of samples since
+    midnight: DAWs place the file at that timestamp.
+    """
+
+    description: str = ""
+    originator: str = "studio-sep"
+    originator_reference: str = ""
+    origination_date: str = "2000-01-01"  #: yyyy-mm-dd
+    origination_time: str = "00:00:00"  #: hh:mm:ss
+    time_reference: int = 0
+    coding_history: str = ""
+
+
+_BEXT_FORMAT = "<256s32s32s10s8sIIH64s5h180s"  # 602 bytes, then the coding history
+
+
+def _bext_payload(b: Bext) -> bytes:
+    def text(value: str, size: int) -> bytes:
+        return value.encode("ascii", "replace")[:size]
+
+    fixed = struct.pack(_BEXT_FORMAT, text(b.description, 256), text(b.originator, 32),
+                        text(b.originator_reference, 32), text(b.origination_date, 10),
+                        text(b.origination_time, 8), b.time_reference & 0xFFFFFFFF, b.time_reference >> 32, 1,
+                        b"", 0, 0, 0, 0, 0, b"")
+    return fixed + b.coding_history.encode("ascii", "replace")
+
+
+def read_bext(path: str | os.PathLike) -> Bext | None:
+    """The ``bext`` chunk of a WAV file, or None when it has none."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"bext":
+                data = f.read(size)
+                fields = struct.unpack(_BEXT_FORMAT, data[:602])
+                text = lambda raw: raw.rstrip(b"\0").decode("ascii", "replace")  # noqa: E731
+                return Bext(description=text(fields[0]), originator=text(fields[1]),
+                            originator_reference=text(fields[2]), origination_date=text(fields[3]),
+                            origination_time=text(fields[4]), time_reference=fields[5] | (fields[6] << 32),
+                            coding_history=text(data[602:]))
+            f.seek(size + (size & 1), os.SEEK_CUR)
+
+
+def _insert_bext(src: Path, dst: Path, bext: Bext) -> None:
+    """Copy a RIFF/WAVE file, adding a bext chunk right after its fmt chunk."""
+    payload = _bext_payload(bext)
+    chunk = b"bext" + struct.pack("<I", len(payload)) + payload + (b"\0" if len(payload) & 1 else b"")
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        head = fin.read(12)
+        if head[:4] != b"RIFF":
+            raise ValueError("bext can only be added to a RIFF WAV file (not RF64)")
+        riff_size = struct.unpack("<I", head[4:8])[0] + len(chunk)
+        fout.write(b"RIFF" + struct.pack("<I", riff_size) + b"WAVE")
+        inserted = False
+        while True:
+            header = fin.read(8)
+            if len(header) < 8:
+                break
+            cid, size = header[:4], struct.unpack("<I", header[4:])[0]
+            fout.write(header)
+            if cid == b"data":
+                shutil.copyfileobj(fin, fout, 1 << 20)
+                break
+            fout.write(fin.read(size + (size & 1)))
+            if cid == b"fmt " and not inserted:
+                fout.write(chunk)
+                inserted = True
+
+
 def write_audio(
     path: str | os.PathLike,
     x_CS: np.ndarray,
     sample_rate: int,
     *,
     subtype: str = "float32",
+    bext: Bext | None = None,
 ) -> Path:
     """Write ``(n_channels, n_samples)`` audio to a WAV file atomically.
 
@@ -154,6 +236,8 @@ def write_audio(
         Sample rate in Hz.
     subtype : {"float32", "float64", "pcm24", "pcm16"}
         Sample format. Files over 4 GiB are written as RF64.
+    bext : Bext, optional
+        Add a Broadcast-WAV ``bext`` chunk (not for RF64 files).
 
     Returns
     -------
@@ -177,8 +261,18 @@ def write_audio(
                          "lower the gain or write float32")
     n_bytes = x_CS.size * {"FLOAT": 4, "DOUBLE": 8, "PCM_24": 3, "PCM_16": 2}[sf_subtype]
     fmt = "RF64" if n_bytes > _RIFF_LIMIT_BYTES else "WAV"
+    if bext is not None and fmt == "RF64":
+        raise AudioError(path, None, "a bext chunk cannot go into a file over 4 GiB", "split the stem")
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), x_CS.T, int(sample_rate), subtype=sf_subtype, format=fmt)
+        if bext is None:
+            sf.write(str(tmp), x_CS.T, int(sample_rate), subtype=sf_subtype, format=fmt)
+        else:
+            plain = tmp.with_name(tmp.name + ".plain")
+            try:
+                sf.write(str(plain), x_CS.T, int(sample_rate), subtype=sf_subtype, format=fmt)
+                _insert_bext(plain, tmp, bext)
+            finally:
+                plain.unlink(missing_ok=True)
     return path
 
 

@@ -189,6 +189,107 @@ def evaluate(
     _print_metrics(metrics, Path(out) / session.name / "report")
 
 
+def _parse_levels(values: list[str], option: str) -> dict[str, float]:
+    levels = {}
+    for value in values:
+        name, sep, number = value.partition("=")
+        try:
+            levels[name] = float(number)
+        except ValueError:
+            raise InputError(None, option, f"{value!r} is not SOURCE=NUMBER", f"write e.g. {option} sax=+3") from None
+        if not sep or not name:
+            raise InputError(None, option, f"{value!r} is not SOURCE=NUMBER", f"write e.g. {option} sax=+3")
+    return levels
+
+
+DEFAULT_PRESETS_DIR = Path("presets")
+
+
+@app.command()
+def mix(
+    manifest: Annotated[Path, typer.Argument(help="The session.toml (or its folder).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output root given to separate.")],
+    preset: Annotated[Path, typer.Option(help="Mixing preset (.toml).")] = DEFAULT_PRESETS_DIR / "paper.toml",
+    from_: Annotated[str, typer.Option("--from", help="Mix the separated images (run) or the ground truth (truth).")] = "run",
+    gain: Annotated[list[str] | None, typer.Option(help="SOURCE=DB fader gain, e.g. sax=+3; repeatable.")] = None,
+    pan: Annotated[list[str] | None, typer.Option(help="SOURCE=PAN, -1 left … 1 right; repeatable.")] = None,
+    mute: Annotated[list[str] | None, typer.Option(help="Mute a source; repeatable.")] = None,
+    unmute: Annotated[list[str] | None, typer.Option(help="Unmute a source the preset mutes; repeatable.")] = None,
+    solo: Annotated[list[str] | None, typer.Option(help="Solo a source; repeatable.")] = None,
+) -> None:
+    """Render a stereo remix, DAW stems and a REAPER project from a preset."""
+    from .manifest import load_session
+    from .mixing import Overrides
+    from .pipeline import mix_session
+
+    with _user_errors():
+        overrides = Overrides(gain_db=_parse_levels(gain or [], "--gain"), pan=_parse_levels(pan or [], "--pan"),
+                              mute=frozenset(mute or []), unmute=frozenset(unmute or []), solo=frozenset(solo or []))
+        session = load_session(manifest)
+        with _StageProgress(console) as progress:
+            outcome = mix_session(session, out, preset, source=from_, overrides=overrides, callback=progress)
+    _print_mix(outcome)
+
+
+def _print_mix(outcome) -> None:
+    r = outcome.report
+    console.print(f"remix: {outcome.remix} ({r['loudness_out_lufs']} LUFS, true peak {r['true_peak_out_dbtp']} dBTP, "
+                  f"gain {r['gain_db']:+.2f} dB)", highlight=False)
+    console.print(f"DAW project: {outcome.project} ({len(outcome.stems)} stems)", highlight=False)
+    for warning in r["warnings"]:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+@app.command("presets")
+def presets_command(
+    folder: Annotated[Path, typer.Argument(help="Folder of presets.")] = DEFAULT_PRESETS_DIR,
+) -> None:
+    """List the mixing presets in a folder, one line each."""
+    from .presets import list_presets
+
+    with _user_errors():
+        found = list_presets(folder)
+    for preset in found:
+        console.print(f"[bold]{preset.name}[/]  {preset.description}  ({preset.path})", highlight=False)
+    if not found:
+        console.print(f"no presets in {folder}", highlight=False)
+
+
+plugins_app = typer.Typer(help="External VST3 plugins.", no_args_is_help=True)
+app.add_typer(plugins_app, name="plugins")
+
+
+@plugins_app.command("scan")
+def plugins_scan(
+    directories: Annotated[list[Path] | None, typer.Argument(help="Folders to scan (default: the standard VST3 folders).")] = None,
+) -> None:
+    """List installed VST3 plugins and their parameters."""
+    from .plugin_host import scan_plugins
+
+    with _user_errors():
+        with console.status("loading plugins in worker processes…"):
+            infos = scan_plugins(directories or None)
+    for info in infos:
+        _print_plugin(info)
+    if not infos:
+        console.print("no VST3 plugins found", highlight=False)
+
+
+def _print_plugin(info) -> None:
+    error = getattr(info, "error", None)
+    if error:
+        console.print(f"[bold]{info.path}[/]: [red]failed[/] ({error})", highlight=False)
+        return
+    table = Table("parameter", "range", "default", "units", title=f"{info.name} — {info.path}", title_justify="left")
+    for p in info.parameters:
+        low, high = getattr(p, "min", None), getattr(p, "max", None)
+        span = f"{low:g} … {high:g}" if isinstance(low, (int, float)) and isinstance(high, (int, float)) else "-"
+        default = getattr(p, "default", "")
+        table.add_row(p.name, span, f"{default:g}" if isinstance(default, (int, float)) else str(default),
+                      str(getattr(p, "units", "") or ""))
+    console.print(table)
+
+
 @app.command()
 def demo(
     session_dir: Annotated[Path, typer.Option(help="Where the built-in session lives.")] = DEFAULT_DEMO_DIR,

@@ -506,3 +506,91 @@ def metrics_markdown(metrics: dict) -> str:
              "| " + " | ".join(METRICS_HEADER) + " |", "|" + "---|" * len(METRICS_HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in metrics_rows(metrics)]
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- mixing
+
+
+@dataclass(frozen=True)
+class MixOutcome:
+    remix: Path
+    project: Path
+    stems: tuple[Path, ...]
+    report: dict
+
+
+def mix_session(
+    session: Session,
+    out_root: str | Path,
+    preset_path: str | Path,
+    *,
+    source: str = "run",
+    overrides=None,
+    callback: ProgressCallback | None = None,
+) -> MixOutcome:
+    """Mix a session's separated images (``source="run"``) or its ground-truth images
+    (``source="truth"``) with a preset; write the remix, the DAW stems and project.
+
+    Everything is checked (preset, routing against the session, every plugin and
+    parameter) before anything is rendered.
+    """
+    from . import mixing, plugin_host
+    from .daw import Track, write_reaper_project
+    from .presets import load_preset
+
+    preset = load_preset(preset_path)
+    overrides = overrides or mixing.Overrides()
+    folder = Path(out_root) / session.name
+    if source == "run":
+        run_path = folder / "run.json"
+        if not run_path.is_file():
+            raise InputError(run_path, None, "no separation run to mix",
+                             f"run `studio-sep separate {session.path} --out {out_root}` first, or mix --from truth")
+        stem_mics = json.loads(run_path.read_text())["separation"]["stem_mics"]
+    elif source == "truth":
+        if session.truth is None or set(session.truth.images) != {s.name for s in session.sources}:
+            raise InputError(session.path, "truth.images", "no ground-truth image for every source",
+                             "mix --from run (the separated images) instead")
+        stem_mics = _stem_mics(session, {})
+    else:
+        raise InputError(None, "--from", f"{source!r} is not run or truth", "pick one of those")
+    sample_rate = session.sample_rate
+    routes = mixing.resolve_routes(session, preset, stem_mics, overrides, sample_rate=sample_rate)
+    chains = [(feed[4], 1) for r in routes for feed in r.feeds] + [(r.chain, 2) for r in routes]
+    for chain, n_channels in [*chains, (preset.master, 2)]:
+        if chain:  # feeds are mono, buses and the master stereo
+            plugin_host.validate_chain(list(chain), sample_rate=sample_rate, n_channels=n_channels)
+
+    if source == "run":
+        images = read_images(folder, session)
+    else:
+        images = np.stack([audio_io.read_audio(session.truth.images[s.name])[0] for s in session.sources])
+    result = mixing.mix(images, routes, preset, sample_rate=sample_rate, render_chain=plugin_host.render_chain,
+                        callback=callback)
+    warnings = list(result.report["warnings"])
+    remix, clipped = mixing.clip_for_format(result.remix_2S, preset.format, "remix")
+    warnings += clipped
+    stamp = _dt.datetime.now(_dt.timezone.utc)
+    remix_path = audio_io.write_audio(folder / "remix" / f"{preset.name}.wav", remix, sample_rate,
+                                      subtype=preset.format)
+    daw_dir = folder / "daw" / preset.name
+    stems, tracks = [], []
+    for n, route in enumerate(result.routes):
+        stem, clipped = mixing.clip_for_format(result.stems_N2S[n], preset.format, f"stem {route.source}")
+        warnings += clipped
+        path = daw_dir / f"{n + 1:02d}_{route.source}.wav"
+        bext = audio_io.Bext(description=f"{session.name} {route.source} ({preset.name}, pre-fader)",
+                             originator_reference=f"studio-sep {__version__}",
+                             origination_date=stamp.strftime("%Y-%m-%d"),
+                             origination_time=stamp.strftime("%H:%M:%S"), time_reference=0,
+                             coding_history=f"A=PCM,F={sample_rate},T=studio-sep mix {preset.name}")
+        stems.append(audio_io.write_audio(path, stem, sample_rate, subtype=preset.format, bext=bext))
+        tracks.append(Track(name=f"{n + 1:02d} {route.source}", file=path, gain_db=route.gain_db, pan=route.pan,
+                            mute=not route.audible))
+    project = write_reaper_project(daw_dir / f"{session.name}_{preset.name}.RPP", tracks, sample_rate=sample_rate,
+                                   length_samples=result.remix_2S.shape[1])
+    report = {"preset": str(preset.path), "preset_name": preset.name, "from": source, "format": preset.format,
+              **result.report, "warnings": warnings, "remix": str(remix_path), "project": str(project),
+              "stems": [str(p) for p in stems]}
+    write_text_atomic(folder / "remix" / f"{preset.name}.json", json.dumps(report, indent=2))
+    return MixOutcome(remix=remix_path, project=project, stems=tuple(stems), report=report)

@@ -1,0 +1,270 @@
+"""The mixing stage: separated images + a preset → stereo stems and a stereo remix.
+
+Signal flow for each source (all arrays ``(channels, samples)``, float64):
+
+1. every feed takes the source's image at one mic (mono), runs the feed's chain,
+   applies its gain and delay, and pans it into stereo (constant-power law: −3 dB
+   per side at centre);
+2. the feeds are summed into the source's stereo bus, which runs the source's chain:
+   that bus is the source's **stem** (pre-fader), as written for the DAW;
+3. the fader applies the source's gain, balance (stereo pan: the far side is
+   attenuated linearly, the near side kept at unity) and mute/solo.
+
+The faded stems sum to the **remix input**; the master chain turns it into the remix,
+which is then brought to the preset's loudness (ITU-R BS.1770, pyloudnorm) without its
+true peak (4× oversampled) exceeding the preset's ceiling. Every buffer is padded by
+the preset's tail plus the longest feed delay before processing, so effect tails are
+kept; stems and remix all have ``n_samples + tail`` samples.
+
+Chains run through :mod:`studio_sep.plugin_host` (VST3 plugins in a fresh worker
+process per chain render).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import InputError
+from .manifest import Session
+from .presets import POSITION, SPOT, Preset, PresetError, SourceMix
+
+POSITION_PAN_WIDTH = 0.8  #: "@position" puts the outermost source at ±this pan
+TRUE_PEAK_OVERSAMPLING = 4
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Command-line changes to a preset's faders: gain in dB, pan, mute, solo."""
+
+    gain_db: Mapping[str, float] = field(default_factory=dict)
+    pan: Mapping[str, float] = field(default_factory=dict)
+    mute: frozenset[str] = frozenset()
+    unmute: frozenset[str] = frozenset()
+    solo: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Route:
+    """A source's resolved routing: feeds with real mic indices and numeric pans."""
+
+    source: str
+    feeds: tuple[tuple[int, float, float, int, tuple], ...]  #: (mic index, gain_db, pan, delay samples, chain)
+    chain: tuple
+    gain_db: float
+    pan: float
+    audible: bool
+
+
+@dataclass(frozen=True)
+class MixResult:
+    stems_N2S: np.ndarray  #: pre-fader stereo stems, one per source
+    remix_2S: np.ndarray
+    routes: tuple[Route, ...]
+    report: dict
+
+
+def resolve_routes(session: Session, preset: Preset, stem_mics: Mapping[str, str],
+                   overrides: Overrides = Overrides(), *, sample_rate: int) -> tuple[Route, ...]:
+    """Check the preset against the session and resolve mics, pans and delays."""
+    mic_index = {m.name: i for i, m in enumerate(session.mics)}
+    names = [s.name for s in session.sources]
+    for key in preset.sources:
+        if key not in names:
+            raise PresetError(preset.path, f"sources.{key}", f"{key!r} is not a source of session {session.name}",
+                              f"sources: {', '.join(names)}")
+    for kind, table in (("gain", overrides.gain_db), ("pan", overrides.pan)):
+        for key in table:
+            if key not in names:
+                raise InputError(None, f"--{kind}", f"{key!r} is not a source of {session.name}",
+                                 f"sources: {', '.join(names)}")
+    for kind, group in (("mute", overrides.mute), ("unmute", overrides.unmute), ("solo", overrides.solo)):
+        for key in group:
+            if key not in names:
+                raise InputError(None, f"--{kind}", f"{key!r} is not a source of {session.name}",
+                                 f"sources: {', '.join(names)}")
+    for key, value in overrides.pan.items():
+        if not -1.0 <= value <= 1.0:
+            raise InputError(None, "--pan", f"{key}={value} is outside -1…1", "use -1 (left) to 1 (right)")
+    ys = [s.position_m[1] for s in session.sources]
+    spread = max(abs(y) for y in ys) or 1.0
+
+    def position_pan(source) -> float:
+        return -POSITION_PAN_WIDTH * source.position_m[1] / spread  # +y is stage left
+
+    solo = {s.name for s in session.sources if preset.for_source(s.name).solo} | set(overrides.solo)
+    routes = []
+    for source in session.sources:
+        mix: SourceMix = preset.for_source(source.name)
+        where = f"sources.{source.name}" if source.name in preset.sources else "defaults"
+        feeds = []
+        for i, feed in enumerate(mix.feeds):
+            mic = stem_mics[source.name] if feed.mic == SPOT else feed.mic
+            if mic not in mic_index:
+                if feed.optional:
+                    continue
+                raise PresetError(preset.path, f"{where}.feeds[{i}].mic",
+                                  f"{mic!r} is not a mic of session {session.name}",
+                                  f"use one of {', '.join(mic_index)} or \"@spot\", or set optional = true")
+            pan = position_pan(source) if feed.pan == POSITION else float(feed.pan)
+            delay = round(feed.delay_ms * sample_rate / 1000.0)
+            feeds.append((mic_index[mic], feed.gain_db, pan, delay, mix.chain_of(feed)))
+        if not feeds:
+            raise PresetError(preset.path, f"{where}.feeds", f"no feed of {source.name!r} exists in this session",
+                              "name at least one mic the session has")
+        muted = (mix.mute or source.name in overrides.mute) and source.name not in overrides.unmute
+        audible = (source.name in solo) if solo else not muted
+        pan = overrides.pan.get(source.name, position_pan(source) if mix.pan == POSITION else float(mix.pan))
+        routes.append(Route(source.name, tuple(feeds), mix.chain,
+                            overrides.gain_db.get(source.name, mix.gain_db), pan, audible))
+    return tuple(routes)
+
+
+def pan_gains(pan: float) -> tuple[float, float]:
+    """Constant-power pan of a mono signal: (left, right) gains; −3 dB each at 0."""
+    theta = (pan + 1.0) * math.pi / 4.0
+    return math.cos(theta), math.sin(theta)
+
+
+def balance_gains(pan: float) -> tuple[float, float]:
+    """Balance of a stereo signal: the far side attenuated linearly, unity at 0."""
+    return (1.0 - max(pan, 0.0), 1.0 + min(pan, 0.0))
+
+
+def db_to_gain(db: float) -> float:
+    return 10.0 ** (db / 20.0)
+
+
+def mix(
+    images_NMS: np.ndarray,
+    routes: tuple[Route, ...],
+    preset: Preset,
+    *,
+    sample_rate: int,
+    render_chain: Callable[..., np.ndarray],
+    callback: Callable[..., None] | None = None,
+) -> MixResult:
+    """Render stems and the remix from separated images.
+
+    Parameters
+    ----------
+    images_NMS : ndarray, shape (N, M, S)
+        Each source's image at every mic, in session order.
+    routes : from :func:`resolve_routes`
+    render_chain : callable
+        ``render_chain(specs, audio_CS, sample_rate=...) -> audio_CS`` (the plugin host).
+    """
+    report_progress = callback or (lambda stage, done, total, detail="": None)
+    N, _, S = images_NMS.shape
+    max_delay = max((d for r in routes for (_, _, _, d, _) in r.feeds), default=0)
+    length = S + round(preset.tail_s * sample_rate) + max_delay
+    stems = np.zeros((N, 2, length))
+    for n, route in enumerate(routes):
+        bus = np.zeros((2, length))
+        for mic, gain_db, pan, delay, chain in route.feeds:
+            x = np.zeros((1, length))
+            x[0, delay:delay + S] = images_NMS[n, mic]
+            if chain:
+                x = _checked(render_chain(list(chain), x, sample_rate=sample_rate), length, f"{route.source} feed")
+                x = x.mean(axis=0, keepdims=True) if x.shape[0] > 1 else x
+            left, right = pan_gains(pan)
+            bus += db_to_gain(gain_db) * np.concatenate([left * x, right * x])
+        if route.chain:
+            bus = _checked(render_chain(list(route.chain), bus, sample_rate=sample_rate), length, route.source)
+        stems[n] = bus
+        report_progress("mix sources", n + 1, N)
+
+    remix_input = np.zeros((2, length))
+    for n, route in enumerate(routes):
+        if route.audible:
+            left, right = balance_gains(route.pan)
+            remix_input += db_to_gain(route.gain_db) * stems[n] * np.array([[left], [right]])
+    remix = remix_input
+    if preset.master:
+        remix = _checked(render_chain(list(preset.master), remix_input, sample_rate=sample_rate), length, "master")
+    report_progress("master", 1, 1)
+    remix, level = normalise(remix, sample_rate, loudness_lufs=preset.loudness_lufs,
+                             true_peak_dbtp=preset.true_peak_dbtp)
+    report = {"length_samples": length, "tail_samples": length - S, "sample_rate": sample_rate, **level,
+              "routes": [{"source": r.source, "gain_db": r.gain_db, "pan": round(r.pan, 4), "audible": r.audible,
+                          "feeds": [{"mic": m, "gain_db": g, "pan": round(p, 4), "delay_samples": d,
+                                     "chain": [spec.to_dict() for spec in c]} for m, g, p, d, c in r.feeds],
+                          "chain": [spec.to_dict() for spec in r.chain]} for r in routes],
+               "master": [spec.to_dict() for spec in preset.master]}
+    return MixResult(stems_N2S=stems, remix_2S=remix, routes=routes, report=report)
+
+
+def _checked(y: np.ndarray, length: int, what: str) -> np.ndarray:
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim != 2 or y.shape[1] != length:
+        raise InputError(None, what, f"a chain returned shape {y.shape}, expected (channels, {length})",
+                         "this is a bug in the plugin host; please report it")
+    if not np.all(np.isfinite(y)):
+        raise InputError(None, what, "a chain produced NaN/inf samples", "check the chain's plugins and values")
+    return y
+
+
+def measure_true_peak(x_CS: np.ndarray, sample_rate: int) -> float:
+    """True peak in dBTP: the peak of the signal oversampled 4× (ITU-R BS.1770-4 Annex 2)."""
+    from scipy.signal import resample_poly
+
+    up = resample_poly(x_CS, TRUE_PEAK_OVERSAMPLING, 1, axis=-1)
+    peak = max(float(np.max(np.abs(up))), float(np.max(np.abs(x_CS))))
+    return 20.0 * math.log10(peak) if peak > 0 else -math.inf
+
+
+def measure_loudness(x_CS: np.ndarray, sample_rate: int) -> float:
+    """Integrated loudness (LUFS, ITU-R BS.1770 via pyloudnorm); -inf for silence or
+    for signals shorter than one 400 ms gating block."""
+    import pyloudnorm
+
+    if x_CS.shape[1] < int(0.4 * sample_rate):
+        return -math.inf
+    return float(pyloudnorm.Meter(sample_rate).integrated_loudness(x_CS.T))
+
+
+def normalise(x_CS: np.ndarray, sample_rate: int, *, loudness_lufs: float | None,
+              true_peak_dbtp: float | None) -> tuple[np.ndarray, dict]:
+    """Bring a remix to a loudness target, never letting its true peak exceed a ceiling.
+
+    The gain is the smaller of the loudness gain and the ceiling gain: when the ceiling
+    wins, the loudness target is not reached and the report says so (no limiter is
+    used: pedalboard's Limiter does not hold a true-peak ceiling).
+    """
+    measured = measure_loudness(x_CS, sample_rate)
+    peak = measure_true_peak(x_CS, sample_rate)
+    gain_db = 0.0
+    warnings = []
+    if loudness_lufs is not None and math.isfinite(measured):
+        gain_db = loudness_lufs - measured
+    if true_peak_dbtp is not None and math.isfinite(peak) and peak + gain_db > true_peak_dbtp:
+        limited = true_peak_dbtp - peak
+        if loudness_lufs is not None:
+            warnings.append(f"loudness target {loudness_lufs:g} LUFS not reached: the true-peak ceiling "
+                            f"{true_peak_dbtp:g} dBTP allows {measured + limited:.1f} LUFS")
+        gain_db = limited
+    y = x_CS * db_to_gain(gain_db)
+    report = {"loudness_in_lufs": _round(measured), "true_peak_in_dbtp": _round(peak),
+              "gain_db": round(gain_db, 3), "loudness_target_lufs": loudness_lufs,
+              "true_peak_ceiling_dbtp": true_peak_dbtp, "loudness_out_lufs": _round(measured + gain_db),
+              "true_peak_out_dbtp": _round(peak + gain_db), "warnings": warnings}
+    return y, report
+
+
+def _round(v: float) -> float | None:
+    return round(v, 3) if math.isfinite(v) else None
+
+
+def clip_for_format(x_CS: np.ndarray, fmt: str, what: str) -> tuple[np.ndarray, list[str]]:
+    """Integer formats hold [-1, 1): clip beyond it, and say how many samples were clipped."""
+    if fmt == "float32":
+        return x_CS, []
+    over = int(np.count_nonzero(np.abs(x_CS) > 1.0))
+    if not over:
+        return x_CS, []
+    peak_db = 20 * math.log10(float(np.max(np.abs(x_CS))))
+    return np.clip(x_CS, -1.0, 1.0), [f"{what}: {over} samples clipped at 0 dBFS (peak {peak_db:+.2f} dBFS); "
+                                      "lower the gains, set true_peak_dbtp, or use format = \"float32\""]
