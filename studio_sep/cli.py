@@ -205,11 +205,22 @@ def _parse_levels(values: list[str], option: str) -> dict[str, float]:
 DEFAULT_PRESETS_DIR = Path("presets")
 
 
+def _find_preset(preset: Path) -> Path:
+    """A preset path as given, else ``presets/<name>.toml`` here, else in the source tree."""
+    if preset.is_file():
+        return preset
+    name = preset.name if preset.suffix == ".toml" else f"{preset.name}.toml"
+    for folder in (DEFAULT_PRESETS_DIR, Path(__file__).resolve().parent.parent / "presets"):
+        if (folder / name).is_file():
+            return folder / name
+    return preset  # load_preset reports it missing
+
+
 @app.command()
 def mix(
     manifest: Annotated[Path, typer.Argument(help="The session.toml (or its folder).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output root given to separate.")],
-    preset: Annotated[Path, typer.Option(help="Mixing preset (.toml).")] = DEFAULT_PRESETS_DIR / "paper.toml",
+    preset: Annotated[Path, typer.Option(help="Mixing preset: a .toml path or a name from presets/.")] = DEFAULT_PRESETS_DIR / "paper.toml",
     from_: Annotated[str, typer.Option("--from", help="Mix the separated images (run) or the ground truth (truth).")] = "run",
     gain: Annotated[list[str] | None, typer.Option(help="SOURCE=DB fader gain, e.g. sax=+3; repeatable.")] = None,
     pan: Annotated[list[str] | None, typer.Option(help="SOURCE=PAN, -1 left … 1 right; repeatable.")] = None,
@@ -227,7 +238,8 @@ def mix(
                               mute=frozenset(mute or []), unmute=frozenset(unmute or []), solo=frozenset(solo or []))
         session = load_session(manifest)
         with _StageProgress(console) as progress:
-            outcome = mix_session(session, out, preset, source=from_, overrides=overrides, callback=progress)
+            outcome = mix_session(session, out, _find_preset(preset), source=from_, overrides=overrides,
+                                  callback=progress)
     _print_mix(outcome)
 
 
@@ -297,10 +309,11 @@ def demo(
     duration: Annotated[float, typer.Option(help="Length of the rendered session in seconds.")] = 20.0,
     sample_rate: Annotated[int, typer.Option(help="Sample rate of the rendered session in Hz.")] = 48000,
     iterations: Annotated[int | None, typer.Option(help="FastMNMF2 iterations (default 100).")] = None,
+    preset: Annotated[Path, typer.Option(help="Mixing preset.")] = DEFAULT_PRESETS_DIR / "paper.toml",
 ) -> None:
-    """Render the built-in trio session (if needed), separate it, and score it against its ground truth."""
+    """Render the built-in trio session (if needed), separate, score and mix it."""
     from .manifest import load_session
-    from .pipeline import SeparationOptions, evaluate_run, separate_session
+    from .pipeline import SeparationOptions, evaluate_run, mix_session, separate_session
     from .simulate import SimulationSettings, simulate_session
 
     with _user_errors():
@@ -315,10 +328,11 @@ def demo(
         _print_separation(separated)
         with _StageProgress(console) as progress:
             metrics = evaluate_run(session, out, callback=progress)
+        with _StageProgress(console) as progress:
+            mixed = mix_session(session, out, _find_preset(preset), callback=progress)
     _print_metrics(metrics, separated.folder / "report")
     console.print(f"stems: {separated.folder / 'stems'}; images: {separated.folder / 'images'}", highlight=False)
-    console.print("[yellow]demo:[/] mixing (remix, DAW stems) is not implemented yet; it joins this demo when it "
-                  "lands.", highlight=False)
+    _print_mix(mixed)
 
 
 def _print_separation(result) -> None:
