@@ -221,3 +221,36 @@ def test_cli_mix_from_truth(rendered_session: Path, tmp_path: Path) -> None:
 def test_preset_errors_are_preset_errors(tmp_path: Path) -> None:
     with pytest.raises(PresetError, match="preset not found"):
         load_preset(tmp_path / "missing.toml")
+
+
+ZAM = Path("/usr/lib/vst3")
+
+
+@pytest.mark.skipif(not (ZAM / "ZamCompX2.vst3").exists() or not (ZAM / "ZamEQ2.vst3").exists(),
+                    reason="zam-plugins VST3s not installed (apt-get install zam-plugins)")
+def test_vst3_preset_renders_through_worker_processes(rendered_session: Path, tmp_path: Path) -> None:
+    session = load_session(rendered_session)
+    outcome = mix_session(session, tmp_path, REPO / "presets" / "paper_zam.toml", source="truth")
+    remix, sr = audio_io.read_audio(outcome.remix)
+    assert remix.shape[0] == 2 and np.all(np.isfinite(remix)) and sr == session.sample_rate
+    assert outcome.report["master"][1]["params"]["threshold_db"] == -24.0
+    # the master compressor really acts: a low threshold flattens the level against a high one
+    hard = (REPO / "presets" / "paper_zam.toml").read_text().replace("threshold_db = -24.0", "threshold_db = -50.0")
+    hard = hard.replace("ratio = 2.0", "ratio = 20.0").replace("loudness_lufs = -16.0", 'loudness_lufs = -30.0')
+    soft = hard.replace("threshold_db = -50.0", "threshold_db = 0.0")
+    levels = []
+    for name, text in (("hard", hard), ("soft", soft)):
+        result = mix_session(session, tmp_path / name, _preset(tmp_path, text, name), source="truth")
+        levels.append(result.report["loudness_in_lufs"])
+    assert levels[0] < levels[1] - 6.0, levels
+
+
+def test_vst3_parameter_typo_lists_the_valid_names(rendered_session: Path, tmp_path: Path) -> None:
+    if not (ZAM / "ZamCompX2.vst3").exists():
+        pytest.skip("zam-plugins VST3s not installed")
+    session = load_session(rendered_session)
+    text = UNITY + '\n[master]\nchain = [{ vst3 = "/usr/lib/vst3/ZamCompX2.vst3", params = { treshold_db = -20.0 } }]\n'
+    with pytest.raises(InputError) as info:
+        mix_session(session, tmp_path / "out", _preset(tmp_path, text), source="truth")
+    assert "treshold_db" in str(info.value) and "threshold_db" in str(info.value)
+    assert not (tmp_path / "out").exists()
