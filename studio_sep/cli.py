@@ -288,17 +288,20 @@ def plugins_scan(
 
 
 def _print_plugin(info) -> None:
-    error = getattr(info, "error", None)
-    if error:
-        console.print(f"[bold]{info.path}[/]: [red]failed[/] ({error})", highlight=False)
+    if info.error:
+        console.print(f"[bold]{info.path}[/]: [red]failed[/] ({info.error})", highlight=False)
         return
-    table = Table("parameter", "range", "default", "units", title=f"{info.name} — {info.path}", title_justify="left")
+    channels = "/".join(str(c) for c in info.channel_counts) or "?"
+    table = Table("parameter", "range", "default", "units", "settable",
+                  title=f"{info.name} — {info.path} ({channels} ch, latency {info.latency_samples} samples)",
+                  title_justify="left")
     for p in info.parameters:
-        low, high = getattr(p, "min", None), getattr(p, "max", None)
-        span = f"{low:g} … {high:g}" if isinstance(low, (int, float)) and isinstance(high, (int, float)) else "-"
-        default = getattr(p, "default", "")
-        table.add_row(p.name, span, f"{default:g}" if isinstance(default, (int, float)) else str(default),
-                      str(getattr(p, "units", "") or ""))
+        low, high = p.min_value, p.max_value
+        span = f"{low:g} … {high:g}" if low is not None and high is not None else \
+            (", ".join(map(str, p.valid_values[:4])) + (" …" if len(p.valid_values) > 4 else "")
+             if p.valid_values else "-")
+        default = f"{p.default:g}" if isinstance(p.default, (int, float)) else str(p.default)
+        table.add_row(p.name, span, default, p.label or "", "yes" if p.writable else "no (meter/host)")
     console.print(table)
 
 

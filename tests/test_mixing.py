@@ -254,3 +254,12 @@ def test_vst3_parameter_typo_lists_the_valid_names(rendered_session: Path, tmp_p
         mix_session(session, tmp_path / "out", _preset(tmp_path, text), source="truth")
     assert "treshold_db" in str(info.value) and "threshold_db" in str(info.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_plugins_scan_lists_parameters(tmp_path: Path) -> None:
+    if not (ZAM / "ZamCompX2.vst3").exists():
+        pytest.skip("zam-plugins VST3s not installed")
+    (tmp_path / "ZamCompX2.vst3").symlink_to(ZAM / "ZamCompX2.vst3")
+    result = runner.invoke(app, ["plugins", "scan", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "ZamCompX2" in result.stdout and "threshold_db" in result.stdout and "-80" in result.stdout
