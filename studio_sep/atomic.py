@@ -1,4 +1,5 @@
-"""Atomic file replacement: write to a temporary sibling, then rename.
+"""File helpers: atomic replacement (write to a temporary sibling, then rename) and
+content checksums.
 
 A reader (or a later run) never sees a half-written file under a final name: either
 the old file is there, or the complete new one. Used by every module that writes.
@@ -7,6 +8,7 @@ the old file is there, or the complete new one. Used by every module that writes
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -54,3 +56,12 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -168,6 +168,12 @@ def load_session(path: str | os.PathLike, *, check_audio: bool = True) -> Sessio
     return session
 
 
+def unknown_key_fix(key: str, allowed: tuple[str, ...]) -> str:
+    """The fix for a key that is not allowed: the closest valid key, else the list."""
+    close = difflib.get_close_matches(key, allowed, n=1)
+    return f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(allowed)}"
+
+
 class _Reader:
     """Field-checking helpers that know which manifest they read."""
 
@@ -184,9 +190,7 @@ class _Reader:
                              f"write it as [{where}] with key = value lines")
         for key in data:
             if key not in allowed:
-                close = difflib.get_close_matches(key, allowed, n=1)
-                fix = f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(allowed)}"
-                raise self.error(f"{where}.{key}" if where else key, "unknown key", fix)
+                raise self.error(f"{where}.{key}" if where else key, "unknown key", unknown_key_fix(key, allowed))
         return data
 
     def required(self, data: dict, key: str, where: str) -> Any:

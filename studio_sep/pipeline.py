@@ -18,7 +18,6 @@ Every file is written atomically; ``run.json`` is written last.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import math
 import platform
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, audio_io
-from .atomic import write_text_atomic
+from .atomic import file_sha256, write_text_atomic
 from .backend import resolve_device, to_device, to_host, xp_for_device
 from .errors import InputError
 from .evaluate import METRICS
@@ -252,7 +251,7 @@ def separate_session(
     run = {
         "studio_sep": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "session": {"name": session.name, "manifest": str(session.path), "manifest_sha256": _sha256(session.path),
+        "session": {"name": session.name, "manifest": str(session.path), "manifest_sha256": file_sha256(session.path),
                     "sample_rate": native_sr, "n_samples": session.n_samples,
                     "mics": [m.name for m in session.mics], "sources": [s.name for s in session.sources]},
         "separation": {**asdict(settings), "init": list(settings.init), "method": "fastmnmf2",
@@ -381,14 +380,6 @@ def read_images(folder: Path, session: Session, *, sources: Sequence[str] | None
             rows.append(audio_io.read_audio(path)[0][0])
         out.append(np.stack(rows))
     return np.stack(out)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _versions(device: str) -> dict[str, str]:

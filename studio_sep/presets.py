@@ -10,7 +10,6 @@ plugins by path with the plugin's own parameter names. The format is documented 
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import tomllib
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .manifest import unknown_key_fix
 
 ParamValue = float | int | bool | str
 
@@ -185,9 +185,7 @@ class _Reader:
     def keys(self, data: dict, where: str, allowed: tuple[str, ...]) -> None:
         for key in data:
             if key not in allowed:
-                close = difflib.get_close_matches(key, allowed, n=1)
-                fix = f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(allowed)}"
-                raise self.error(f"{where}.{key}" if where else key, "unknown key", fix)
+                raise self.error(f"{where}.{key}" if where else key, "unknown key", unknown_key_fix(key, allowed))
 
     def table(self, data: Any, where: str, allowed: tuple[str, ...] | None) -> dict:
         if not isinstance(data, dict):

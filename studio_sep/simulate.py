@@ -1168,7 +1168,7 @@ def simulate_session(
     import json
 
     from . import __version__, audio_io
-    from .atomic import atomic_path, write_text_atomic
+    from .atomic import atomic_path, file_sha256, write_text_atomic
     from .errors import StudioSepError
     from .manifest import dump_session, load_session, session_to_dict
 
@@ -1191,7 +1191,7 @@ def simulate_session(
     sample_rate = int(settings.sample_rate)
     key = {"seed": settings.seed, "duration_s": settings.duration_s, "sample_rate": sample_rate,
            "rt60_s": settings.rt60_s, "reference_duration_s": settings.reference_duration_s,
-           "soundfont_sha256": _sha256(soundfont)}
+           "soundfont_sha256": file_sha256(soundfont)}
     render_path = folder / "render.json"
     if render_path.is_file() and manifest_path.is_file():
         try:
@@ -1266,13 +1266,3 @@ def simulate_session(
     }
     write_text_atomic(render_path, json.dumps(render, indent=2))
     return SimulationResult(manifest_path, False, settings.rt60_s, calibration.measured_rt60_s, render)
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
