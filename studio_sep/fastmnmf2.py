@@ -33,6 +33,8 @@ FACTOR_FLOOR = 1e-12
 
 #: Largest x xᴴ cache :func:`fit` keeps by default (bytes).
 COVARIANCE_CACHE_BYTES = 2 * 1024**3
+#: Without the cache, x xᴴ is rebuilt per iteration in blocks of about this size.
+PAIRS_CHUNK_BYTES = 128 * 1024**2
 
 
 def covariance_cache_bytes(shape_FTM, real_dtype) -> int:
@@ -138,7 +140,8 @@ def fit(
     cache_covariance : bool, optional
         Keep the upper triangle of every ``x_ft x_ftᴴ`` (F·T·M(M+1) reals): the Q
         update then runs as one real matrix product, about 15× faster. Default: cache
-        when that takes at most :data:`COVARIANCE_CACHE_BYTES`.
+        when that takes at most :data:`COVARIANCE_CACHE_BYTES`; otherwise rebuild it
+        every iteration in blocks of frequency bins (bounded memory, more arithmetic).
     rng : numpy.random.Generator
         Source of the random initial values.
     callback : callable, optional
@@ -222,16 +225,20 @@ class _State:
     def __init__(self, xp, X, Q, G, W, H, *, cache_pairs: bool = True):
         self.xp, self.X, self.Q, self.G, self.W, self.H = xp, X, Q, G, W, H
         self.F, self.T, self.M = X.shape
-        self.X_FMT = xp.ascontiguousarray(X.transpose(0, 2, 1))
-        self.X_conj = X.conj()
         self.floor = FACTOR_FLOOR
+        self.loading = 1e-10 if X.real.dtype == np.float64 else 1e-6
         # the upper triangle of x xᴴ, constant over iterations (see covariances)
         self.upper = tuple(xp.asarray(i) for i in np.triu_indices(self.M))
-        self.pairs = None
-        if cache_pairs:
-            xx = X[:, :, self.upper[0]] * X[:, :, self.upper[1]].conj()  # (F, T, P)
-            self.pairs = xp.concatenate([xx.real, xx.imag], axis=2)
-        self.loading = 1e-10 if X.real.dtype == np.float64 else 1e-6
+        self.pairs = self._pairs(slice(None)) if cache_pairs else None
+        # without the cache, pairs are made for PAIRS_CHUNK_BYTES worth of bins at a time
+        per_bin = self.T * len(self.upper[0]) * 2 * X.real.dtype.itemsize
+        self.chunk_bins = max(1, PAIRS_CHUNK_BYTES // per_bin)
+
+    def _pairs(self, bins: slice):
+        """Upper triangle of x_ft x_ftᴴ as reals: (F', T, 2P) [real parts, imaginary parts]."""
+        X = self.X[bins]
+        xx = X[:, :, self.upper[0]] * X[:, :, self.upper[1]].conj()  # (F', T, P)
+        return self.xp.concatenate([xx.real, xx.imag], axis=2)
 
     # derived quantities ------------------------------------------------------
     def refresh_Qx(self) -> None:
@@ -295,15 +302,18 @@ class _State:
 
         With the upper triangle of ``x xᴴ`` stored as real and imaginary parts
         (``pairs``), all M weighted covariances are one real batched matmul; without
-        it (to save F·T·M(M+1)·itemsize bytes), one complex matmul per mic.
+        the cache (to save F·T·M(M+1)·itemsize bytes) the same products are made
+        again every iteration, a block of frequency bins at a time.
         """
         xp, F, T, M = self.xp, self.F, self.T, self.M
         inv_Y_FMT = xp.ascontiguousarray((1.0 / self.Y).transpose(0, 2, 1))
-        if self.pairs is None:
-            return xp.stack([xp.matmul(self.X_FMT * inv_Y_FMT[:, m:m + 1, :], self.X_conj)
-                             for m in range(M)], axis=1) / T
         P = len(self.upper[0])
-        R = xp.matmul(inv_Y_FMT, self.pairs) / T  # (F, M, 2P)
+        if self.pairs is not None:
+            R = xp.matmul(inv_Y_FMT, self.pairs) / T  # (F, M, 2P)
+        else:
+            R = xp.concatenate([
+                xp.matmul(inv_Y_FMT[f:f + self.chunk_bins], self._pairs(slice(f, f + self.chunk_bins)))
+                for f in range(0, F, self.chunk_bins)], axis=0) / T
         upper = R[:, :, :P] + 1j * R[:, :, P:]
         V = xp.zeros((F, M, M, M), dtype=self.Q.dtype)
         V[:, :, self.upper[0], self.upper[1]] = upper

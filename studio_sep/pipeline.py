@@ -203,7 +203,7 @@ def separate_session(
     X_host = stft.stft(x_proc, n_fft=settings.n_fft, hop=settings.hop)
     F, T, M = X_host.shape
     N = len(session.sources)
-    X = to_device(X_host.astype(complex_dtype), xp)
+    X = to_device(X_host.astype(complex_dtype, copy=False), xp)
     rng = np.random.default_rng(settings.seed)
     init = fastmnmf2.Params()
     if "geometry" in settings.init:
