@@ -245,21 +245,31 @@ class _State:
         Qx = self.xp.matmul(self.X, self.Q.transpose(0, 2, 1))  # (F, T, M): row m is q_fm^H x_ft
         self.Qx_power = Qx.real**2 + Qx.imag**2
 
-    def refresh_model(self) -> None:
-        self.lam = self.xp.matmul(self.W, self.H)  # (N, F, T)
+    def refresh_model(self, *, spectra_changed: bool = True) -> None:
+        if spectra_changed:
+            self.lam = self.xp.matmul(self.W, self.H)  # (N, F, T)
         N = self.G.shape[0]
         self.Y = self.xp.matmul(self.lam.reshape(N, -1).T, self.G).reshape(self.F, self.T, self.M)
+        self._inv_Y = None
+
+    @property
+    def inv_Y(self):
+        """1/ỹ, computed once per ỹ (the G, Q and likelihood steps and the next W step
+        all see the same ỹ)."""
+        if self._inv_Y is None:
+            self._inv_Y = 1.0 / self.Y
+        return self._inv_Y
 
     def log_likelihood(self):
         """Σ_ft [-Σ_m (x̃/ỹ + log ỹ) + log|det Q_f|²] / (F T); a device scalar."""
         xp = self.xp
-        data = -(self.Qx_power / self.Y + xp.log(self.Y)).sum()
+        data = -((self.Qx_power * self.inv_Y).sum() + xp.log(self.Y).sum())
         _, logabsdet = xp.linalg.slogdet(self.Q)
         return (data + 2 * self.T * logabsdet.sum()) / (self.F * self.T)
 
     # multiplicative (MM) updates, paper eqs. 13–15 -----------------------------
     def _ratios(self):
-        inv_Y = 1.0 / self.Y
+        inv_Y = self.inv_Y
         num = self.Qx_power * inv_Y
         num *= inv_Y
         return num, inv_Y  # x̃/ỹ², 1/ỹ
@@ -294,7 +304,7 @@ class _State:
         num = self.xp.matmul(lam, num_FTM.reshape(-1, self.M))
         den = self.xp.matmul(lam, den_FTM.reshape(-1, self.M))
         self.G = self.xp.maximum(self.G * self.xp.sqrt(num / den), self.floor)
-        self.refresh_model()
+        self.refresh_model(spectra_changed=False)
 
     # iterative projection, paper eq. 16 ----------------------------------------
     def covariances(self):
@@ -306,7 +316,7 @@ class _State:
         again every iteration, a block of frequency bins at a time.
         """
         xp, F, T, M = self.xp, self.F, self.T, self.M
-        inv_Y_FMT = xp.ascontiguousarray((1.0 / self.Y).transpose(0, 2, 1))
+        inv_Y_FMT = xp.ascontiguousarray(self.inv_Y.transpose(0, 2, 1))
         P = len(self.upper[0])
         if self.pairs is not None:
             R = xp.matmul(inv_Y_FMT, self.pairs) / T  # (F, M, 2P)
