@@ -62,13 +62,16 @@ class FitResult:
     ----------
     params : Params
         The fitted parameters, for the data as given (not the normalised copy).
-    log_likelihood : ndarray, shape (n_iter + 1,)
+    log_likelihood : ndarray
         Log-likelihood (up to an additive constant, per time-frequency bin) before the
-        first and after every iteration, on the host.
+        first iteration and after the iterations in ``ll_iterations``, on the host.
+    ll_iterations : ndarray of int
+        The iteration after which each value was computed (0: the start).
     """
 
     params: Params
     log_likelihood: np.ndarray
+    ll_iterations: np.ndarray
 
 
 def circular_init(
@@ -113,6 +116,7 @@ def fit(
     update_W: bool = True,
     normalize_every: int = 10,
     cache_covariance: bool | None = None,
+    log_likelihood_every: int = 1,
     rng: np.random.Generator,
     callback: Callable[[int, int, float], None] | None = None,
 ) -> FitResult:
@@ -145,7 +149,11 @@ def fit(
     rng : numpy.random.Generator
         Source of the random initial values.
     callback : callable, optional
-        ``callback(iteration, n_iter, log_likelihood)`` after every iteration.
+        ``callback(iteration, n_iter, log_likelihood)`` after every iteration, with
+        the latest computed log-likelihood.
+    log_likelihood_every : int
+        Compute the log-likelihood every this many iterations (and after the last):
+        it costs about a tenth of an iteration.
 
     Returns
     -------
@@ -188,7 +196,7 @@ def fit(
     state.refresh_Qx()
     state.refresh_model()
 
-    ll = [state.log_likelihood()]
+    ll, ll_its = [state.log_likelihood()], [0]
     for it in range(1, n_iter + 1):
         if update_W:
             state.update_W()
@@ -200,12 +208,16 @@ def fit(
             state.normalize()
             state.refresh_Qx()
             state.refresh_model()
-        ll.append(state.log_likelihood())
-        if callback is not None:
-            callback(it, n_iter, float(ll[-1]))
+        if it % max(log_likelihood_every, 1) == 0 or it == n_iter:
+            ll.append(state.log_likelihood())
+            ll_its.append(it)
+        if callback is not None:  # the latest value (a device sync only when it is new)
+            if ll_its[-1] == it or it == 1:
+                latest = float(ll[-1])
+            callback(it, n_iter, latest)
     log_likelihood = np.array([float(v) for v in ll])
     params = Params(Q_FMM=state.Q, G_NM=state.G, W_NFK=state.W * (scale**2), H_NKT=state.H)
-    return FitResult(params=params, log_likelihood=log_likelihood)
+    return FitResult(params=params, log_likelihood=log_likelihood, ll_iterations=np.array(ll_its))
 
 
 def _check_shapes(p: Params, F: int, T: int, M: int, N: int, K: int) -> None:
@@ -230,6 +242,7 @@ class _State:
         # the upper triangle of x xᴴ, constant over iterations (see covariances)
         self.upper = tuple(xp.asarray(i) for i in np.triu_indices(self.M))
         self.pairs = self._pairs(slice(None)) if cache_pairs else None
+        self.pair_weights = xp.asarray(np.where(np.equal(*np.triu_indices(self.M)), 1.0, 2.0).astype(X.real.dtype))
         # without the cache, pairs are made for PAIRS_CHUNK_BYTES worth of bins at a time
         per_bin = self.T * len(self.upper[0]) * 2 * X.real.dtype.itemsize
         self.chunk_bins = max(1, PAIRS_CHUNK_BYTES // per_bin)
@@ -242,8 +255,21 @@ class _State:
 
     # derived quantities ------------------------------------------------------
     def refresh_Qx(self) -> None:
-        Qx = self.xp.matmul(self.X, self.Q.transpose(0, 2, 1))  # (F, T, M): row m is q_fm^H x_ft
-        self.Qx_power = Qx.real**2 + Qx.imag**2
+        """x̃_ftm = |q_fmᴴ x_ft|².
+
+        With the x xᴴ cache this is one real matmul: |Σ_i Q_mi x_i|² =
+        Σ_{i≤j} w_ij Re(Q_mi conj(Q_mj) x_i conj(x_j)), w = 1 on the diagonal, 2 above it.
+        """
+        xp = self.xp
+        if self.pairs is None:
+            Qx = xp.matmul(self.X, self.Q.transpose(0, 2, 1))  # (F, T, M): row m is q_fm^H x_ft
+            self.Qx_power = Qx.real**2 + Qx.imag**2
+            return
+        i, j = self.upper
+        B = self.Q[:, :, i] * self.Q[:, :, j].conj()  # (F, M, P)
+        C = xp.concatenate([B.real * self.pair_weights, -B.imag * self.pair_weights], axis=2)  # (F, M, 2P)
+        power = xp.matmul(self.pairs, xp.ascontiguousarray(C.transpose(0, 2, 1)))  # (F, T, M)
+        self.Qx_power = xp.maximum(power, 0.0)  # rounding can dip below 0 where x̃ ≈ 0
 
     def refresh_model(self, *, spectra_changed: bool = True) -> None:
         if spectra_changed:

@@ -79,6 +79,7 @@ class ResolvedSettings:
     stem_mics: dict[str, str]
     subtype: str
     normalize_every: int = 10
+    log_likelihood_every: int = 5
     dictionary_iterations: int = 200
 
 
@@ -229,7 +230,8 @@ def separate_session(
 
     report("separate", 0, settings.n_iter)
     fit = fastmnmf2.fit(X, n_sources=N, n_basis=settings.n_basis, n_iter=settings.n_iter, init=init,
-                        normalize_every=settings.normalize_every, rng=rng, callback=on_iteration)
+                        normalize_every=settings.normalize_every, rng=rng, callback=on_iteration,
+                        log_likelihood_every=settings.log_likelihood_every)
     lap("fit_s")
 
     images_NMS = np.empty((N, M, x_MS.shape[1]))
@@ -260,7 +262,8 @@ def separate_session(
                        "assigned (spot-mic energy share)", "assignment": [int(i) for i in order],
                        "residual_image": residual_MS is not None},
         "log_likelihood": {"initial": float(fit.log_likelihood[0]), "final": float(fit.log_likelihood[-1]),
-                           "per_iteration": [round(float(v), 6) for v in fit.log_likelihood]},
+                           "iterations": [int(i) for i in fit.ll_iterations],
+                           "values": [round(float(v), 6) for v in fit.log_likelihood]},
         "timings_s": timings | {"per_iteration_s": round(timings["fit_s"] / max(settings.n_iter, 1), 5)},
         "versions": _versions(settings.device),
         "outputs": {"images": "images", "stems": "stems"},
