@@ -1135,8 +1135,8 @@ def reference_session(folder: str | os.PathLike, settings: SimulationSettings = 
 def _check_settings(settings: SimulationSettings) -> None:
     _check_sample_rate(settings.sample_rate)
     checks = (
-        ("duration", settings.duration_s, 1.0, 3600.0, "seconds"),
-        ("reference-duration", settings.reference_duration_s, 1.0, 600.0, "seconds"),
+        ("duration", settings.duration_s, 2.0, 3600.0, "seconds"),
+        ("reference-duration", settings.reference_duration_s, 2.0, 600.0, "seconds"),
         ("rt60", settings.rt60_s, 0.1, 2.0, "seconds"),
     )
     for name, value, low, high, unit in checks:
@@ -1179,12 +1179,14 @@ def simulate_session(
         raise SimulationError(folder, None, "exists and is not a folder", "give a folder path")
     session = reference_session(folder, settings)
     manifest_path = folder / "session.toml"
-    if manifest_path.exists() and not force:
+    same_manifest = False  # an equal manifest is kept as it is (with its comments)
+    if manifest_path.exists():
         try:
-            existing = session_to_dict(load_session(manifest_path, check_audio=False))
+            same_manifest = session_to_dict(load_session(manifest_path, check_audio=False)) == \
+                session_to_dict(session)
         except StudioSepError:
-            existing = None
-        if existing != session_to_dict(session):
+            same_manifest = False
+        if not same_manifest and not force:
             raise SimulationError(manifest_path, None, "exists and describes another session",
                                   "pick another folder, or pass --force to overwrite it")
 
@@ -1245,7 +1247,8 @@ def simulate_session(
         for prefix, midi in (("", parts[name]), ("reference_", solo_parts[name])):
             with atomic_path(folder / "midi" / f"{prefix}{name}.mid") as tmp:
                 midi.save(str(tmp))
-    dump_session(session, manifest_path)
+    if not same_manifest:
+        dump_session(session, manifest_path)
 
     from importlib.metadata import version
 

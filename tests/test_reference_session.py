@@ -114,7 +114,7 @@ def test_rerun_reuses_a_complete_render(rendered_session: Path) -> None:
 def test_refuses_to_overwrite_another_session(tmp_path: Path) -> None:
     (tmp_path / "session.toml").write_text('[session]\nname = "mine"\n')
     with pytest.raises(SimulationError, match="describes another session.*--force"):
-        simulate_session(tmp_path, _settings(duration_s=2.0, reference_duration_s=1.0))
+        simulate_session(tmp_path, _settings(duration_s=2.0, reference_duration_s=2.0))
     assert (tmp_path / "session.toml").read_text().startswith("[session]\nname = \"mine\"")
     assert not (tmp_path / "audio").exists()  # stopped before any work
 
@@ -138,3 +138,11 @@ def test_cli_simulate_bad_settings_one_line(tmp_path: Path, args: list[str], mes
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_an_equal_manifest_is_kept_byte_for_byte(tmp_path: Path) -> None:
+    shipped = (REPO / "sessions" / "ircam_trio" / "session.toml").read_text()
+    (tmp_path / "session.toml").write_text(shipped)
+    simulate_session(tmp_path, _settings(duration_s=2.0, reference_duration_s=2.0))
+    assert (tmp_path / "session.toml").read_text() == shipped  # comments and layout untouched
+    assert load_session(tmp_path / "session.toml").n_samples == 2 * SESSION_RATE
