@@ -58,8 +58,15 @@ if ARGS is not None:  # before numpy is imported anywhere
 # where they are the only cost of a step.
 
 
-def flop_model(F: int, T: int, M: int, N: int, K: int) -> dict[str, dict]:
+def flop_model(F: int, T: int, M: int, N: int, K: int, *, qx_from_cache: bool = True) -> dict[str, dict]:
+    """Flops of each step. ``qx_from_cache``: x̃ as one real matmul of the cached x·xᴴ
+    pairs (studio-sep from d312b94 on), else as complex products Q_f x_ft."""
     FT, P = F * T, M * (M + 1) // 2
+    if qx_from_cache:
+        qx = {"flops": 2 * FT * (2 * P) * M + FT * M + F * M * P * 10,
+              "what": "(F,T,M(M+1))@(F,M(M+1),M) real from the cached pairs, max(·,0); Q_mi Q̄_mj"}
+    else:
+        qx = {"flops": 8 * FT * M * M + 3 * FT * M, "what": "Q_f x_ft for all (f,t) (complex), |·|²"}
     ratios = 3 * FT * M  # 1/ỹ, x̃/ỹ, ·/ỹ
     per_source = 2 * FT * M * N  # Σ_m g_nm A_ftm: (FT, M) @ (M, N)
     refresh_model = 2 * N * F * K * T + 2 * FT * N * M  # λ = W H, ỹ = λᵀ G
@@ -75,10 +82,11 @@ def flop_model(F: int, T: int, M: int, N: int, K: int) -> dict[str, dict]:
         "Q: M solves": {"flops": M * F * (8 * M**3 + 8 * M**3 // 3 + 8 * M**2 + 8 * M**2 + 4 * M)
                         + F * M * M * M * 2,
                         "what": "per row m: Q_f V_fm (M³ cMAC), LU solve (M³/3 cMAC), qᴴVq, scale; loading"},
-        "x̃ refresh": {"flops": 8 * FT * M * M + 3 * FT * M, "what": "Q_f x_ft for all (f,t) (complex), |·|²"},
-        "log-likelihood": {"flops": 4 * FT * M + F * (8 * M**3 // 3), "what": "x̃/ỹ + log ỹ, sum; slogdet Q_f"},
+        "x̃ refresh": qx,
+        "log-likelihood": {"flops": 4 * FT * M + F * (8 * M**3 // 3),
+                           "what": "x̃/ỹ + log ỹ, sum; slogdet Q_f (fit's default: every iteration)"},
         "normalize (every 10th, /10)": {
-            "flops": (3 * F * M * M + 4 * N * F * K + 8 * FT * M * M + 3 * FT * M + refresh_model) / 10,
+            "flops": (3 * F * M * M + 4 * N * F * K + qx["flops"] + refresh_model) / 10,
             "what": "rescale Q, G, W, H; x̃ and λ, ỹ again"},
     }
     return steps
@@ -233,7 +241,8 @@ def main() -> int:
     log("  machine peak …")
     peak = machine_peak()
 
-    model = flop_model(F, T, M, N, K)
+    qx_from_cache = hasattr(state, "pair_weights")  # x̃ from the pairs (studio-sep ≥ d312b94)
+    model = flop_model(F, T, M, N, K, qx_from_cache=qx_from_cache)
     rows = []
     for name, m in model.items():
         rows.append({"step": name, "what": m["what"], "mflop": m["flops"] / 1e6, "ms": times[name] * 1e3,
@@ -249,6 +258,7 @@ def main() -> int:
               "iteration_s": measured_iter, "iteration_gflops": total_flops / measured_iter / 1e9,
               "iteration_pct_peak": 100 * total_flops / measured_iter / 1e9 / peak["dgemm_gflops"],
               "pyroomacoustics_mflop": pra_flops / 1e6}
+    result["load_avg_1min_at_end"] = os.getloadavg()[0]
     result["what_if_ms"] = {k: v * 1e3 for k, v in times.items() if k.startswith("what-if")}
     result["dtype"] = args.dtype
     text = markdown(result)
@@ -267,7 +277,8 @@ def markdown(r: dict) -> str:
              f"F={s['F']}, T={s['T']}, M={s['M']}, N={s['N']}, K={s['K']}, {r.get('dtype', 'float64')}, "
              "cached x·xᴴ; "
              f"{r['threads']} thread(s); {r['machine']['cpu']}; "
-             f"{bench_code_line(r['code'])}.", "",
+             f"{bench_code_line(r['code'])}; 1-minute load average at the end "
+             f"{r.get('load_avg_1min_at_end', float('nan')):.1f} (the run itself is about 1 per thread).", "",
              f"Machine: dgemm n={pk['dgemm_n']} {pk['dgemm_gflops']:.1f} GFLOP/s (taken as peak), zgemm "
              f"{pk['zgemm_gflops']:.1f} GFLOP/s; elementwise multiply "
              + ", ".join(f"{v:.1f} GB/s on {k}" for k, v in pk["multiply_gbs"].items()) + ".", "",
