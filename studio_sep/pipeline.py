@@ -235,8 +235,7 @@ def separate_session(
     lap("fit_s")
 
     images_NMS = np.empty((N, M, x_MS.shape[1]))
-    for n in range(N):
-        S_FTM = fastmnmf2.source_image(X, fit.params, n)
+    for n, S_FTM in enumerate(fastmnmf2.source_images(X, fit.params)):
         image_proc = to_host(stft.istft(S_FTM, n_fft=settings.n_fft, hop=settings.hop,
                                         n_samples=x_proc.shape[1])).astype(np.float64)
         images_NMS[n] = resample(image_proc, proc_sr, native_sr, n_samples=x_MS.shape[1])
