@@ -115,7 +115,7 @@ def covariances_streamed(state, block: int):
     X, F, T, M = state.X, state.F, state.T, state.M
     u0, u1 = state.upper
     P = len(u0)
-    inv_Y_FMT = np.ascontiguousarray((1.0 / state.Y).transpose(0, 2, 1))
+    inv_Y_FMT = np.ascontiguousarray((1.0 / state.model(slice(None))).transpose(0, 2, 1))
     R = np.empty((F, M, 2 * P), dtype=X.real.dtype)
     for f0 in range(0, F, block):
         Xb = X[f0:f0 + block]

@@ -33,8 +33,20 @@ FACTOR_FLOOR = 1e-12
 
 #: Largest x xᴴ cache :func:`fit` keeps by default (bytes).
 COVARIANCE_CACHE_BYTES = 2 * 1024**3
-#: Without the cache, x xᴴ is rebuilt per iteration in blocks of about this size.
-PAIRS_CHUNK_BYTES = 4 * 1024**2  # small blocks stay in cache: 2.7x faster than 128 MiB (benchmarks/arithmetic.py)
+#: On the CPU the elementwise steps run over blocks of frequency bins whose ỹ
+#: (T·M reals per bin) takes about this many bytes, so that ỹ, 1/ỹ and the ratios stay
+#: in cache (and, without the x xᴴ cache, the rebuilt products: small blocks were 2.7×
+#: faster than 128 MiB ones; benchmarks/arithmetic.py).
+BLOCK_BYTES = 512 * 1024
+
+
+def default_block_bins(shape_FTM, real_dtype, xp) -> int:
+    """Bins per block: cache-sized on the CPU (numpy), every bin at once elsewhere (a
+    GPU gains nothing from small blocks and pays a kernel launch per operation)."""
+    F, T, M = shape_FTM
+    if xp is not np:
+        return F
+    return max(1, BLOCK_BYTES // (T * M * np.dtype(real_dtype).itemsize))
 
 
 def covariance_cache_bytes(shape_FTM, real_dtype) -> int:
@@ -117,6 +129,7 @@ def fit(
     normalize_every: int = 10,
     cache_covariance: bool | None = None,
     log_likelihood_every: int = 1,
+    block_bins: int | None = None,
     rng: np.random.Generator,
     callback: Callable[[int, int, float], None] | None = None,
 ) -> FitResult:
@@ -154,6 +167,9 @@ def fit(
     log_likelihood_every : int
         Compute the log-likelihood every this many iterations (and after the last):
         it costs about a tenth of an iteration.
+    block_bins : int, optional
+        Frequency bins per block of the elementwise steps (the result does not depend
+        on it). Default: :func:`default_block_bins`.
 
     Returns
     -------
@@ -191,7 +207,8 @@ def fit(
         cache_covariance = covariance_cache_bytes(X_FTM.shape, real_dtype) <= COVARIANCE_CACHE_BYTES
     scale = xp.sqrt(xp.mean(xp.abs(X_FTM) ** 2))
     X = X_FTM / scale
-    state = _State(xp, X, p.Q_FMM.copy(), p.G_NM.copy(), p.W_NFK.copy(), H, cache_pairs=cache_covariance)
+    state = _State(xp, X, p.Q_FMM.copy(), p.G_NM.copy(), p.W_NFK.copy(), H, cache_pairs=cache_covariance,
+                   block_bins=block_bins)
     state.normalize()
     state.refresh_Qx()
     state.refresh_model()
@@ -232,20 +249,32 @@ def _check_shapes(p: Params, F: int, T: int, M: int, N: int, K: int) -> None:
 
 
 class _State:
-    """Parameters and the derived quantities the updates share (x̃, λ, ỹ)."""
+    """Parameters and the derived quantities the updates share.
 
-    def __init__(self, xp, X, Q, G, W, H, *, cache_pairs: bool = True):
+    x̃ (``Qx_power``) and λ (``lam``) are kept whole; ỹ, 1/ỹ and the ratios are made
+    for one block of frequency bins at a time and used at once. On the CPU a block is
+    small enough (:data:`BLOCK_BYTES`) for these temporaries to stay in cache, so each
+    update reads x̃ once instead of streaming half a dozen F·T·M arrays through
+    memory; on a GPU one block holds every bin.
+    """
+
+    def __init__(self, xp, X, Q, G, W, H, *, cache_pairs: bool = True, block_bins: int | None = None):
         self.xp, self.X, self.Q, self.G, self.W, self.H = xp, X, Q, G, W, H
         self.F, self.T, self.M = X.shape
         self.floor = FACTOR_FLOOR
         self.loading = 1e-10 if X.real.dtype == np.float64 else 1e-6
+        if block_bins is None:
+            block_bins = default_block_bins(X.shape, X.real.dtype, xp)
+        self.block_bins = max(1, min(int(block_bins), self.F))
         # the upper triangle of x xᴴ, constant over iterations (see covariances)
         self.upper = tuple(xp.asarray(i) for i in np.triu_indices(self.M))
         self.pairs = self._pairs(slice(None)) if cache_pairs else None
         self.pair_weights = xp.asarray(np.where(np.equal(*np.triu_indices(self.M)), 1.0, 2.0).astype(X.real.dtype))
-        # without the cache, pairs are made for PAIRS_CHUNK_BYTES worth of bins at a time
-        per_bin = self.T * len(self.upper[0]) * 2 * X.real.dtype.itemsize
-        self.chunk_bins = max(1, PAIRS_CHUNK_BYTES // per_bin)
+
+    def blocks(self):
+        """Slices of consecutive frequency bins, ``block_bins`` at a time."""
+        for f0 in range(0, self.F, self.block_bins):
+            yield slice(f0, min(f0 + self.block_bins, self.F))
 
     def _pairs(self, bins: slice):
         """Upper triangle of x_ft x_ftᴴ as reals: (F', T, 2P) [real parts, imaginary parts]."""
@@ -268,95 +297,102 @@ class _State:
         i, j = self.upper
         B = self.Q[:, :, i] * self.Q[:, :, j].conj()  # (F, M, P)
         C = xp.concatenate([B.real * self.pair_weights, -B.imag * self.pair_weights], axis=2)  # (F, M, 2P)
-        power = xp.matmul(self.pairs, xp.ascontiguousarray(C.transpose(0, 2, 1)))  # (F, T, M)
-        self.Qx_power = xp.maximum(power, 0.0)  # rounding can dip below 0 where x̃ ≈ 0
+        C_T = xp.ascontiguousarray(C.transpose(0, 2, 1))
+        power = xp.matmul(self.pairs, C_T)  # (F, T, M)
+        self.Qx_power = xp.maximum(power, 0.0, out=power)  # rounding can dip below 0 where x̃ ≈ 0
 
-    def refresh_model(self, *, spectra_changed: bool = True) -> None:
-        if spectra_changed:
-            self.lam = self.xp.matmul(self.W, self.H)  # (N, F, T)
-        N = self.G.shape[0]
-        self.Y = self.xp.matmul(self.lam.reshape(N, -1).T, self.G).reshape(self.F, self.T, self.M)
-        self._inv_Y = None
+    def refresh_model(self) -> None:
+        """λ = W H, after W or H changed (ỹ is made per block from λ and G)."""
+        self.lam = self.xp.matmul(self.W, self.H)  # (N, F, T)
 
-    @property
-    def inv_Y(self):
-        """1/ỹ, computed once per ỹ (the G, Q and likelihood steps and the next W step
-        all see the same ỹ)."""
-        if self._inv_Y is None:
-            self._inv_Y = 1.0 / self.Y
-        return self._inv_Y
+    def model(self, bins: slice):
+        """ỹ_ftm = Σ_n λ_nft g_nm for a block of bins, (F', T, M)."""
+        lam = self.lam[:, bins]
+        N, n_bins = lam.shape[:2]
+        return self.xp.matmul(lam.reshape(N, -1).T, self.G).reshape(n_bins, self.T, self.M)
 
     def log_likelihood(self):
         """Σ_ft [-Σ_m (x̃/ỹ + log ỹ) + log|det Q_f|²] / (F T); a device scalar."""
         xp = self.xp
-        data = -((self.Qx_power * self.inv_Y).sum() + xp.log(self.Y).sum())
+        data = 0.0
+        for bins in self.blocks():
+            Y = self.model(bins)
+            data = data - ((self.Qx_power[bins] / Y).sum() + xp.log(Y).sum())
         _, logabsdet = xp.linalg.slogdet(self.Q)
         return (data + 2 * self.T * logabsdet.sum()) / (self.F * self.T)
 
     # multiplicative (MM) updates, paper eqs. 13–15 -----------------------------
-    def _ratios(self):
-        inv_Y = self.inv_Y
-        num = self.Qx_power * inv_Y
+    def _ratios(self, bins: slice):
+        """x̃/ỹ² and 1/ỹ for a block of bins."""
+        inv_Y = 1.0 / self.model(bins)
+        num = self.Qx_power[bins] * inv_Y
         num *= inv_Y
-        return num, inv_Y  # x̃/ỹ², 1/ỹ
+        return num, inv_Y
 
     def _per_source(self, A_FTM):
-        """Σ_m g_nm A_ftm as (N, F, T)."""
+        """Σ_m g_nm A_ftm as (N, F', T)."""
         N = self.G.shape[0]
-        # G @ Aᵀ is C-contiguous (N, F·T): the batched matmuls that follow stay in BLAS
-        # (a strided (N, F, T) view would make them several times slower)
-        return self.xp.matmul(self.G, A_FTM.reshape(-1, self.M).T).reshape(N, self.F, self.T)
+        n_bins = A_FTM.shape[0]
+        # G @ Aᵀ is C-contiguous (N, F'·T): the batched matmuls that follow stay in BLAS
+        # (a strided (N, F', T) view would make them several times slower)
+        return self.xp.matmul(self.G, A_FTM.reshape(-1, self.M).T).reshape(N, n_bins, self.T)
 
     def update_W(self) -> None:
-        num_FTM, den_FTM = self._ratios()
+        xp = self.xp
+        num, den = xp.empty_like(self.W), xp.empty_like(self.W)
         Ht = self.H.transpose(0, 2, 1)
-        num = self.xp.matmul(self._per_source(num_FTM), Ht)
-        den = self.xp.matmul(self._per_source(den_FTM), Ht)
-        self.W = self.xp.maximum(self.W * self.xp.sqrt(num / den), self.floor)
+        for bins in self.blocks():
+            num_FTM, den_FTM = self._ratios(bins)
+            num[:, bins] = xp.matmul(self._per_source(num_FTM), Ht)
+            den[:, bins] = xp.matmul(self._per_source(den_FTM), Ht)
+        self.W = xp.maximum(self.W * xp.sqrt(num / den), self.floor)
         self.refresh_model()
 
     def update_H(self) -> None:
-        num_FTM, den_FTM = self._ratios()
-        Wt = self.W.transpose(0, 2, 1)
-        num = self.xp.matmul(Wt, self._per_source(num_FTM))
-        den = self.xp.matmul(Wt, self._per_source(den_FTM))
-        self.H = self.xp.maximum(self.H * self.xp.sqrt(num / den), self.floor)
+        xp = self.xp
+        num, den = xp.zeros_like(self.H), xp.zeros_like(self.H)
+        for bins in self.blocks():
+            num_FTM, den_FTM = self._ratios(bins)
+            Wt = self.W[:, bins].transpose(0, 2, 1)
+            num += xp.matmul(Wt, self._per_source(num_FTM))
+            den += xp.matmul(Wt, self._per_source(den_FTM))
+        self.H = xp.maximum(self.H * xp.sqrt(num / den), self.floor)
         self.refresh_model()
 
     def update_G(self) -> None:
-        num_FTM, den_FTM = self._ratios()
+        xp = self.xp
+        num, den = xp.zeros_like(self.G), xp.zeros_like(self.G)
         N = self.G.shape[0]
-        lam = self.lam.reshape(N, -1)
-        num = self.xp.matmul(lam, num_FTM.reshape(-1, self.M))
-        den = self.xp.matmul(lam, den_FTM.reshape(-1, self.M))
-        self.G = self.xp.maximum(self.G * self.xp.sqrt(num / den), self.floor)
-        self.refresh_model(spectra_changed=False)
+        for bins in self.blocks():
+            num_FTM, den_FTM = self._ratios(bins)
+            lam = self.lam[:, bins].reshape(N, -1)
+            num += xp.matmul(lam, num_FTM.reshape(-1, self.M))
+            den += xp.matmul(lam, den_FTM.reshape(-1, self.M))
+        self.G = xp.maximum(self.G * xp.sqrt(num / den), self.floor)
 
     # iterative projection, paper eq. 16 ----------------------------------------
     def covariances(self):
         """``V_fm = (1/T) Σ_t x_ft x_ftᴴ / ỹ_ftm`` for every m, as (F, M, M, M) [f, m, i, j].
 
         With the upper triangle of ``x xᴴ`` stored as real and imaginary parts
-        (``pairs``), all M weighted covariances are one real batched matmul; without
-        the cache (to save F·T·M(M+1)·itemsize bytes) the same products are made
-        again every iteration, a few frequency bins at a time.
+        (``pairs``), all M weighted covariances are one real batched matmul per block
+        of bins; without the cache (to save F·T·M(M+1)·itemsize bytes) the products
+        are made again every iteration, one block at a time.
         """
         xp, F, T, M = self.xp, self.F, self.T, self.M
-        inv_Y_FMT = xp.ascontiguousarray(self.inv_Y.transpose(0, 2, 1))
         P = len(self.upper[0])
-        if self.pairs is not None:
-            R = xp.matmul(inv_Y_FMT, self.pairs) / T  # (F, M, 2P)
-        else:
-            R = xp.concatenate([
-                xp.matmul(inv_Y_FMT[f:f + self.chunk_bins], self._pairs(slice(f, f + self.chunk_bins)))
-                for f in range(0, F, self.chunk_bins)], axis=0) / T
+        R = xp.empty((F, M, 2 * P), dtype=self.X.real.dtype)
+        for bins in self.blocks():
+            inv_Y_FMT = xp.ascontiguousarray((1.0 / self.model(bins)).transpose(0, 2, 1))
+            pairs = self.pairs[bins] if self.pairs is not None else self._pairs(bins)
+            R[bins] = xp.matmul(inv_Y_FMT, pairs)
+        R /= T
         upper = R[:, :, :P] + 1j * R[:, :, P:]
         V = xp.zeros((F, M, M, M), dtype=self.Q.dtype)
         V[:, :, self.upper[0], self.upper[1]] = upper
         V[:, :, self.upper[1], self.upper[0]] = upper.conj()
         return V
 
-    # iterative projection, paper eq. 16 ----------------------------------------
     def update_Q(self) -> None:
         """Update every row of Q in turn. x̃ is not needed between rows: refresh after."""
         xp = self.xp

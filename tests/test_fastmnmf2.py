@@ -127,7 +127,7 @@ def test_strict_device_arrays_run_the_same_code(mixture) -> None:
                                  np.arange(X_host.shape[0]) * 8000 / N_FFT)))
     kwargs = dict(n_sources=3, n_basis=3, n_iter=4, init=init)
     host = fastmnmf2.fit(X_host, rng=np.random.default_rng(5), **kwargs)
-    dev = fastmnmf2.fit(X_dev, rng=np.random.default_rng(5), **kwargs)
+    dev = fastmnmf2.fit(X_dev, rng=np.random.default_rng(5), block_bins=5, **kwargs)  # blocks on device arrays
     assert isinstance(dev.params.Q_FMM, strict_xp.StrictArray)
     np.testing.assert_allclose(dev.log_likelihood, host.log_likelihood, rtol=1e-12)
     image_dev = istft(fastmnmf2.source_image(X_dev, dev.params, 1), n_fft=N_FFT, hop=HOP, n_samples=4000)
@@ -189,3 +189,18 @@ def test_cached_and_streamed_covariances_agree(mixture) -> None:
     streamed = fastmnmf2.fit(X, cache_covariance=False, rng=np.random.default_rng(4), **kwargs)
     np.testing.assert_allclose(cached.log_likelihood, streamed.log_likelihood, rtol=1e-10)
     np.testing.assert_allclose(cached.params.Q_FMM, streamed.params.Q_FMM, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("cache_covariance", [True, False])
+def test_block_size_does_not_change_the_fit(mixture, cache_covariance) -> None:
+    """The elementwise steps run over blocks of bins; one bin, an uneven block and all
+    bins at once give the same fit (to rounding)."""
+    x, _ = mixture
+    X = stft(x, n_fft=N_FFT, hop=HOP)
+    kwargs = dict(n_sources=3, n_basis=4, n_iter=5, cache_covariance=cache_covariance)
+    fits = [fastmnmf2.fit(X, block_bins=b, rng=np.random.default_rng(6), **kwargs) for b in (1, 7, X.shape[0])]
+    for other in fits[1:]:
+        np.testing.assert_allclose(other.log_likelihood, fits[0].log_likelihood, rtol=1e-12)
+        for name in ("Q_FMM", "G_NM", "W_NFK", "H_NKT"):
+            np.testing.assert_allclose(getattr(other.params, name), getattr(fits[0].params, name), rtol=1e-8,
+                                       atol=1e-12, err_msg=name)
