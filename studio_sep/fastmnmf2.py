@@ -86,6 +86,21 @@ class FitResult:
     ll_iterations: np.ndarray
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """The fit after ``iteration`` iterations: enough to continue it exactly.
+
+    ``params`` are host arrays for the data scaled to unit mean power (the fit's
+    internal scale; :func:`fit` recomputes that scale from the same data on resume).
+    Continuing from a checkpoint gives the same numbers as never stopping.
+    """
+
+    iteration: int
+    params: Params
+    log_likelihood: np.ndarray
+    ll_iterations: np.ndarray
+
+
 def circular_init(
     n_freq: int, n_mics: int, n_sources: int, n_basis: int, *, rng: np.random.Generator,
     dtype=np.float64, g_floor: float = 5e-2,
@@ -132,6 +147,9 @@ def fit(
     block_bins: int | None = None,
     rng: np.random.Generator,
     callback: Callable[[int, int, float], None] | None = None,
+    resume: Checkpoint | None = None,
+    checkpoint_every: int = 0,
+    on_checkpoint: Callable[[Checkpoint], None] | None = None,
 ) -> FitResult:
     """Fit FastMNMF2 to a multichannel STFT.
 
@@ -170,6 +188,12 @@ def fit(
     block_bins : int, optional
         Frequency bins per block of the elementwise steps (the result does not depend
         on it). Default: :func:`default_block_bins`.
+    resume : Checkpoint, optional
+        Continue an interrupted fit of the same data and settings from this state
+        (``init`` is then ignored); the result equals an uninterrupted fit's.
+    checkpoint_every, on_checkpoint
+        Call ``on_checkpoint(Checkpoint)`` every this many iterations (0: never) and
+        not after the last one (the result is returned then).
 
     Returns
     -------
@@ -186,19 +210,24 @@ def fit(
         raise InputError(None, "audio", f"{n_frames} STFT frames for {n_mics} mics",
                          "use a longer recording or a shorter hop")
     real_dtype = X_FTM.real.dtype
-    default = circular_init(n_freq, n_mics, n_sources, n_basis, rng=rng, dtype=np.dtype(str(real_dtype)))
-    start = init or Params()
-    start = Params(*(given if given is not None else fallback
-                     for given, fallback in zip(
-                         (start.Q_FMM, start.G_NM, start.W_NFK, start.H_NKT),
-                         (default.Q_FMM, default.G_NM, default.W_NFK, default.H_NKT))))
-    _check_shapes(start, n_freq, n_frames, n_mics, n_sources, n_basis)
-    p = params_to(start, xp, real_dtype)
-    H = p.H_NKT
-    if H.shape[2] == 1:
-        H = xp.ascontiguousarray(xp.broadcast_to(H, (n_sources, n_basis, n_frames)))
-        if init is None or init.H_NKT is None:  # random activations per frame
-            H = to_device(rng.uniform(size=(n_sources, n_basis, n_frames)).astype(str(real_dtype)), xp)
+    if resume is not None:
+        _check_shapes(resume.params, n_freq, n_frames, n_mics, n_sources, n_basis)
+        p = params_to(resume.params, xp, real_dtype)
+        H = p.H_NKT
+    else:
+        default = circular_init(n_freq, n_mics, n_sources, n_basis, rng=rng, dtype=np.dtype(str(real_dtype)))
+        start = init or Params()
+        start = Params(*(given if given is not None else fallback
+                         for given, fallback in zip(
+                             (start.Q_FMM, start.G_NM, start.W_NFK, start.H_NKT),
+                             (default.Q_FMM, default.G_NM, default.W_NFK, default.H_NKT))))
+        _check_shapes(start, n_freq, n_frames, n_mics, n_sources, n_basis)
+        p = params_to(start, xp, real_dtype)
+        H = p.H_NKT
+        if H.shape[2] == 1:
+            H = xp.ascontiguousarray(xp.broadcast_to(H, (n_sources, n_basis, n_frames)))
+            if init is None or init.H_NKT is None:  # random activations per frame
+                H = to_device(rng.uniform(size=(n_sources, n_basis, n_frames)).astype(str(real_dtype)), xp)
 
     # Fit on unit-power data: the floors then mean the same thing for every session,
     # and the scale is given back to λ at the end (Q, G and the Wiener filter are
@@ -209,12 +238,18 @@ def fit(
     X = X_FTM / scale
     state = _State(xp, X, p.Q_FMM.copy(), p.G_NM.copy(), p.W_NFK.copy(), H, cache_pairs=cache_covariance,
                    block_bins=block_bins)
-    state.normalize()
+    if resume is None:
+        state.normalize()
+        ll, ll_its, first = [], [], 1
+    else:  # the state is as the interrupted fit left it after resume.iteration
+        ll, ll_its, first = list(resume.log_likelihood), [int(i) for i in resume.ll_iterations], resume.iteration + 1
     state.refresh_Qx()
     state.refresh_model()
+    if resume is None:
+        ll, ll_its = [state.log_likelihood()], [0]
+    latest = float(ll[-1])
 
-    ll, ll_its = [state.log_likelihood()], [0]
-    for it in range(1, n_iter + 1):
+    for it in range(first, n_iter + 1):
         if update_W:
             state.update_W()
         state.update_H()
@@ -229,9 +264,13 @@ def fit(
             ll.append(state.log_likelihood())
             ll_its.append(it)
         if callback is not None:  # the latest value (a device sync only when it is new)
-            if ll_its[-1] == it or it == 1:
+            if ll_its[-1] == it:
                 latest = float(ll[-1])
             callback(it, n_iter, latest)
+        if on_checkpoint is not None and checkpoint_every and it % checkpoint_every == 0 and it < n_iter:
+            on_checkpoint(Checkpoint(
+                iteration=it, params=Params(*(np.array(to_host(a)) for a in (state.Q, state.G, state.W, state.H))),
+                log_likelihood=np.array([float(v) for v in ll]), ll_iterations=np.array(ll_its)))
     log_likelihood = np.array([float(v) for v in ll])
     params = Params(Q_FMM=state.Q, G_NM=state.G, W_NFK=state.W * (scale**2), H_NKT=state.H)
     return FitResult(params=params, log_likelihood=log_likelihood, ll_iterations=np.array(ll_its))

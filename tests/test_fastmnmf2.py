@@ -204,3 +204,19 @@ def test_block_size_does_not_change_the_fit(mixture, cache_covariance) -> None:
         for name in ("Q_FMM", "G_NM", "W_NFK", "H_NKT"):
             np.testing.assert_allclose(getattr(other.params, name), getattr(fits[0].params, name), rtol=1e-8,
                                        atol=1e-12, err_msg=name)
+
+
+def test_resuming_from_a_checkpoint_equals_the_uninterrupted_fit(mixture) -> None:
+    x, _ = mixture
+    X = stft(x, n_fft=N_FFT, hop=HOP)
+    kwargs = dict(n_sources=3, n_basis=4, n_iter=12, normalize_every=5, log_likelihood_every=3)
+    checkpoints = []
+    whole = fastmnmf2.fit(X, rng=np.random.default_rng(8), checkpoint_every=4, on_checkpoint=checkpoints.append,
+                          **kwargs)
+    assert [c.iteration for c in checkpoints] == [4, 8]  # none after the last iteration
+    assert list(checkpoints[1].ll_iterations) == [0, 3, 6]
+    resumed = fastmnmf2.fit(X, rng=np.random.default_rng(99), resume=checkpoints[1], **kwargs)
+    for name in ("Q_FMM", "G_NM", "W_NFK", "H_NKT"):
+        np.testing.assert_array_equal(getattr(resumed.params, name), getattr(whole.params, name), err_msg=name)
+    np.testing.assert_array_equal(resumed.log_likelihood, whole.log_likelihood)
+    np.testing.assert_array_equal(resumed.ll_iterations, whole.ll_iterations)
