@@ -20,7 +20,9 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import os
 import platform
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,11 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, audio_io
-from .atomic import file_sha256, write_text_atomic
+from .atomic import atomic_path, file_sha256, write_text_atomic
 from .backend import resolve_device, to_device, to_host, xp_for_device
 from .errors import InputError
 from .evaluate import METRICS
 from .manifest import INITS, Session
+from .runrecord import WORK_DIR, FileHashes, RunRecord, fingerprint
 from .stft import check_fft_settings, default_fft_size
 
 #: ``callback(stage, done, total, detail="")``: progress of a named stage.
@@ -166,6 +169,12 @@ def _stem_mics(session: Session, chosen: Mapping[str, str]) -> dict[str, str]:
 class SeparationResult:
     folder: Path
     run: dict
+    #: stage → "ran" or "skipped" (up to date), for prior, separate, images
+    stages: dict[str, str] = field(default_factory=dict)
+
+
+#: The fit writes a checkpoint every this many iterations (resume after a kill).
+CHECKPOINT_EVERY = 10
 
 
 def separate_session(
@@ -174,41 +183,133 @@ def separate_session(
     options: SeparationOptions = SeparationOptions(),
     *,
     callback: ProgressCallback | None = None,
+    force: bool = True,
+    hashes: FileHashes | None = None,
 ) -> SeparationResult:
-    """Separate every source of a session and write images, stems and ``run.json``.
+    """Separate every source of a session: the stages prior → separate → images.
 
-    ``session`` must have been loaded with its audio checked. Settings are resolved and
-    checked before anything is read or written.
+    Writes images, stems and ``run.json`` under ``out_root/<session>``. ``session``
+    must have been loaded with its audio checked; settings are resolved and checked
+    before anything is read or written. With ``force=False`` a stage whose
+    fingerprint (inputs and settings) matches its record is skipped, and an
+    interrupted fit continues from its last checkpoint (the result equals an
+    uninterrupted run's).
     """
-    from . import fastmnmf2, spatial, stft
-
     settings = resolve_settings(session, options)
+    folder = Path(out_root) / session.name
+    record = RunRecord(folder)
+    hashes = hashes or FileHashes(folder / WORK_DIR / "hashes.json")
     report = callback or (lambda stage, done, total, detail="": None)
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = round(now - clock, 4)
-        clock = now
-
+    fps = separation_fingerprints(session, settings, hashes)
+    hashes.save()
+    stages: dict[str, str] = {}
+    work = folder / WORK_DIR
     x_MS = load_mics(session)
-    native_sr, proc_sr = settings.sample_rate, settings.processing_sample_rate
-    x_proc = resample(x_MS, native_sr, proc_sr)
-    lap("load_s")
+    x_proc = resample(x_MS, settings.sample_rate, settings.processing_sample_rate)
+    X_host = _stft(x_proc, settings)
 
-    xp = xp_for_device(settings.device)
-    real_dtype = np.dtype(settings.dtype)
-    complex_dtype = np.result_type(real_dtype, np.complex64)
-    X_host = stft.stft(x_proc, n_fft=settings.n_fft, hop=settings.hop)
+    if not force and record.is_current("prior", fps["prior"]):
+        stages["prior"] = "skipped"
+    else:
+        clock = time.perf_counter()
+        record.begin("prior")
+        report("prior", 0, 1)
+        init, spectral_init = initial_model(session, settings, X_host)
+        _save_params(work / "prior.npz", init, spectral_init=spectral_init)
+        record.finish("prior", fps["prior"], [work / "prior.npz"], elapsed_s=time.perf_counter() - clock, spectral_init=spectral_init)
+        report("prior", 1, 1)
+        stages["prior"] = "ran"
+
+    if not force and record.is_current("separate", fps["separate"]):
+        stages["separate"] = "skipped"
+    else:
+        clock = time.perf_counter()
+        record.begin("separate")
+        init, _ = _load_params(work / "prior.npz")
+        fit, resumed_from = _fit(X_host, init, settings, work, fps["separate"], report, resume=not force)
+        _save_params(work / "fit.npz", fit.params, log_likelihood=fit.log_likelihood,
+                     ll_iterations=fit.ll_iterations)
+        (work / "fit-checkpoint.npz").unlink(missing_ok=True)
+        fit_s = time.perf_counter() - clock
+        record.finish("separate", fps["separate"], [work / "fit.npz"], elapsed_s=fit_s, resumed_from_iteration=resumed_from,
+                      per_iteration_s=round(fit_s / max(settings.n_iter - resumed_from, 1), 5))
+        stages["separate"] = "ran"
+
+    if not force and record.is_current("images", fps["images"]):
+        stages["images"] = "skipped"
+        return SeparationResult(folder=folder, run=record.load(), stages=stages)
+    clock = time.perf_counter()
+    record.begin("images")
+    params, extra = _load_params(work / "fit.npz")
+    spectral_init = _load_params(work / "prior.npz")[1]["spectral_init"]
+    outputs, order, has_residual = write_source_images(folder, session, settings, x_MS, x_proc, X_host, params,
+                                                       report)
+    F, T, M = X_host.shape
+    fit_record = record.stage("separate") or {}
+    sections = {
+        "studio_sep": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "session": {"name": session.name, "manifest": str(session.path), "manifest_sha256": file_sha256(session.path),
+                    "sample_rate": settings.sample_rate, "n_samples": session.n_samples,
+                    "mics": [m.name for m in session.mics], "sources": [s.name for s in session.sources]},
+        "separation": {**asdict(settings), "init": list(settings.init), "method": "fastmnmf2",
+                       "prior": "none", "spectral_init": spectral_init, "shape_FTM": [F, T, M],
+                       "n_sources": len(session.sources),
+                       "source_order": "geometry" if "geometry" in settings.init else
+                       "assigned (spot-mic energy share)", "assignment": [int(i) for i in order],
+                       "residual_image": has_residual},
+        "log_likelihood": {"initial": float(extra["log_likelihood"][0]),
+                           "final": float(extra["log_likelihood"][-1]),
+                           "iterations": [int(i) for i in extra["ll_iterations"]],
+                           "values": [round(float(v), 6) for v in extra["log_likelihood"]]},
+        "timings_s": {"fit_s": fit_record.get("elapsed_s"), "per_iteration_s": fit_record.get("per_iteration_s"),
+                      "images_s": round(time.perf_counter() - clock, 3)},
+        "versions": _versions(settings.device),
+        "outputs": {"images": "images", "stems": "stems"},
+    }
+    record.finish("images", fps["images"], outputs, elapsed_s=time.perf_counter() - clock, sections=sections)
+    stages["images"] = "ran"
+    return SeparationResult(folder=folder, run=record.load(), stages=stages)
+
+
+def separation_fingerprints(session: Session, settings: ResolvedSettings, hashes: FileHashes) -> dict[str, str]:
+    """Fingerprints of the prior, separate and images stages: everything each result
+    depends on (audio by content, geometry, settings, the stage before)."""
+    mics = [{"name": m.name, "file": hashes(m.file), "channel": m.channel, "position": m.position_m,
+             "pattern": m.pattern, "aim": [m.aim_azimuth_deg, m.aim_elevation_deg]} for m in session.mics]
+    sources = [{"name": s.name, "position": s.position_m,
+                "reference": hashes(s.reference) if "dictionary" in settings.init and s.reference else None}
+               for s in session.sources]
+    prior = fingerprint("prior", mics, sources, settings.init, settings.n_basis, settings.n_fft, settings.hop,
+                        settings.processing_sample_rate, settings.seed, settings.dictionary_iterations)
+    separate = fingerprint("separate", prior, settings.n_iter, settings.normalize_every,
+                           settings.log_likelihood_every, settings.device, settings.dtype)
+    images = fingerprint("images", separate, settings.sample_rate, settings.stem_mics, settings.subtype)
+    return {"prior": prior, "separate": separate, "images": images}
+
+
+def _stft(x_proc: np.ndarray, settings: ResolvedSettings) -> np.ndarray:
+    from . import stft
+
+    return stft.stft(x_proc, n_fft=settings.n_fft, hop=settings.hop)
+
+
+def initial_model(session: Session, settings: ResolvedSettings, X_host: np.ndarray):
+    """The fit's starting point for the chosen init, and a description of it.
+
+    Drawn from its own random stream (``seed``, 1), so a run that reuses a saved
+    initial model continues exactly as one that computed it.
+    """
+    from . import fastmnmf2, spatial
+
+    rng = np.random.default_rng([settings.seed, 1])
     F, T, M = X_host.shape
     N = len(session.sources)
-    X = to_device(X_host.astype(complex_dtype, copy=False), xp)
-    rng = np.random.default_rng(settings.seed)
-    init = fastmnmf2.Params()
+    init = fastmnmf2.circular_init(F, M, N, settings.n_basis, rng=rng)
+    init = fastmnmf2.Params(init.Q_FMM, init.G_NM, init.W_NFK, rng.uniform(size=(N, settings.n_basis, T)))
+    spectral_init = "random W and H"
     if "geometry" in settings.init:
-        freqs = np.arange(F) * proc_sr / settings.n_fft
+        freqs = np.arange(F) * settings.processing_sample_rate / settings.n_fft
         A = spatial.steering_vectors(
             [m.position_m for m in session.mics], [s.position_m for s in session.sources], freqs,
             patterns=[m.pattern for m in session.mics],
@@ -217,58 +318,131 @@ def separate_session(
         init = fastmnmf2.Params(Q_FMM=Q, G_NM=G)
     if "dictionary" in settings.init:
         W = np.stack([learn_source_dictionary(session, s, settings, rng) for s in session.sources])
-        init = fastmnmf2.Params(init.Q_FMM, init.G_NM, W, None)
-    spectral_init = "dictionary W, random H" if "dictionary" in settings.init else "random W and H"
+        init = fastmnmf2.Params(init.Q_FMM, init.G_NM, W, rng.uniform(size=(N, settings.n_basis, T)))
+        spectral_init = "dictionary W, random H"
     if "geometry" in settings.init:
         init = spectral_from_demixer(X_host, init, n_basis=settings.n_basis, rng=rng)
         spectral_init = ("dictionary W, H by NNLS of the geometric demixer's output power" if "dictionary"
                          in settings.init else "W, H by NMF of the geometric demixer's output power")
-    lap("init_s")
+    return init, spectral_init
+
+
+def _fit(X_host, init, settings: ResolvedSettings, work: Path, fp: str, report, *, resume: bool):
+    """Run (or continue) the fit, checkpointing to ``work/fit-checkpoint.npz``."""
+    from . import fastmnmf2
+
+    xp = xp_for_device(settings.device)
+    complex_dtype = np.result_type(np.dtype(settings.dtype), np.complex64)
+    X = to_device(X_host.astype(complex_dtype, copy=False), xp)
+    checkpoint_path = work / "fit-checkpoint.npz"
+    start = _load_checkpoint(checkpoint_path, fp) if resume else None
+
+    def save_checkpoint(cp) -> None:
+        _save_params(checkpoint_path, cp.params, fingerprint=fp, iteration=cp.iteration,
+                     log_likelihood=cp.log_likelihood, ll_iterations=cp.ll_iterations)
 
     def on_iteration(it: int, total: int, ll: float) -> None:
         report("separate", it, total, detail=f"log-lik {ll:.4f}")
 
-    report("separate", 0, settings.n_iter)
-    fit = fastmnmf2.fit(X, n_sources=N, n_basis=settings.n_basis, n_iter=settings.n_iter, init=init,
-                        normalize_every=settings.normalize_every, rng=rng, callback=on_iteration,
-                        log_likelihood_every=settings.log_likelihood_every)
-    lap("fit_s")
+    first = start.iteration if start else 0
+    report("separate", first, settings.n_iter, detail=f"resumed at iteration {first}" if start else "")
+    fit = fastmnmf2.fit(X, n_sources=init.G_NM.shape[0], n_basis=settings.n_basis, n_iter=settings.n_iter,
+                        init=init, normalize_every=settings.normalize_every, rng=np.random.default_rng([settings.seed, 2]),
+                        callback=on_iteration, log_likelihood_every=settings.log_likelihood_every, resume=start,
+                        checkpoint_every=CHECKPOINT_EVERY, on_checkpoint=save_checkpoint)
+    params = fastmnmf2.Params(*(np.array(to_host(a)) for a in (fit.params.Q_FMM, fit.params.G_NM,
+                                                                  fit.params.W_NFK, fit.params.H_NKT)))
+    return fastmnmf2.FitResult(params, fit.log_likelihood, fit.ll_iterations), first
 
-    images_NMS = np.empty((N, M, x_MS.shape[1]))
-    for n, S_FTM in enumerate(fastmnmf2.source_images(X, fit.params)):
+
+def _load_checkpoint(path: Path, fp: str):
+    from . import fastmnmf2
+
+    if not path.is_file():
+        return None
+    try:
+        params, extra = _load_params(path)
+    except (OSError, ValueError, KeyError):
+        return None  # unreadable: start over
+    if str(extra.get("fingerprint")) != fp:
+        return None
+    return fastmnmf2.Checkpoint(iteration=int(extra["iteration"]), params=params,
+                                log_likelihood=np.asarray(extra["log_likelihood"]),
+                                ll_iterations=np.asarray(extra["ll_iterations"]))
+
+
+def _save_params(path: Path, params, **extra) -> None:
+    arrays = {name: getattr(params, name) for name in ("Q_FMM", "G_NM", "W_NFK", "H_NKT")}
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays, **{f"extra_{k}": np.asarray(v) for k, v in extra.items()})
+
+
+def _load_params(path: Path):
+    from . import fastmnmf2
+
+    with np.load(path, allow_pickle=False) as data:
+        params = fastmnmf2.Params(*(data[name] for name in ("Q_FMM", "G_NM", "W_NFK", "H_NKT")))
+        extra = {k[len("extra_"):]: (data[k].item() if data[k].ndim == 0 else data[k])
+                 for k in data.files if k.startswith("extra_")}
+    return params, extra
+
+
+def write_source_images(folder: Path, session: Session, settings: ResolvedSettings, x_MS, x_proc, X_host, params,
+                        report) -> tuple[list[Path], np.ndarray, bool]:
+    """Wiener images of every source at every mic, at the native rate, and the stems.
+
+    Each output is written (atomically) to a staging folder as soon as it is made, so
+    only one source's images are in memory; once all are there and the outputs are
+    matched to the manifest's sources, they are moved to their final names.
+    """
+    from . import fastmnmf2, stft
+
+    xp = xp_for_device(settings.device)
+    complex_dtype = np.result_type(np.dtype(settings.dtype), np.complex64)
+    X = to_device(X_host.astype(complex_dtype, copy=False), xp)
+    p = fastmnmf2.params_to(params, xp, np.dtype(settings.dtype))
+    native_sr, proc_sr = settings.sample_rate, settings.processing_sample_rate
+    N, M = len(session.sources), len(session.mics)
+    staging = folder / WORK_DIR / "staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    energy_NM = np.zeros((N, M))
+    total_MS = np.zeros_like(x_MS) if proc_sr != native_sr else None
+    report("images", 0, N)
+    for n, S_FTM in enumerate(fastmnmf2.source_images(X, p)):
         image_proc = to_host(stft.istft(S_FTM, n_fft=settings.n_fft, hop=settings.hop,
                                         n_samples=x_proc.shape[1])).astype(np.float64)
-        images_NMS[n] = resample(image_proc, proc_sr, native_sr, n_samples=x_MS.shape[1])
+        image = resample(image_proc, proc_sr, native_sr, n_samples=x_MS.shape[1])
+        energy_NM[n] = np.sum(image**2, axis=-1)
+        if total_MS is not None:
+            total_MS += image
+        for m, mic in enumerate(session.mics):
+            audio_io.write_audio(staging / str(n) / f"{mic.name}.wav", image[m], native_sr, subtype=settings.subtype)
         report("images", n + 1, N)
-    order = _assign(session, settings, images_NMS)
-    images_NMS = images_NMS[order]
-    residual_MS = x_MS - images_NMS.sum(axis=0) if proc_sr != native_sr else None
-    lap("images_s")
-
-    folder = Path(out_root) / session.name
-    write_images(folder, session, images_NMS, residual_MS, settings)
-    lap("write_s")
-
-    run = {
-        "studio_sep": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "session": {"name": session.name, "manifest": str(session.path), "manifest_sha256": file_sha256(session.path),
-                    "sample_rate": native_sr, "n_samples": session.n_samples,
-                    "mics": [m.name for m in session.mics], "sources": [s.name for s in session.sources]},
-        "separation": {**asdict(settings), "init": list(settings.init), "method": "fastmnmf2",
-                       "prior": "none", "spectral_init": spectral_init, "shape_FTM": [F, T, M], "n_sources": N,
-                       "source_order": "geometry" if "geometry" in settings.init else
-                       "assigned (spot-mic energy share)", "assignment": [int(i) for i in order],
-                       "residual_image": residual_MS is not None},
-        "log_likelihood": {"initial": float(fit.log_likelihood[0]), "final": float(fit.log_likelihood[-1]),
-                           "iterations": [int(i) for i in fit.ll_iterations],
-                           "values": [round(float(v), 6) for v in fit.log_likelihood]},
-        "timings_s": timings | {"per_iteration_s": round(timings["fit_s"] / max(settings.n_iter, 1), 5)},
-        "versions": _versions(settings.device),
-        "outputs": {"images": "images", "stems": "stems"},
-    }
-    write_text_atomic(folder / "run.json", json.dumps(run, indent=2))
-    return SeparationResult(folder=folder, run=run)
+    order = _assign(session, settings, energy_NM)
+    outputs = []
+    for n, source in enumerate(session.sources):
+        for mic in session.mics:
+            final = folder / "images" / source.name / f"{mic.name}.wav"
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / str(order[n]) / f"{mic.name}.wav", final)
+            outputs.append(final)
+        stem_src = folder / "images" / source.name / f"{settings.stem_mics[source.name]}.wav"
+        stem = folder / "stems" / f"{source.name}.wav"
+        with atomic_path(stem) as tmp:
+            shutil.copyfile(stem_src, tmp)
+        outputs.append(stem)
+    residual_dir = folder / "images" / RESIDUAL
+    if total_MS is not None:
+        residual_MS = x_MS - total_MS
+        for m, mic in enumerate(session.mics):
+            outputs.append(audio_io.write_audio(residual_dir / f"{mic.name}.wav", residual_MS[m], native_sr,
+                                                subtype=settings.subtype))
+    elif residual_dir.is_dir():  # from an earlier run at another rate: it no longer applies
+        for f in residual_dir.glob("*.wav"):
+            f.unlink()
+    shutil.rmtree(staging, ignore_errors=True)
+    return outputs, order, total_MS is not None
 
 
 def spectral_from_demixer(X_FTM: np.ndarray, init, *, n_basis: int, rng: np.random.Generator):
@@ -328,44 +502,26 @@ def learn_source_dictionary(session: Session, source, settings: ResolvedSettings
                                   n_iter=settings.dictionary_iterations, rng=rng)
 
 
-def _assign(session: Session, settings: ResolvedSettings, images_NMS: np.ndarray) -> np.ndarray:
+def _assign(session: Session, settings: ResolvedSettings, energy_NM: np.ndarray) -> np.ndarray:
     """Order of the outputs so that output n is manifest source n.
 
     The geometry init names sources by construction. Otherwise each output goes to the
     source whose stem mic takes the largest share of that output's energy (Hungarian
-    assignment), which does not depend on the random start.
+    assignment; ``energy_NM`` is each output's energy at each mic), which does not
+    depend on the random start.
     """
-    N = images_NMS.shape[0]
+    N = energy_NM.shape[0]
     if "geometry" in settings.init:
         return np.arange(N)
     from scipy.optimize import linear_sum_assignment
 
     mic_index = {m.name: i for i, m in enumerate(session.mics)}
-    energy_NM = np.sum(images_NMS**2, axis=-1)
     share_NM = energy_NM / np.maximum(energy_NM.sum(axis=0, keepdims=True), 1e-30)
     score = np.stack([share_NM[:, mic_index[settings.stem_mics[s.name]]] for s in session.sources], axis=1)
     outputs, sources = linear_sum_assignment(-score)  # score[output, source]
     order = np.empty(N, dtype=int)
     order[sources] = outputs
     return order
-
-
-def write_images(folder: Path, session: Session, images_NMS, residual_MS, settings: ResolvedSettings) -> None:
-    sr, subtype = settings.sample_rate, settings.subtype
-    mic_index = {m.name: i for i, m in enumerate(session.mics)}
-    for n, source in enumerate(session.sources):
-        for m, mic in enumerate(session.mics):
-            audio_io.write_audio(folder / "images" / source.name / f"{mic.name}.wav", images_NMS[n, m], sr,
-                                 subtype=subtype)
-        stem = images_NMS[n, mic_index[settings.stem_mics[source.name]]]
-        audio_io.write_audio(folder / "stems" / f"{source.name}.wav", stem, sr, subtype=subtype)
-    residual_dir = folder / "images" / RESIDUAL
-    if residual_MS is not None:
-        for m, mic in enumerate(session.mics):
-            audio_io.write_audio(residual_dir / f"{mic.name}.wav", residual_MS[m], sr, subtype=subtype)
-    elif residual_dir.is_dir():  # from an earlier run at another rate: it no longer applies
-        for f in residual_dir.glob("*.wav"):
-            f.unlink()
 
 
 def read_images(folder: Path, session: Session, *, sources: Sequence[str] | None = None) -> np.ndarray:
