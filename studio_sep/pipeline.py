@@ -557,13 +557,15 @@ def _versions(device: str) -> dict[str, str]:
 
 def evaluate_run(
     session: Session, out_root: str | Path, *, reference_mic: str | None = None, filter_length: int = 512,
-    callback: ProgressCallback | None = None,
+    callback: ProgressCallback | None = None, force: bool = True, hashes: FileHashes | None = None,
 ) -> dict:
     """Score a separation run against the session's ground truth; write the report.
 
     Metrics (SDR, SIR, SAR, SI-SDR) for every source at the reference mic (default the
     first mic) and at every source's stem mic, for the separated images and for the
     unprocessed mixture (the baseline), and their difference (the improvement).
+    With ``force=False`` an up-to-date report (same images, truth and settings) is
+    read back instead (its ``"skipped"`` key is then true).
     """
     from .evaluate import bss_metrics
 
@@ -582,6 +584,17 @@ def evaluate_run(
     if reference_mic not in mic_names:
         raise InputError(None, "reference-mic", f"{reference_mic!r} is not a mic of {session.name}",
                          f"mics: {', '.join(mic_names)}")
+    record = RunRecord(folder)
+    hashes = hashes or FileHashes(folder / WORK_DIR / "hashes.json")
+    fp = fingerprint("evaluate", _images_identity(folder, session, record, hashes),
+                     {s.name: hashes(session.truth.images[s.name]) for s in session.sources},
+                     [hashes(f) for f in dict.fromkeys(m.file for m in session.mics)], reference_mic, filter_length)
+    hashes.save()
+    report_json = folder / "report" / "metrics.json"
+    if not force and record.is_current("evaluate", fp):
+        return json.loads(report_json.read_text()) | {"skipped": True}
+    clock = time.perf_counter()
+    record.begin("evaluate")
     eval_mics = list(dict.fromkeys([reference_mic, *(stem_mics[s.name] for s in session.sources)]))
     truth_NMS = np.stack([audio_io.read_audio(session.truth.images[s.name])[0] for s in session.sources])
     est_NMS = read_images(folder, session)
@@ -611,9 +624,21 @@ def evaluate_run(
     metrics = {"session": session.name, "reference_mic": reference_mic, "stem_mics": stem_mics,
                "mics_evaluated": eval_mics, "filter_length": filter_length, "metrics": list(METRICS),
                "init": run["separation"]["init"], "prior": run["separation"].get("prior", "none"), **result}
-    write_text_atomic(folder / "report" / "metrics.json", json.dumps(metrics, indent=2))
+    write_text_atomic(report_json, json.dumps(metrics, indent=2))
     write_text_atomic(folder / "report" / "metrics.md", metrics_markdown(metrics))
+    record.finish("evaluate", fp, [report_json, folder / "report" / "metrics.md"],
+                  elapsed_s=time.perf_counter() - clock,
+                  sdr_at_reference_mic=metrics["means"]["at_reference_mic"]["separated"]["sdr"])
     return metrics
+
+
+def _images_identity(folder: Path, session: Session, record: RunRecord, hashes: FileHashes) -> str:
+    """What the separated images are: the images stage's fingerprint when recorded,
+    else the files' content."""
+    images = record.stage("images")
+    if images:
+        return images["fingerprint"]
+    return fingerprint([hashes(p) for p in sorted((folder / "images").rglob("*.wav"))])
 
 
 def _db(v: float) -> float | None:
@@ -666,6 +691,7 @@ class MixOutcome:
     project: Path
     stems: tuple[Path, ...]
     report: dict
+    skipped: bool = False  #: up to date: nothing was rendered
 
 
 def mix_session(
@@ -676,12 +702,15 @@ def mix_session(
     source: str = "run",
     overrides=None,
     callback: ProgressCallback | None = None,
+    force: bool = True,
+    hashes: FileHashes | None = None,
 ) -> MixOutcome:
     """Mix a session's separated images (``source="run"``) or its ground-truth images
     (``source="truth"``) with a preset; write the remix, the DAW stems and project.
 
     Everything is checked (preset, routing against the session, every plugin and
-    parameter) before anything is rendered.
+    parameter) before anything is rendered. With ``force=False`` an up-to-date mix
+    (same images, preset file, plugins and overrides) is not redone.
     """
     from . import mixing, plugin_host
     from .daw import Track, write_reaper_project
@@ -706,9 +735,26 @@ def mix_session(
     sample_rate = session.sample_rate
     routes = mixing.resolve_routes(session, preset, stem_mics, overrides, sample_rate=sample_rate)
     chains = [(feed[4], 1) for r in routes for feed in r.feeds] + [(r.chain, 2) for r in routes]
+    record = RunRecord(folder)
+    hashes = hashes or FileHashes(folder / WORK_DIR / "hashes.json")
+    plugins = sorted({str(spec.path) for chain, _ in [*chains, (preset.master, 2)] for spec in chain
+                      if spec.path is not None})
+    inputs = (_images_identity(folder, session, record, hashes) if source == "run" else
+              {s.name: hashes(session.truth.images[s.name]) for s in session.sources})
+    fp = fingerprint("mix", source, inputs, hashes(preset.path), [_bundle_identity(p) for p in plugins],
+                     asdict(overrides), stem_mics, sample_rate)
+    stage = f"mix:{preset.name}"
+    report_path = folder / "remix" / f"{preset.name}.json"
+    if not force and record.is_current(stage, fp):
+        report = json.loads(report_path.read_text())
+        return MixOutcome(remix=Path(report["remix"]), project=Path(report["project"]),
+                          stems=tuple(Path(p) for p in report["stems"]), report=report, skipped=True)
     for chain, n_channels in [*chains, (preset.master, 2)]:
         if chain:  # feeds are mono, buses and the master stereo
             plugin_host.validate_chain(list(chain), sample_rate=sample_rate, n_channels=n_channels)
+    hashes.save()
+    clock = time.perf_counter()
+    record.begin(stage)
 
     if source == "run":
         images = read_images(folder, session)
@@ -741,5 +787,13 @@ def mix_session(
     report = {"preset": str(preset.path), "preset_name": preset.name, "from": source, "format": preset.format,
               **result.report, "warnings": warnings, "remix": str(remix_path), "project": str(project),
               "stems": [str(p) for p in stems]}
-    write_text_atomic(folder / "remix" / f"{preset.name}.json", json.dumps(report, indent=2))
+    write_text_atomic(report_path, json.dumps(report, indent=2))
+    record.finish(stage, fp, [remix_path, project, report_path, *stems], elapsed_s=time.perf_counter() - clock)
     return MixOutcome(remix=remix_path, project=project, stems=tuple(stems), report=report)
+
+
+def _bundle_identity(path: str) -> list:
+    """A plugin bundle (file or .vst3 folder) by its files' names, sizes and times."""
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    return [[str(p.relative_to(root.parent)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
