@@ -136,40 +136,141 @@ def _parse_stem_mics(values: list[str]) -> dict[str, str]:
     return chosen
 
 
+InitOpt = Annotated[str | None, typer.Option(help="Comma-separated inits: circular, geometry, dictionary "
+                                          "(default: geometry).")]
+IterationsOpt = Annotated[int | None, typer.Option(help="FastMNMF2 iterations (default 100).")]
+NBasisOpt = Annotated[int | None, typer.Option(help="NMF bases per source (default 8).")]
+NFftOpt = Annotated[int | None, typer.Option(help="STFT window in samples (default: ~64 ms at the processing rate).")]
+HopOpt = Annotated[int | None, typer.Option(help="STFT hop in samples (default n_fft/4).")]
+DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda or auto (default auto: cuda when cupy sees a GPU).")]
+DtypeOpt = Annotated[str | None, typer.Option(help="float32 or float64 (default float64).")]
+SeedOpt = Annotated[int | None, typer.Option(help="Seed of the random initial values (default 0).")]
+RateOpt = Annotated[int | None, typer.Option(help="Separate at this sample rate in Hz; outputs stay at the "
+                                             "session's rate (default: manifest, else native).")]
+StemMicOpt = Annotated[list[str] | None, typer.Option(help="Mic whose image becomes the stem: MIC for all sources "
+                                                      "or SOURCE=MIC; repeatable (default: spot_mic).")]
+FormatOpt = Annotated[str, typer.Option(help="Sample format of the written images and stems: float32 or pcm24.")]
+MaxMemoryOpt = Annotated[str | None, typer.Option(help="Memory budget of the separation, e.g. 8G; above it, long "
+                                                  "sessions are separated in overlapping time blocks "
+                                                  "(default: from the machine's available memory).")]
+
+
+def _separation_options(init, iterations, n_basis, n_fft, hop, device, dtype, seed, processing_rate, stem_mic,
+                        format, max_memory=None):
+    from .pipeline import SeparationOptions
+
+    if format not in ("float32", "pcm24"):
+        raise InputError(None, "--format", f"{format!r} is not float32 or pcm24", "pick one of those")
+    return SeparationOptions(
+        init=tuple(i.strip() for i in init.split(",") if i.strip()) if init else None,
+        n_iter=iterations, n_basis=n_basis, n_fft=n_fft, hop=hop, device=device, dtype=dtype, seed=seed,
+        processing_sample_rate=processing_rate, stem_mics=_parse_stem_mics(stem_mic or []), subtype=format,
+        **({} if max_memory is None else {"max_memory": _parse_size(max_memory)}))
+
+
+def _parse_size(text: str) -> int:
+    from .memory import parse_size
+
+    return parse_size(text, field="--max-memory")
+
+
 @app.command()
 def separate(
     manifest: Annotated[Path, typer.Argument(help="The session.toml (or its folder).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output root; results go to OUT/<session>/.")],
-    init: Annotated[str | None, typer.Option(help="Comma-separated inits: circular, geometry, dictionary "
-                                             "(default: geometry,dictionary when every source has a reference take).")] = None,
-    iterations: Annotated[int | None, typer.Option(help="FastMNMF2 iterations (default 100).")] = None,
-    n_basis: Annotated[int | None, typer.Option(help="NMF bases per source (default 8).")] = None,
-    n_fft: Annotated[int | None, typer.Option(help="STFT window in samples (default: ~64 ms at the processing rate).")] = None,
-    hop: Annotated[int | None, typer.Option(help="STFT hop in samples (default n_fft/4).")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda or auto (default auto: cuda when cupy sees a GPU).")] = None,
-    dtype: Annotated[str | None, typer.Option(help="float32 or float64 (default float64).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the random initial values (default 0).")] = None,
-    processing_rate: Annotated[int | None, typer.Option(help="Separate at this sample rate in Hz; outputs stay "
-                                                        "at the session's rate (default: manifest, else native).")] = None,
-    stem_mic: Annotated[list[str] | None, typer.Option(help="Mic whose image becomes the stem: MIC for all "
-                                                       "sources or SOURCE=MIC; repeatable (default: spot_mic).")] = None,
-    format: Annotated[str, typer.Option(help="Sample format of the written WAVs: float32 or pcm24.")] = "float32",
+    init: InitOpt = None, iterations: IterationsOpt = None, n_basis: NBasisOpt = None, n_fft: NFftOpt = None,
+    hop: HopOpt = None, device: DeviceOpt = None, dtype: DtypeOpt = None, seed: SeedOpt = None,
+    processing_rate: RateOpt = None, stem_mic: StemMicOpt = None, format: FormatOpt = "float32",
+    max_memory: MaxMemoryOpt = None,
 ) -> None:
     """Separate every source at every mic (FastMNMF2); write images, stems and run.json."""
     from .manifest import load_session
-    from .pipeline import SeparationOptions, separate_session
+    from .pipeline import separate_session
 
     with _user_errors():
-        if format not in ("float32", "pcm24"):
-            raise InputError(None, "--format", f"{format!r} is not float32 or pcm24", "pick one of those")
+        options = _separation_options(init, iterations, n_basis, n_fft, hop, device, dtype, seed, processing_rate,
+                                      stem_mic, format, max_memory)
         session = load_session(manifest)
-        options = SeparationOptions(
-            init=tuple(i.strip() for i in init.split(",") if i.strip()) if init else None,
-            n_iter=iterations, n_basis=n_basis, n_fft=n_fft, hop=hop, device=device, dtype=dtype, seed=seed,
-            processing_sample_rate=processing_rate, stem_mics=_parse_stem_mics(stem_mic or []), subtype=format)
         with _StageProgress(console) as progress:
             result = separate_session(session, out, options, callback=progress)
     _print_separation(result)
+
+
+@app.command()
+def run(
+    sessions: Annotated[list[str], typer.Argument(help="session.toml files, folders of sessions, or quoted globs.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output root; each session goes to OUT/<session>/.")],
+    preset: Annotated[list[Path] | None, typer.Option(help="Mixing preset (path or name in presets/); repeatable "
+                                                      "(default: paper).")] = None,
+    no_mix: Annotated[bool, typer.Option("--no-mix", help="Separate (and evaluate) only.")] = False,
+    no_evaluate: Annotated[bool, typer.Option("--no-evaluate", help="Do not score against ground truth.")] = False,
+    force: Annotated[bool, typer.Option(help="Redo every stage, even those up to date.")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Sessions run at once, in a local process pool.")] = 1,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only one line per session and the summary.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Progress and summary as JSON lines on stdout.")] = False,
+    init: InitOpt = None, iterations: IterationsOpt = None, n_basis: NBasisOpt = None, n_fft: NFftOpt = None,
+    hop: HopOpt = None, device: DeviceOpt = None, dtype: DtypeOpt = None, seed: SeedOpt = None,
+    processing_rate: RateOpt = None, stem_mic: StemMicOpt = None, format: FormatOpt = "float32",
+    max_memory: MaxMemoryOpt = None,
+    reference_mic: Annotated[str | None, typer.Option(help="Mic to score at besides each stem mic (default: first).")] = None,
+) -> None:
+    """Run every stage of every session: validate → prior → separate → images → mix → DAW → evaluate.
+
+    Stages already done with the same inputs and settings are skipped (see run.json);
+    an interrupted run continues where it stopped. Exit code 1 if any session failed.
+    """
+    outcomes = _run_batch(sessions, out, presets=[] if no_mix else (preset or [DEFAULT_PRESET]),
+                          evaluate=not no_evaluate, force=force, jobs=jobs, quiet=quiet, json_=json_,
+                          options_args=(init, iterations, n_basis, n_fft, hop, device, dtype, seed, processing_rate,
+                                        stem_mic, format, max_memory), reference_mic=reference_mic)
+    if any(o.status not in ("done", "up to date") for o in outcomes):
+        raise typer.Exit(1)
+
+
+def _run_batch(sessions, out: Path, *, presets, evaluate: bool, force: bool, jobs: int, quiet: bool, json_: bool,
+               options_args: tuple, reference_mic: str | None = None):
+    """Check the batch (sessions found, options, presets and their plugins) before any
+    work; run it with the right display; print the summary; return the outcomes."""
+    import os
+
+    from .batch import RunOptions, SessionJob, check_presets, check_unique_names, find_sessions, run_batch
+    from .display import JsonDisplay, LiveDisplay, PlainDisplay, summary_json, summary_table
+
+    with _user_errors():
+        if jobs < 1:
+            raise InputError(None, "--jobs", f"{jobs} is not a number of processes", "use 1 or more")
+        options = _separation_options(*options_args)
+        manifests = find_sessions(sessions)
+        check_unique_names(manifests)
+        preset_paths = tuple(_find_preset(p).resolve() for p in presets)
+        check_presets(preset_paths)
+    cores = os.cpu_count() or 1
+    run_options = RunOptions(separation=options, presets=preset_paths, force=force, evaluate=evaluate,
+                             reference_mic=reference_mic, blas_threads=max(1, cores // jobs) if jobs > 1 else None)
+    job_list = [SessionJob(index=i, manifest=m, out_root=out.resolve(), options=run_options)
+                for i, m in enumerate(manifests)]
+    plain = quiet or not console.is_terminal or os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    if json_:
+        display = JsonDisplay(sys.stdout)
+    elif plain:
+        display = PlainDisplay(sys.stdout, len(job_list), quiet=quiet)
+    else:
+        display = LiveDisplay(console, len(job_list))
+    interrupted = False
+    with display:
+        try:
+            outcomes = run_batch(job_list, n_jobs=jobs, emit=display)
+        except KeyboardInterrupt as exc:
+            outcomes, interrupted = getattr(exc, "outcomes", []), True
+    if json_:
+        print(summary_json(outcomes), flush=True)
+    else:
+        console.print(summary_table(outcomes, plain=plain))
+    if interrupted:
+        err_console.print("interrupted: finished stages are kept; run the same command again to continue",
+                          highlight=False)
+        raise typer.Exit(130)
+    return outcomes
 
 
 @app.command()
@@ -203,6 +304,7 @@ def _parse_levels(values: list[str], option: str) -> dict[str, float]:
 
 
 DEFAULT_PRESETS_DIR = Path("presets")
+DEFAULT_PRESET = DEFAULT_PRESETS_DIR / "paper.toml"
 
 
 def _find_preset(preset: Path) -> Path:
@@ -312,11 +414,13 @@ def demo(
     duration: Annotated[float, typer.Option(help="Length of the rendered session in seconds.")] = 20.0,
     sample_rate: Annotated[int, typer.Option(help="Sample rate of the rendered session in Hz.")] = 48000,
     iterations: Annotated[int | None, typer.Option(help="FastMNMF2 iterations (default 100).")] = None,
-    preset: Annotated[Path, typer.Option(help="Mixing preset.")] = DEFAULT_PRESETS_DIR / "paper.toml",
+    preset: Annotated[Path, typer.Option(help="Mixing preset.")] = DEFAULT_PRESET,
+    force: Annotated[bool, typer.Option(help="Redo every stage, even those up to date.")] = False,
 ) -> None:
-    """Render the built-in trio session (if needed), separate, score and mix it."""
+    """Render the built-in trio session (if needed), then `run` it: separate, mix, score."""
+    import json
+
     from .manifest import load_session
-    from .pipeline import SeparationOptions, evaluate_run, mix_session, separate_session
     from .simulate import SimulationSettings, simulate_session
 
     with _user_errors():
@@ -324,18 +428,18 @@ def demo(
         with _StageProgress(console) as progress:
             rendered = simulate_session(session_dir, settings, callback=progress)
         _print_simulation(rendered)
-        session = load_session(rendered.manifest)
-        _print_session(session)
-        with _StageProgress(console) as progress:
-            separated = separate_session(session, out, SeparationOptions(n_iter=iterations), callback=progress)
-        _print_separation(separated)
-        with _StageProgress(console) as progress:
-            metrics = evaluate_run(session, out, callback=progress)
-        with _StageProgress(console) as progress:
-            mixed = mix_session(session, out, _find_preset(preset), callback=progress)
-    _print_metrics(metrics, separated.folder / "report")
-    console.print(f"stems: {separated.folder / 'stems'}; images: {separated.folder / 'images'}", highlight=False)
-    _print_mix(mixed)
+        _print_session(load_session(rendered.manifest))
+    outcomes = _run_batch([str(rendered.manifest)], out, presets=[preset], evaluate=True, force=force, jobs=1,
+                          quiet=False, json_=False, options_args=(None, iterations, None, None, None, None, None,
+                                                                 None, None, None, "float32", None))
+    outcome = outcomes[0]
+    if outcome.status not in ("done", "up to date"):
+        raise typer.Exit(1)
+    folder = Path(outcome.folder)
+    _print_metrics(json.loads((folder / "report" / "metrics.json").read_text()), folder / "report")
+    console.print(f"stems: {folder / 'stems'}; images: {folder / 'images'}", highlight=False)
+    console.print(f"remix: {outcome.remixes[0]}", highlight=False)
+    console.print(f"DAW project: {outcome.projects[0]}", highlight=False)
 
 
 def _print_separation(result) -> None:
