@@ -386,7 +386,9 @@ def _run_parallel(jobs, n_jobs: int, emit: EventSink, outcomes: dict, executor) 
     own = executor is None
     executor = executor or ProcessPoolExecutor(max_workers=n_jobs, mp_context=context)
     try:
-        futures = {executor.submit(run_session, job, events.put): job for job in jobs}
+        # a local pool gets the manager queue; a foreign executor's workers may not reach
+        # it, so its sessions run without progress events (their outcomes still come back)
+        futures = {executor.submit(run_session, job, events.put if own else None): job for job in jobs}
         for future in as_completed(futures):
             job = futures[future]
             try:

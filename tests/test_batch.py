@@ -226,3 +226,17 @@ def test_two_sessions_with_one_name_stop_the_batch_before_any_work(sessions: Pat
     assert "'alpha' is also the name of" in result.stderr and "its own name" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_sessions_go_to_any_executor_as_files_in_files_out(sessions: Path, tmp_path: Path) -> None:
+    """The job boundary: a SessionJob in, a SessionOutcome out, through any Executor."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    options = RunOptions(separation=SeparationOptions(n_iter=5), presets=())
+    jobs = [SessionJob(index=i, manifest=sessions / name / "session.toml", out_root=tmp_path, options=options)
+            for i, name in enumerate(("bravo", "alpha"))]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = run_batch(jobs, executor=pool)
+    assert [o.name for o in outcomes] == ["bravo", "alpha"]
+    assert outcomes[0].status == "failed" and "mics.wav" in outcomes[0].reason
+    assert outcomes[1].status == "done" and (tmp_path / "alpha" / "stems").is_dir()
