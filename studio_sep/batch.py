@@ -368,6 +368,7 @@ def _run_parallel(jobs, n_jobs: int, emit: EventSink, outcomes: dict, executor) 
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     context = multiprocessing.get_context("spawn")  # no fork of a process with threads
+    reported: dict[int, SessionOutcome] = {}
     manager = context.Manager()
     events = manager.Queue()
     stop = threading.Event()
@@ -375,7 +376,10 @@ def _run_parallel(jobs, n_jobs: int, emit: EventSink, outcomes: dict, executor) 
     def drain() -> None:
         while not stop.is_set() or not events.empty():
             try:
-                emit(events.get(timeout=0.1))
+                event = events.get(timeout=0.1)
+                if event.get("type") == "session_end":  # kept in case the worker's return is lost
+                    reported[event["index"]] = SessionOutcome(**event["outcome"])
+                emit(event)
             except queue_module.Empty:
                 continue
             except (EOFError, OSError):  # the manager went away (interrupted)
@@ -405,3 +409,5 @@ def _run_parallel(jobs, n_jobs: int, emit: EventSink, outcomes: dict, executor) 
         stop.set()
         reader.join(timeout=5)
         manager.shutdown()
+        for index, outcome in reported.items():  # e.g. interrupted sessions: their own account
+            outcomes.setdefault(index, outcome)

@@ -76,3 +76,14 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
     (tmp_path / "junk.wav").write_text("hello")
     with pytest.raises(AudioError, match="not a readable audio file"):
         audio_io.audio_info(tmp_path / "junk.wav")
+
+
+def test_atomic_writes_give_files_the_usual_permissions(tmp_path) -> None:
+    import os
+
+    from studio_sep.atomic import write_text_atomic
+
+    write_text_atomic(tmp_path / "x.json", "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~mask
