@@ -276,6 +276,46 @@ def fit(
     return FitResult(params=params, log_likelihood=log_likelihood, ll_iterations=np.array(ll_its))
 
 
+def fit_activations(X_FTM, params: Params, *, n_iter: int = 20, block_bins: int | None = None):
+    """Activations H for new data under a fixed spatial model and fixed bases.
+
+    Runs ``n_iter`` multiplicative H updates (paper eq. 14) with Q, G and W held, from
+    flat activations that give every source an equal share of the mean power. Used to
+    carry a fitted model into the next time block of a long session: Q, G and W say
+    which source is which, so the block's fit starts with source n where the previous
+    block ended it.
+
+    Parameters
+    ----------
+    X_FTM : array (numpy or cupy), shape (F, T, M), complex
+    params : Params
+        ``Q_FMM``, ``G_NM`` and ``W_NFK`` (in the scale of ``X_FTM``'s power, as
+        :func:`fit` returns them); ``H_NKT`` is ignored.
+
+    Returns
+    -------
+    H_NKT : array, shape (N, K, T), same backend and real dtype as ``X_FTM``; with
+    ``params.W_NFK`` it models the power of ``X_FTM``.
+    """
+    xp = get_xp(X_FTM)
+    F, T, M = X_FTM.shape
+    real_dtype = X_FTM.real.dtype
+    p = params_to(Params(params.Q_FMM, params.G_NM, params.W_NFK, None), xp, real_dtype)
+    N, _, K = p.W_NFK.shape
+    scale2 = xp.mean(X_FTM.real**2 + X_FTM.imag**2)
+    W = p.W_NFK / scale2
+    # flat start: mean λ_n = 1/N of the unit mean power, spread over the K bases
+    level = 1.0 / (N * xp.maximum(W.sum(axis=2).mean(axis=1), FACTOR_FLOOR))  # (N,)
+    H = xp.ascontiguousarray(xp.broadcast_to(level[:, None, None], (N, K, T))).astype(real_dtype)
+    state = _State(xp, X_FTM / xp.sqrt(scale2), p.Q_FMM.copy(), p.G_NM.copy(), W, H, cache_pairs=False,
+                   block_bins=block_bins)
+    state.refresh_Qx()
+    state.refresh_model()
+    for _ in range(n_iter):
+        state.update_H()
+    return state.H
+
+
 def _check_shapes(p: Params, F: int, T: int, M: int, N: int, K: int) -> None:
     expected = {"Q_FMM": (F, M, M), "G_NM": (N, M), "W_NFK": (N, F, K)}
     for name, shape in expected.items():

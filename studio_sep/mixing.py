@@ -151,8 +151,11 @@ def mix(
 
     Parameters
     ----------
-    images_NMS : ndarray, shape (N, M, S)
-        Each source's image at every mic, in session order.
+    images_NMS : ndarray, shape (N, M, S), or an object with that ``shape`` whose
+        ``images_NMS[n, m]`` gives one (S,) image
+        Each source's image at every mic, in session order. Only the images the routes
+        feed are read, one at a time (``pipeline.LazyImages`` reads them from files,
+        so a long session's images are never all in memory).
     routes : from :func:`resolve_routes`
     render_chain : callable
         ``render_chain(specs, audio_CS, sample_rate=...) -> audio_CS`` (the plugin host).

@@ -37,6 +37,7 @@ from .backend import resolve_device, to_device, to_host, xp_for_device
 from .errors import InputError
 from .evaluate import METRICS
 from .manifest import INITS, Session
+from .memory import MemoryPlan, default_budget_bytes, plan_blocks
 from .runrecord import WORK_DIR, FileHashes, RunRecord, fingerprint
 from .stft import check_fft_settings, default_fft_size
 
@@ -63,6 +64,9 @@ class SeparationOptions:
     processing_sample_rate: int | None = None
     stem_mics: Mapping[str, str] = field(default_factory=dict)  #: source → mic ("*" for all)
     subtype: str = "float32"
+    #: Memory budget in bytes (None: :func:`studio_sep.memory.default_budget_bytes`). A
+    #: session whose estimated peak exceeds it is separated in overlapping time blocks.
+    max_memory: int | None = None
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,22 @@ class SeparationResult:
 CHECKPOINT_EVERY = 10
 
 
+def plan_memory(session: Session, options: SeparationOptions = SeparationOptions(), *,
+                settings: ResolvedSettings | None = None) -> MemoryPlan:
+    """Estimated peak memory of separating ``session`` with these settings, the budget
+    (``options.max_memory``, else :func:`studio_sep.memory.default_budget_bytes`) and,
+    when the estimate exceeds it, the overlapping time blocks :func:`separate_session`
+    will use. Print its ``describe()`` before a separation."""
+    settings = settings or resolve_settings(session, options)
+    budget = options.max_memory if options.max_memory is not None else default_budget_bytes()
+    if budget <= 0:
+        raise InputError(None, "max-memory", f"{budget} bytes is not a budget", "give a positive size, e.g. 8G")
+    return plan_blocks(session.n_samples, budget_bytes=int(budget), sample_rate=settings.sample_rate,
+                       processing_sample_rate=settings.processing_sample_rate, n_mics=len(session.mics),
+                       n_sources=len(session.sources), n_basis=settings.n_basis, n_fft=settings.n_fft,
+                       hop=settings.hop, dtype=settings.dtype, device=settings.device)
+
+
 def separate_session(
     session: Session,
     out_root: str | Path,
@@ -194,14 +214,27 @@ def separate_session(
     fingerprint (inputs and settings) matches its record is skipped, and an
     interrupted fit continues from its last checkpoint (the result equals an
     uninterrupted run's).
+
+    When the estimated peak memory (:func:`plan_memory`) exceeds the budget, the
+    session is separated in overlapping time blocks: block 1 starts from the initial
+    model, every later block from the previous block's spatial model and bases (so
+    source n stays source n; checked at every seam on the overlapping images, and
+    reordered by assignment if ever needed), and the overlaps are crossfaded with
+    weights that sum to 1, so the images still sum to the mixture. Finished blocks are
+    kept (``.studio-sep/fit-block-<b>.npz``) and not redone after an interruption.
+    The plan is reported as the stage ``"memory"`` and recorded in ``run.json``.
     """
     settings = resolve_settings(session, options)
+    plan = plan_memory(session, options, settings=settings)
     folder = Path(out_root) / session.name
     record = RunRecord(folder)
     hashes = hashes or FileHashes(folder / WORK_DIR / "hashes.json")
     report = callback or (lambda stage, done, total, detail="": None)
-    fps = separation_fingerprints(session, settings, hashes)
+    report("memory", 1, 1, detail=plan.describe())
+    fps = separation_fingerprints(session, settings, hashes, plan)
     hashes.save()
+    if plan.blocked:
+        return _separate_in_blocks(session, settings, plan, folder, record, fps, report, force)
     stages: dict[str, str] = {}
     work = folder / WORK_DIR
     x_MS = load_mics(session)
@@ -244,48 +277,315 @@ def separate_session(
     spectral_init = _load_params(work / "prior.npz")[1]["spectral_init"]
     outputs, order, has_residual = write_source_images(folder, session, settings, x_MS, x_proc, X_host, params,
                                                        report)
-    F, T, M = X_host.shape
+    log_likelihood = {"initial": float(extra["log_likelihood"][0]), "final": float(extra["log_likelihood"][-1]),
+                      "iterations": [int(i) for i in extra["ll_iterations"]],
+                      "values": [round(float(v), 6) for v in extra["log_likelihood"]]}
+    sections = _run_sections(session, settings, plan, record, list(X_host.shape), spectral_init, order,
+                             has_residual, log_likelihood, {"reordered": False}, time.perf_counter() - clock)
+    record.finish("images", fps["images"], outputs, elapsed_s=time.perf_counter() - clock, sections=sections)
+    stages["images"] = "ran"
+    return SeparationResult(folder=folder, run=record.load(), stages=stages)
+
+
+def _run_sections(session: Session, settings: ResolvedSettings, plan: MemoryPlan, record: RunRecord, shape_FTM,
+                  spectral_init: str, order, has_residual: bool, log_likelihood: dict, blocks: dict,
+                  images_s: float) -> dict:
+    """The top-level sections of ``run.json`` written with the images stage."""
     fit_record = record.stage("separate") or {}
-    sections = {
+    return {
         "studio_sep": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "session": {"name": session.name, "manifest": str(session.path), "manifest_sha256": file_sha256(session.path),
                     "sample_rate": settings.sample_rate, "n_samples": session.n_samples,
                     "mics": [m.name for m in session.mics], "sources": [s.name for s in session.sources]},
         "separation": {**asdict(settings), "init": list(settings.init), "method": "fastmnmf2",
-                       "prior": "none", "spectral_init": spectral_init, "shape_FTM": [F, T, M],
+                       "prior": "none", "spectral_init": spectral_init, "shape_FTM": [int(v) for v in shape_FTM],
                        "n_sources": len(session.sources),
                        "source_order": "geometry" if "geometry" in settings.init else
                        "assigned (spot-mic energy share)", "assignment": [int(i) for i in order],
-                       "residual_image": has_residual},
-        "log_likelihood": {"initial": float(extra["log_likelihood"][0]),
-                           "final": float(extra["log_likelihood"][-1]),
-                           "iterations": [int(i) for i in extra["ll_iterations"]],
-                           "values": [round(float(v), 6) for v in extra["log_likelihood"]]},
+                       "residual_image": has_residual, "memory": {**plan.to_dict(), **blocks}},
+        "log_likelihood": log_likelihood,
         "timings_s": {"fit_s": fit_record.get("elapsed_s"), "per_iteration_s": fit_record.get("per_iteration_s"),
-                      "images_s": round(time.perf_counter() - clock, 3)},
+                      "images_s": round(images_s, 3)},
         "versions": _versions(settings.device),
         "outputs": {"images": "images", "stems": "stems"},
     }
-    record.finish("images", fps["images"], outputs, elapsed_s=time.perf_counter() - clock, sections=sections)
-    stages["images"] = "ran"
-    return SeparationResult(folder=folder, run=record.load(), stages=stages)
 
 
-def separation_fingerprints(session: Session, settings: ResolvedSettings, hashes: FileHashes) -> dict[str, str]:
+def separation_fingerprints(session: Session, settings: ResolvedSettings, hashes: FileHashes,
+                            plan: MemoryPlan | None = None) -> dict[str, str]:
     """Fingerprints of the prior, separate and images stages: everything each result
-    depends on (audio by content, geometry, settings, the stage before)."""
+    depends on (audio by content, geometry, settings, the block plan, the stage before)."""
     mics = [{"name": m.name, "file": hashes(m.file), "channel": m.channel, "position": m.position_m,
              "pattern": m.pattern, "aim": [m.aim_azimuth_deg, m.aim_elevation_deg]} for m in session.mics]
     sources = [{"name": s.name, "position": s.position_m,
                 "reference": hashes(s.reference) if "dictionary" in settings.init and s.reference else None}
                for s in session.sources]
+    blocks = plan.geometry() if plan is not None else None
     prior = fingerprint("prior", mics, sources, settings.init, settings.n_basis, settings.n_fft, settings.hop,
-                        settings.processing_sample_rate, settings.seed, settings.dictionary_iterations)
+                        settings.processing_sample_rate, settings.seed, settings.dictionary_iterations, blocks)
     separate = fingerprint("separate", prior, settings.n_iter, settings.normalize_every,
                            settings.log_likelihood_every, settings.device, settings.dtype)
     images = fingerprint("images", separate, settings.sample_rate, settings.stem_mics, settings.subtype)
     return {"prior": prior, "separate": separate, "images": images}
+
+
+# ------------------------------------------------------------------ separation in time blocks
+
+#: H updates that start a block's activations from the previous block's model.
+CARRY_H_ITERATIONS = 20
+
+
+def _block_signals(session: Session, settings: ResolvedSettings, start: int, stop: int):
+    """Mics (native), resampled mics and their STFT for native samples [start, stop)."""
+    x_MS = load_mics(session, start=start, stop=stop)
+    x_proc = resample(x_MS, settings.sample_rate, settings.processing_sample_rate)
+    return x_MS, x_proc, _stft(x_proc, settings)
+
+
+def _block_fit_path(work: Path, b: int) -> Path:
+    return work / f"fit-block-{b}.npz"
+
+
+def _separate_in_blocks(session: Session, settings: ResolvedSettings, plan: MemoryPlan, folder: Path,
+                        record: RunRecord, fps: dict[str, str], report, force: bool) -> SeparationResult:
+    """The three stages over overlapping time blocks (see :func:`separate_session`)."""
+    stages: dict[str, str] = {}
+    work = folder / WORK_DIR
+    bounds = plan.bounds()
+    if not force and record.is_current("prior", fps["prior"]):
+        stages["prior"] = "skipped"
+    else:
+        clock = time.perf_counter()
+        record.begin("prior")
+        report("prior", 0, 1)
+        init, spectral_init = initial_model(session, settings, _block_signals(session, settings, *bounds[0])[2])
+        _save_params(work / "prior.npz", init, spectral_init=spectral_init)
+        record.finish("prior", fps["prior"], [work / "prior.npz"], elapsed_s=time.perf_counter() - clock,
+                      spectral_init=spectral_init)
+        report("prior", 1, 1)
+        stages["prior"] = "ran"
+
+    if not force and record.is_current("separate", fps["separate"]):
+        stages["separate"] = "skipped"
+    else:
+        clock = time.perf_counter()
+        record.begin("separate")
+        files, done_before, iterations_run = _fit_blocks(session, settings, plan, work, fps["separate"], report,
+                                                         force=force)
+        fit_s = time.perf_counter() - clock
+        record.finish("separate", fps["separate"], files, elapsed_s=fit_s, blocks_done_before=done_before,
+                      per_iteration_s=round(fit_s / max(iterations_run, 1), 5))
+        stages["separate"] = "ran"
+
+    if not force and record.is_current("images", fps["images"]):
+        stages["images"] = "skipped"
+        return SeparationResult(folder=folder, run=record.load(), stages=stages)
+    clock = time.perf_counter()
+    record.begin("images")
+    spectral_init = _load_params(work / "prior.npz")[1]["spectral_init"]
+    outputs, order, has_residual, seams, shape = write_block_images(folder, session, settings, plan, report)
+    per_block = []
+    for b in range(plan.n_blocks):
+        extra = _load_params(_block_fit_path(work, b))[1]
+        per_block.append({"block": b + 1, "n_frames": int(extra["n_frames"]),
+                          "iterations": [int(i) for i in extra["ll_iterations"]],
+                          "values": [round(float(v), 6) for v in extra["log_likelihood"]]})
+    # the session's log-likelihood per bin: the blocks' values weighted by their frames
+    frames = np.array([blk["n_frames"] for blk in per_block], dtype=float)
+    values = np.array([blk["values"] for blk in per_block]).T @ frames / frames.sum()
+    log_likelihood = {"initial": round(float(values[0]), 6), "final": round(float(values[-1]), 6),
+                      "iterations": per_block[0]["iterations"], "values": [round(float(v), 6) for v in values],
+                      "blocks": per_block}
+    blocks = {"reordered": any(seam["reordered"] for seam in seams), "seams": seams,
+              "bounds_samples": [list(bound) for bound in bounds]}
+    sections = _run_sections(session, settings, plan, record, shape, spectral_init, order, has_residual,
+                             log_likelihood, blocks, time.perf_counter() - clock)
+    record.finish("images", fps["images"], outputs, elapsed_s=time.perf_counter() - clock, sections=sections)
+    stages["images"] = "ran"
+    return SeparationResult(folder=folder, run=record.load(), stages=stages)
+
+
+def _fit_blocks(session: Session, settings: ResolvedSettings, plan: MemoryPlan, work: Path, fp: str, report, *,
+                force: bool) -> tuple[list[Path], list[int], int]:
+    """Fit every block in turn, each from the one before; keep each block's result.
+
+    Returns the block files, the blocks found finished (not refitted) and the number
+    of iterations run here.
+    """
+    files, done_before, iterations_run, previous = [], [], 0, None
+    for b, (start, stop) in enumerate(plan.bounds()):
+        path = _block_fit_path(work, b)
+        fp_b = fingerprint("block", fp, b)
+        files.append(path)
+        if not force:
+            saved = _load_checkpoint(path, fp_b)
+            if saved is not None:
+                previous = saved.params
+                done_before.append(b + 1)
+                report("separate", (b + 1) * settings.n_iter, plan.n_blocks * settings.n_iter,
+                       detail=f"block {b + 1}/{plan.n_blocks} done earlier")
+                continue
+        X_host = _block_signals(session, settings, start, stop)[2]
+        init = _load_params(work / "prior.npz")[0] if b == 0 else None
+        fit, first = _fit(X_host, init, settings, work, fp_b, report, resume=not force, carry=previous,
+                          block=(b, plan.n_blocks))
+        iterations_run += settings.n_iter - first
+        _save_params(path, fit.params, fingerprint=fp_b, iteration=settings.n_iter,
+                     log_likelihood=fit.log_likelihood, ll_iterations=fit.ll_iterations, n_frames=X_host.shape[1])
+        (work / "fit-checkpoint.npz").unlink(missing_ok=True)
+        previous = fit.params
+        del X_host
+    return files, done_before, iterations_run
+
+
+def _crossfade_in(n: int) -> np.ndarray:
+    """Raised-cosine fade-in over ``n`` samples (0 → 1); the fade-out is ``1 - fade_in``,
+    so the two weights sum to 1 at every sample."""
+    return 0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 0.5) / n)
+
+
+def _seam_correlation(previous_NMS: np.ndarray, current_NMS: np.ndarray) -> np.ndarray:
+    """Normalised correlation [previous n, current k] of images over the overlap, all mics."""
+    a = previous_NMS.reshape(len(previous_NMS), -1)
+    b = current_NMS.reshape(len(current_NMS), -1)
+    norms = np.outer(np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1))
+    return (a @ b.T) / np.maximum(norms, 1e-30)
+
+
+def write_block_images(folder: Path, session: Session, settings: ResolvedSettings, plan: MemoryPlan, report):
+    """Wiener images of every source at every mic, block by block, crossfaded at the seams.
+
+    Each block's images are made one source at a time from that block's fit; the
+    region a block shares with the next is held back (``N·M·overlap`` samples) until
+    the next block's images exist, then the two are matched (correlation over the
+    overlap, Hungarian assignment: block b's output k goes to the source whose image
+    it continues) and crossfaded with weights summing to 1. Finished samples are
+    appended to raw staging files, one per (source, mic); at the end each is written
+    as a WAV (one (source, mic) in memory at a time) and moved to its final name.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    from . import fastmnmf2, stft
+
+    xp = xp_for_device(settings.device)
+    complex_dtype = np.result_type(np.dtype(settings.dtype), np.complex64)
+    native_sr, proc_sr = settings.sample_rate, settings.processing_sample_rate
+    N, M = len(session.sources), len(session.mics)
+    resampled = proc_sr != native_sr
+    n_out = N + int(resampled)  # output N: the residual, which never moves
+    store = np.float64 if settings.subtype == "float64" else np.float32
+    work = folder / WORK_DIR
+    staging = work / "staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "raw").mkdir(parents=True)
+    raw = [[staging / "raw" / f"{n}-{m}.f{np.dtype(store).itemsize * 8}" for m in range(M)] for n in range(n_out)]
+    bounds = plan.bounds()
+    B = len(bounds)
+    energy_NM = np.zeros((N, M))
+    seams: list[dict] = []
+    tail = None  # the previous block's images over its overlap with this block, in final order
+    shape = [0, 0, M]
+
+    def append(n: int, segment_MS: np.ndarray) -> None:
+        if n < N:
+            energy_NM[n] += np.sum(np.asarray(segment_MS, dtype=np.float64) ** 2, axis=-1)
+        for m in range(M):
+            with open(raw[n][m], "ab") as f:
+                f.write(np.ascontiguousarray(segment_MS[m], dtype=store).tobytes())
+
+    report("images", 0, B * N)
+    for b, (start, stop) in enumerate(bounds):
+        x_MS, x_proc, X_host = _block_signals(session, settings, start, stop)
+        shape = [X_host.shape[0], shape[1] + X_host.shape[1], M]
+        params, _ = _load_params(_block_fit_path(work, b))
+        X = to_device(X_host.astype(complex_dtype, copy=False), xp)
+        p = fastmnmf2.params_to(params, xp, np.dtype(settings.dtype))
+        length = stop - start
+        head = bounds[b - 1][1] - start if b > 0 else 0  # shared with the previous block
+        keep = stop - bounds[b + 1][0] if b + 1 < B else 0  # shared with the next block
+        if head + keep > length:
+            raise ValueError(f"block {b + 1}: overlaps {head} + {keep} exceed its {length} samples")
+        heads = np.empty((n_out, M, head))
+        tails = np.empty((n_out, M, keep))
+        middle = staging / "block"
+        middle.mkdir(exist_ok=True)
+        total_MS = np.zeros_like(x_MS) if resampled else None
+        for k, S_FTM in enumerate(fastmnmf2.source_images(X, p)):
+            image_proc = to_host(stft.istft(S_FTM, n_fft=settings.n_fft, hop=settings.hop,
+                                            n_samples=x_proc.shape[1])).astype(np.float64)
+            image = resample(image_proc, proc_sr, native_sr, n_samples=length)
+            del image_proc
+            if total_MS is not None:
+                total_MS += image
+            heads[k], tails[k] = image[:, :head], image[:, length - keep:]
+            np.save(middle / f"{k}.npy", np.ascontiguousarray(image[:, head:length - keep], dtype=store))
+            del image
+            report("images", b * N + k + 1, B * N, detail=f"block {b + 1}/{B}")
+        del S_FTM, X, X_host, x_proc
+        if total_MS is not None:
+            residual = x_MS - total_MS
+            heads[N], tails[N] = residual[:, :head], residual[:, length - keep:]
+            np.save(middle / f"{N}.npy", np.ascontiguousarray(residual[:, head:length - keep], dtype=store))
+            del residual, total_MS
+        del x_MS
+        perm = np.arange(n_out)
+        if b > 0:
+            corr = _seam_correlation(tail[:N], heads[:N])  # [source n (previous block), output k (this block)]
+            _, perm[:N] = linear_sum_assignment(-corr)
+            seams.append({"block": b + 1, "correlation": [round(float(corr[n, perm[n]]), 4) for n in range(N)],
+                          "reordered": bool(np.any(perm[:N] != np.arange(N)))})
+            fade_in = _crossfade_in(head)
+            for n in range(n_out):
+                append(n, tail[n] * (1.0 - fade_in) + heads[perm[n]] * fade_in)
+        for n in range(n_out):
+            append(n, np.load(middle / f"{perm[n]}.npy"))
+        tail = tails[perm]
+        del heads, tails
+    shutil.rmtree(staging / "block", ignore_errors=True)
+
+    order = _assign(session, settings, energy_NM)
+    for n in range(n_out):  # one (source, mic) in memory at a time
+        for m, mic in enumerate(session.mics):
+            samples = np.fromfile(raw[n][m], dtype=store)
+            if samples.shape[0] != session.n_samples:
+                raise ValueError(f"block images: {samples.shape[0]} samples assembled, expected {session.n_samples}")
+            name = str(n) if n < N else RESIDUAL
+            audio_io.write_audio(staging / name / f"{mic.name}.wav", samples, native_sr, subtype=settings.subtype)
+            raw[n][m].unlink()
+            del samples
+    outputs = _publish_images(folder, session, settings, staging, order, resampled)
+    shutil.rmtree(staging, ignore_errors=True)
+    return outputs, order, resampled, seams, shape
+
+
+def _publish_images(folder: Path, session: Session, settings: ResolvedSettings, staging: Path, order,
+                    has_residual: bool) -> list[Path]:
+    """Move staged images (``staging/<output>/<mic>.wav``, ``staging/_residual``) to
+    their final names, output ``order[n]`` becoming manifest source n; copy the stems."""
+    outputs = []
+    for n, source in enumerate(session.sources):
+        for mic in session.mics:
+            final = folder / "images" / source.name / f"{mic.name}.wav"
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / str(order[n]) / f"{mic.name}.wav", final)
+            outputs.append(final)
+        stem_src = folder / "images" / source.name / f"{settings.stem_mics[source.name]}.wav"
+        stem = folder / "stems" / f"{source.name}.wav"
+        with atomic_path(stem) as tmp:
+            shutil.copyfile(stem_src, tmp)
+        outputs.append(stem)
+    residual_dir = folder / "images" / RESIDUAL
+    if has_residual:
+        residual_dir.mkdir(parents=True, exist_ok=True)
+        for mic in session.mics:
+            final = residual_dir / f"{mic.name}.wav"
+            os.replace(staging / RESIDUAL / f"{mic.name}.wav", final)
+            outputs.append(final)
+    elif residual_dir.is_dir():  # from an earlier run at another rate: it no longer applies
+        for f in residual_dir.glob("*.wav"):
+            f.unlink()
+    return outputs
 
 
 def _stft(x_proc: np.ndarray, settings: ResolvedSettings) -> np.ndarray:
@@ -327,8 +627,15 @@ def initial_model(session: Session, settings: ResolvedSettings, X_host: np.ndarr
     return init, spectral_init
 
 
-def _fit(X_host, init, settings: ResolvedSettings, work: Path, fp: str, report, *, resume: bool):
-    """Run (or continue) the fit, checkpointing to ``work/fit-checkpoint.npz``."""
+def _fit(X_host, init, settings: ResolvedSettings, work: Path, fp: str, report, *, resume: bool, carry=None,
+         block: tuple[int, int] = (0, 1)):
+    """Run (or continue) the fit, checkpointing to ``work/fit-checkpoint.npz``.
+
+    ``carry`` (a fitted block's parameters, instead of ``init``) starts the fit from
+    that spatial model and those bases, with activations fitted to this data
+    (:func:`studio_sep.fastmnmf2.fit_activations`). ``block = (b, n_blocks)`` numbers
+    the progress over all blocks.
+    """
     from . import fastmnmf2
 
     xp = xp_for_device(settings.device)
@@ -336,17 +643,27 @@ def _fit(X_host, init, settings: ResolvedSettings, work: Path, fp: str, report, 
     X = to_device(X_host.astype(complex_dtype, copy=False), xp)
     checkpoint_path = work / "fit-checkpoint.npz"
     start = _load_checkpoint(checkpoint_path, fp) if resume else None
+    if carry is not None and start is None:
+        H = fastmnmf2.fit_activations(X, carry, n_iter=CARRY_H_ITERATIONS)
+        init = fastmnmf2.Params(carry.Q_FMM, carry.G_NM, carry.W_NFK, H)
+        del H
 
     def save_checkpoint(cp) -> None:
         _save_params(checkpoint_path, cp.params, fingerprint=fp, iteration=cp.iteration,
                      log_likelihood=cp.log_likelihood, ll_iterations=cp.ll_iterations)
 
+    b, n_blocks = block
+    where = f"block {b + 1}/{n_blocks}, " if n_blocks > 1 else ""
+    offset, overall = b * settings.n_iter, n_blocks * settings.n_iter
+
     def on_iteration(it: int, total: int, ll: float) -> None:
-        report("separate", it, total, detail=f"log-lik {ll:.4f}")
+        report("separate", offset + it, overall, detail=f"{where}log-lik {ll:.4f}")
 
     first = start.iteration if start else 0
-    report("separate", first, settings.n_iter, detail=f"resumed at iteration {first}" if start else "")
-    fit = fastmnmf2.fit(X, n_sources=init.G_NM.shape[0], n_basis=settings.n_basis, n_iter=settings.n_iter,
+    report("separate", offset + first, overall,
+           detail=f"{where}resumed at iteration {first}" if start else where.rstrip(", "))
+    n_sources = (start.params if start else init).G_NM.shape[0]
+    fit = fastmnmf2.fit(X, n_sources=n_sources, n_basis=settings.n_basis, n_iter=settings.n_iter,
                         init=init, normalize_every=settings.normalize_every, rng=np.random.default_rng([settings.seed, 2]),
                         callback=on_iteration, log_likelihood_every=settings.log_likelihood_every, resume=start,
                         checkpoint_every=CHECKPOINT_EVERY, on_checkpoint=save_checkpoint)
@@ -420,27 +737,12 @@ def write_source_images(folder: Path, session: Session, settings: ResolvedSettin
             audio_io.write_audio(staging / str(n) / f"{mic.name}.wav", image[m], native_sr, subtype=settings.subtype)
         report("images", n + 1, N)
     order = _assign(session, settings, energy_NM)
-    outputs = []
-    for n, source in enumerate(session.sources):
-        for mic in session.mics:
-            final = folder / "images" / source.name / f"{mic.name}.wav"
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / str(order[n]) / f"{mic.name}.wav", final)
-            outputs.append(final)
-        stem_src = folder / "images" / source.name / f"{settings.stem_mics[source.name]}.wav"
-        stem = folder / "stems" / f"{source.name}.wav"
-        with atomic_path(stem) as tmp:
-            shutil.copyfile(stem_src, tmp)
-        outputs.append(stem)
-    residual_dir = folder / "images" / RESIDUAL
     if total_MS is not None:
         residual_MS = x_MS - total_MS
         for m, mic in enumerate(session.mics):
-            outputs.append(audio_io.write_audio(residual_dir / f"{mic.name}.wav", residual_MS[m], native_sr,
-                                                subtype=settings.subtype))
-    elif residual_dir.is_dir():  # from an earlier run at another rate: it no longer applies
-        for f in residual_dir.glob("*.wav"):
-            f.unlink()
+            audio_io.write_audio(staging / RESIDUAL / f"{mic.name}.wav", residual_MS[m], native_sr,
+                                 subtype=settings.subtype)
+    outputs = _publish_images(folder, session, settings, staging, order, total_MS is not None)
     shutil.rmtree(staging, ignore_errors=True)
     return outputs, order, total_MS is not None
 
@@ -465,13 +767,17 @@ def spectral_from_demixer(X_FTM: np.ndarray, init, *, n_basis: int, rng: np.rand
     return fastmnmf2.Params(init.Q_FMM, init.G_NM, np.stack(W), np.stack(H) + 1e-3 * np.mean(H))
 
 
-def load_mics(session: Session) -> np.ndarray:
-    """The mic signals as ``(M, S)`` float64, in ``[[mics]]`` order."""
+def load_mics(session: Session, *, start: int = 0, stop: int | None = None,
+              mics: Sequence[int] | None = None) -> np.ndarray:
+    """The mic signals as ``(M, S)`` float64, in ``[[mics]]`` order (or the mics with
+    the given indices), samples ``[start, stop)``."""
+    chosen = [session.mics[i] for i in mics] if mics is not None else list(session.mics)
     by_file: dict[Path, list[int]] = {}
-    for m in session.mics:
+    for m in chosen:
         by_file.setdefault(m.file, []).append(m.channel - 1)
-    data = {file: dict(zip(chans, audio_io.read_audio(file, channels=chans)[0])) for file, chans in by_file.items()}
-    return np.stack([data[m.file][m.channel - 1] for m in session.mics])
+    data = {file: dict(zip(chans, audio_io.read_audio(file, channels=chans, start=start, stop=stop)[0]))
+            for file, chans in by_file.items()}
+    return np.stack([data[m.file][m.channel - 1] for m in chosen])
 
 
 def resample(x_CS: np.ndarray, from_sr: int, to_sr: int, *, n_samples: int | None = None) -> np.ndarray:
@@ -527,17 +833,37 @@ def _assign(session: Session, settings: ResolvedSettings, energy_NM: np.ndarray)
 def read_images(folder: Path, session: Session, *, sources: Sequence[str] | None = None) -> np.ndarray:
     """Read back ``images/<source>/<mic>.wav`` as ``(N, M, S)``."""
     names = sources or [s.name for s in session.sources]
-    out = []
-    for name in names:
-        rows = []
-        for mic in session.mics:
-            path = folder / "images" / name / f"{mic.name}.wav"
-            if not path.is_file():
-                raise InputError(path, None, "separated image not found",
-                                 f"run `studio-sep separate {session.path}` with the same --out first")
-            rows.append(audio_io.read_audio(path)[0][0])
-        out.append(np.stack(rows))
-    return np.stack(out)
+    return np.stack([np.stack([audio_io.read_audio(_image_path(folder, session, name, mic.name))[0][0]
+                               for mic in session.mics]) for name in names])
+
+
+def _image_path(folder: Path, session: Session, source: str, mic: str) -> Path:
+    path = folder / "images" / source / f"{mic}.wav"
+    if not path.is_file():
+        raise InputError(path, None, "separated image not found",
+                         f"run `studio-sep separate {session.path}` with the same --out first")
+    return path
+
+
+class LazyImages:
+    """``images[n, m]``: source n's image at mic m, read from its file when asked.
+
+    Stands in for an ``(N, M, S)`` array where only a few (source, mic) images are
+    used (the mixing stage reads the mics its preset feeds, one at a time), so a long
+    session's images are never all in memory.
+    """
+
+    def __init__(self, read, n_sources: int, n_mics: int, n_samples: int):
+        self._read = read  #: read(n, m) -> (S,) float64
+        self.shape = (n_sources, n_mics, n_samples)
+
+    def __getitem__(self, key):
+        n, m = key
+        x = self._read(int(n), int(m))
+        if x.shape != (self.shape[2],):
+            raise InputError(None, "images", f"image {n}, mic {m} has {x.shape[-1]} samples, expected "
+                             f"{self.shape[2]}", "separate the session again")
+        return x
 
 
 def _versions(device: str) -> dict[str, str]:
@@ -596,16 +922,23 @@ def evaluate_run(
     clock = time.perf_counter()
     record.begin("evaluate")
     eval_mics = list(dict.fromkeys([reference_mic, *(stem_mics[s.name] for s in session.sources)]))
-    truth_NMS = np.stack([audio_io.read_audio(session.truth.images[s.name])[0] for s in session.sources])
-    est_NMS = read_images(folder, session)
-    mix_MS = load_mics(session)
+    for mic in eval_mics:  # every file there before any work
+        for s in session.sources:
+            _image_path(folder, session, s.name, mic)
     report = callback or (lambda stage, done, total, detail="": None)
     result: dict = {"separated": {}, "mixture": {}, "improvement": {}}
+    # one mic at a time: truth, estimates and mixture of that mic only (long sessions)
     for done, mic in enumerate(eval_mics):
         m = mic_names.index(mic)
-        sep = bss_metrics(truth_NMS[:, m], est_NMS[:, m], filter_length=filter_length)
-        mix = bss_metrics(truth_NMS[:, m], np.repeat(mix_MS[m][None], len(session.sources), axis=0),
+        truth_NS = np.stack([audio_io.read_audio(session.truth.images[s.name], channels=[m])[0][0]
+                             for s in session.sources])
+        est_NS = np.stack([audio_io.read_audio(_image_path(folder, session, s.name, mic))[0][0]
+                           for s in session.sources])
+        sep = bss_metrics(truth_NS, est_NS, filter_length=filter_length)
+        del est_NS
+        mix = bss_metrics(truth_NS, np.repeat(load_mics(session, mics=[m]), len(session.sources), axis=0),
                           filter_length=filter_length)
+        del truth_NS
         for n, s in enumerate(session.sources):
             for kind, values in (("separated", sep), ("mixture", mix)):
                 result[kind].setdefault(s.name, {})[mic] = {k: _db(values[k][n]) for k in METRICS}
@@ -756,10 +1089,16 @@ def mix_session(
     clock = time.perf_counter()
     record.begin(stage)
 
+    names = [s.name for s in session.sources]
     if source == "run":
-        images = read_images(folder, session)
+        for route in routes:  # every image the preset feeds is there before any rendering
+            for feed in route.feeds:
+                _image_path(folder, session, route.source, session.mics[feed[0]].name)
+        read = lambda n, m: audio_io.read_audio(  # noqa: E731
+            folder / "images" / names[n] / f"{session.mics[m].name}.wav")[0][0]
     else:
-        images = np.stack([audio_io.read_audio(session.truth.images[s.name])[0] for s in session.sources])
+        read = lambda n, m: audio_io.read_audio(session.truth.images[names[n]], channels=[m])[0][0]  # noqa: E731
+    images = LazyImages(read, len(names), len(session.mics), session.n_samples)
     result = mixing.mix(images, routes, preset, sample_rate=sample_rate, render_chain=plugin_host.render_chain,
                         callback=callback)
     warnings = list(result.report["warnings"])

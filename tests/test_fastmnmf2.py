@@ -220,3 +220,28 @@ def test_resuming_from_a_checkpoint_equals_the_uninterrupted_fit(mixture) -> Non
         np.testing.assert_array_equal(getattr(resumed.params, name), getattr(whole.params, name), err_msg=name)
     np.testing.assert_array_equal(resumed.log_likelihood, whole.log_likelihood)
     np.testing.assert_array_equal(resumed.ll_iterations, whole.ll_iterations)
+
+
+def test_activations_under_a_fixed_model_carry_it_to_new_data(mixture) -> None:
+    """The block carry: H refitted on the second half under the first half's Q, G, W
+    models it about as well as the first half's own fit, with sources in the same order."""
+    x, images = mixture
+    half = x.shape[1] // 2
+    first = fastmnmf2.fit(stft(x[:, :half], n_fft=N_FFT, hop=HOP), n_sources=3, n_basis=4, n_iter=40,
+                          rng=np.random.default_rng(1))
+    X2 = stft(x[:, half:], n_fft=N_FFT, hop=HOP)
+    H = fastmnmf2.fit_activations(X2, first.params, n_iter=20)
+    assert H.shape == (3, 4, X2.shape[1]) and np.all(H > 0)
+    carried = fastmnmf2.Params(first.params.Q_FMM, first.params.G_NM, first.params.W_NFK, H)
+    est_carried = [istft(S, n_fft=N_FFT, hop=HOP, n_samples=x.shape[1] - half)[0]
+                   for S in fastmnmf2.source_images(X2, carried)]
+    est_first = [istft(S, n_fft=N_FFT, hop=HOP, n_samples=half)[0]
+                 for S in fastmnmf2.source_images(stft(x[:, :half], n_fft=N_FFT, hop=HOP), first.params)]
+    # output n of the carried model is the same true source as output n of the first half's fit
+    best = lambda est, part: [int(np.argmax([abs(np.corrcoef(e, images[k, 0, part])[0, 1]) for k in range(3)]))  # noqa: E731
+                              for e in est]
+    assert best(est_carried, slice(half, None)) == best(est_first, slice(0, half))
+    # and the same code runs on a strict (cupy-like) module
+    H_dev = fastmnmf2.fit_activations(strict_xp.asarray(X2), first.params, n_iter=20)
+    assert isinstance(H_dev, strict_xp.StrictArray)
+    np.testing.assert_allclose(to_host(H_dev), H, rtol=1e-8, atol=1e-12)
