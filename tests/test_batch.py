@@ -91,6 +91,12 @@ def test_batch_with_a_broken_session_then_a_rerun_that_skips_everything(sessions
         assert stages.pop("validate") == "ran" and set(stages.values()) == {"skipped"}, stages
         assert _mtimes(out / name) == before[name]  # nothing rewritten
 
+    quiet = _cli("run", str(sessions), "--out", str(out), "--iterations", "12", "--quiet")
+    assert quiet.returncode == 1
+    session_lines = [line for line in quiet.stdout.splitlines() if line.startswith("[")]
+    assert [line.split(":")[0] for line in session_lines] == ["[1/3] alpha", "[2/3] bravo", "[3/3] charlie"]
+    assert "up to date in" in session_lines[0] and "failed: " in session_lines[1]
+
 
 def _run_in_process(manifest: Path, out: Path, presets=(PAPER,), n_iter: int = 12, force: bool = False):
     options = RunOptions(separation=SeparationOptions(n_iter=n_iter), presets=tuple(presets), force=force)
