@@ -33,8 +33,9 @@ separation of ``block`` samples, and the images are assembled at the end one
 Calibration (benchmarks/README.md, "Memory model", one core, numpy, float64): peak
 RSS (VmHWM of a fresh process) of ``separate_session`` on slices of the 300 s
 rendered trio (7 mics, 3 sources, K=8, 16 kHz) and on a 48 kHz copy processed at
-16 kHz. The estimate is at or above the measured peak in every case, by 2–22 %
-(see the table there). The model is for the CPU (numpy); with ``device="cuda"`` it
+16 kHz, 15–150 s in one pass and 150 s in 10 blocks. The estimate was above the
+measured peak in every case, by 10–16 % (``benchmarks/memory.py``; the table is in
+benchmarks/README.md). The model is for the CPU (numpy); with ``device="cuda"`` it
 counts the host arrays only (the fit's arrays then live in GPU memory, which the
 budget does not cover).
 """
