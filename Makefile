@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.studio-sep-installed
+# torch goes in first, at this exact version (pyproject.toml allows 2.13.x): a bare `torch`
+# requirement resolved by pip pulls the multi-GB CUDA build.
+TORCH_VERSION ?= 2.13.0
 
 .PHONY: setup system-deps demo test clean-venv
 
@@ -14,6 +17,7 @@ system-deps:
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check 'torch==$(TORCH_VERSION)'
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@touch $(STAMP)
 

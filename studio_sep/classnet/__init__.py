@@ -1,0 +1,38 @@
+"""CLASS-net, the language/audio-queried separation network (paper §3.4, §4.1).
+
+The only subpackage that imports torch; the pure array modules never import it, and
+the pipeline imports it lazily.
+
+- :class:`ClassNet`: FiLM-conditioned ResUNet magnitude-mask separator (16 kHz,
+  STFT 1024 / hop 256), any input length.
+- :func:`query_condition`: the condition from CLAP audio and text embeddings (eq. 17).
+- :func:`separate_long`: chunked overlap-add inference for long recordings.
+- :func:`freeze_encoder`: decoder-only fine-tuning.
+- :func:`save_checkpoint`, :func:`load_checkpoint`: the project's checkpoint format.
+- :func:`load_foreign_state`: LASS-net and CLASS-net-authors weights as initialisation.
+"""
+
+from .checkpoint import (
+    Checkpoint,
+    ForeignLoad,
+    load_checkpoint,
+    load_foreign_state,
+    save_checkpoint,
+    weights_sha256,
+)
+from .model import ClassNet, Separation, chunk_weights, freeze_encoder, query_condition, separate_long
+
+__all__ = [
+    "Checkpoint",
+    "ClassNet",
+    "ForeignLoad",
+    "Separation",
+    "chunk_weights",
+    "freeze_encoder",
+    "load_checkpoint",
+    "load_foreign_state",
+    "query_condition",
+    "save_checkpoint",
+    "separate_long",
+    "weights_sha256",
+]
