@@ -179,3 +179,21 @@ def test_block_crossfade_weights_sum_to_one() -> None:
         assert np.all((fade > 0) & (fade < 1)) and np.all(np.diff(fade) >= 0)
         np.testing.assert_allclose(fade + (1 - fade), 1.0, rtol=0, atol=1e-15)
         np.testing.assert_allclose(fade, 1 - fade[::-1], atol=1e-12)  # symmetric
+
+
+def test_evaluation_over_budget_scores_segments(block_runs) -> None:
+    session, out, *_, metrics, _ = block_runs
+    whole = metrics["blocked"]
+    assert "segment_s" not in whole
+    segmented = evaluate_run(session, out / "blocked", max_memory=10 * 2**20)
+    assert segmented["segment_s"] == 30.0 and segmented["aggregate"] == "median over segments"
+    # a 6 s session is one segment: the same scores as the whole signal
+    assert segmented["separated"] == whole["separated"] and segmented["means"] == whole["means"]
+
+
+def test_segment_scores_are_medians_of_the_finite_values() -> None:
+    from studio_sep.pipeline import _median_over_segments
+
+    seg = [{k: np.array([v, 1.0]) for k in ("sdr", "sir", "sar", "si_sdr")} for v in (1.0, 5.0, np.inf, 2.0)]
+    out = _median_over_segments(seg)
+    np.testing.assert_array_equal(out["sdr"], [2.0, 1.0])
