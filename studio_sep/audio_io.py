@@ -7,10 +7,11 @@ atomically (temporary sibling, then rename), so a final name never holds a parti
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from .errors import AudioError
 SUBTYPES = {"float32": "FLOAT", "float64": "DOUBLE", "pcm24": "PCM_24", "pcm16": "PCM_16"}
 _FULL_SCALE_SUBTYPES = {"PCM_16", "PCM_24", "PCM_32"}
 _RIFF_LIMIT_BYTES = 2**32 - 2**20
+_WRITE_FRAMES = 1 << 16  # frames handed to libsndfile at a time by AudioWriter
 
 
 @dataclass(frozen=True)
@@ -251,16 +253,9 @@ def write_audio(
         raise ValueError(f"write_audio: expected (n_channels, n_samples) samples, got shape {x_CS.shape}")
     if subtype not in SUBTYPES:
         raise ValueError(f"write_audio: subtype must be one of {sorted(SUBTYPES)}, got {subtype!r}")
-    if not np.all(np.isfinite(x_CS)):
-        raise AudioError(path, None, "refusing to write non-finite (NaN/inf) samples",
-                         "this is a bug in the stage that produced them; please report it")
+    _check_samples(path, x_CS, subtype)
     sf_subtype = SUBTYPES[subtype]
-    peak = float(np.max(np.abs(x_CS)))
-    if sf_subtype in _FULL_SCALE_SUBTYPES and peak > 1.0:
-        raise AudioError(path, None, f"peak {peak:.3f} exceeds full scale for {subtype}",
-                         "lower the gain or write float32")
-    n_bytes = x_CS.size * {"FLOAT": 4, "DOUBLE": 8, "PCM_24": 3, "PCM_16": 2}[sf_subtype]
-    fmt = "RF64" if n_bytes > _RIFF_LIMIT_BYTES else "WAV"
+    fmt = _container(x_CS.size, subtype)
     if bext is not None and fmt == "RF64":
         raise AudioError(path, None, "a bext chunk cannot go into a file over 4 GiB", "split the stem")
     with atomic_path(path) as tmp:
@@ -274,6 +269,133 @@ def write_audio(
             finally:
                 plain.unlink(missing_ok=True)
     return path
+
+
+def _check_samples(path: Path, x_CS: np.ndarray, subtype: str) -> None:
+    """Refuse non-finite samples, and samples beyond full scale for integer subtypes."""
+    if not np.all(np.isfinite(x_CS)):
+        raise AudioError(path, None, "refusing to write non-finite (NaN/inf) samples",
+                         "this is a bug in the stage that produced them; please report it")
+    if SUBTYPES[subtype] in _FULL_SCALE_SUBTYPES:
+        peak = float(np.max(np.abs(x_CS)))
+        if peak > 1.0:
+            raise AudioError(path, None, f"peak {peak:.3f} exceeds full scale for {subtype}",
+                             "lower the gain or write float32")
+
+
+def _container(n_values: int, subtype: str) -> str:
+    """``"RF64"`` when ``n_values`` samples of ``subtype`` exceed RIFF's 4 GiB, else ``"WAV"``."""
+    n_bytes = n_values * {"FLOAT": 4, "DOUBLE": 8, "PCM_24": 3, "PCM_16": 2}[SUBTYPES[subtype]]
+    return "RF64" if n_bytes > _RIFF_LIMIT_BYTES else "WAV"
+
+
+class AudioWriter:
+    """A WAV file being written block by block; made by :func:`open_audio_writer`.
+
+    Attributes
+    ----------
+    path : Path
+        The final file name (the samples go to a temporary sibling until the end).
+    n_channels, n_samples : int
+        Shape the file will have.
+    n_written : int
+        Samples per channel written so far.
+    """
+
+    def __init__(self, file: sf.SoundFile, path: Path, *, n_channels: int, n_samples: int, subtype: str):
+        self._file = file
+        self._subtype = subtype
+        self.path = path
+        self.n_channels = n_channels
+        self.n_samples = n_samples
+        self.n_written = 0
+
+    def write(self, x_CB: np.ndarray) -> None:
+        """Append a block of samples.
+
+        Parameters
+        ----------
+        x_CB : ndarray, shape (n_channels, n_block), or (n_block,) for a mono file
+            The next ``n_block`` samples of every channel; must be finite (and
+            within [-1, 1] for integer subtypes), as for :func:`write_audio`.
+        """
+        x_CB = np.asarray(x_CB)
+        if x_CB.ndim == 1:
+            x_CB = x_CB[np.newaxis]
+        if x_CB.ndim != 2 or x_CB.shape[0] != self.n_channels:
+            raise ValueError(f"AudioWriter.write: expected ({self.n_channels}, n_block) samples for "
+                             f"{self.path.name}, got shape {x_CB.shape}")
+        if self.n_written + x_CB.shape[1] > self.n_samples:
+            raise ValueError(f"AudioWriter.write: {self.path.name} holds {self.n_samples} samples; "
+                             f"{self.n_written} written, {x_CB.shape[1]} more given")
+        if x_CB.shape[1] == 0:
+            return
+        _check_samples(self.path, x_CB, self._subtype)
+        # libsndfile takes frames interleaved: transpose a few frames at a time rather
+        # than copy the whole block.
+        for start in range(0, x_CB.shape[1], _WRITE_FRAMES):
+            self._file.write(x_CB[:, start:start + _WRITE_FRAMES].T)
+        self.n_written += x_CB.shape[1]
+
+
+@contextlib.contextmanager
+def open_audio_writer(
+    path: str | os.PathLike,
+    sample_rate: int,
+    *,
+    n_channels: int,
+    n_samples: int,
+    subtype: str = "float32",
+) -> Iterator[AudioWriter]:
+    """Write a WAV file of known shape block by block, atomically.
+
+    The samples go to a temporary sibling of ``path``, which is renamed onto
+    ``path`` when the ``with`` block ends normally and exactly ``n_samples``
+    samples per channel were written; on an exception, or a file left short, the
+    temporary file is removed and ``path`` is left as it was. Only one block is in
+    memory at a time, so files larger than memory can be written. The file holds the
+    same samples as :func:`write_audio` writes for the whole array (libsndfile
+    converts each block as it would the whole).
+
+    Parameters
+    ----------
+    path : path-like
+        Destination (``.wav``). Parent folders are created.
+    sample_rate : int
+        Sample rate in Hz.
+    n_channels, n_samples : int
+        Shape of the file; ``n_samples`` per channel, known in advance (it decides
+        between WAV and RF64, for files over 4 GiB).
+    subtype : {"float32", "float64", "pcm24", "pcm16"}
+        Sample format.
+
+    Yields
+    ------
+    AudioWriter
+        Call its ``write(x_CB)`` with consecutive blocks, shape ``(n_channels, n_block)``.
+
+    Raises
+    ------
+    ValueError
+        On a block of the wrong shape, more samples than ``n_samples``, or fewer at the end.
+    AudioError
+        On non-finite samples, or samples beyond full scale for an integer subtype.
+    """
+    path = Path(path)
+    if subtype not in SUBTYPES:
+        raise ValueError(f"open_audio_writer: subtype must be one of {sorted(SUBTYPES)}, got {subtype!r}")
+    if int(n_channels) != n_channels or n_channels < 1 or int(n_samples) != n_samples or n_samples < 1:
+        raise ValueError(f"open_audio_writer: n_channels={n_channels!r} and n_samples={n_samples!r} "
+                         "must be positive integers")
+    n_channels, n_samples = int(n_channels), int(n_samples)
+    fmt = _container(n_channels * n_samples, subtype)
+    with atomic_path(path) as tmp:
+        with sf.SoundFile(str(tmp), "w", int(sample_rate), n_channels, SUBTYPES[subtype], format=fmt) as file:
+            writer = AudioWriter(file, path, n_channels=n_channels, n_samples=n_samples, subtype=subtype)
+            yield writer
+            if writer.n_written != n_samples:
+                raise ValueError(f"open_audio_writer: {path.name} got {writer.n_written} of its {n_samples} "
+                                 "samples per channel")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -9,8 +9,14 @@ Three stages, each a pure function (no files written, nothing printed):
    a voice on its next 64-sample block).
 3. :func:`calibrate_room` finds the wall absorption for which pyroomacoustics'
    image-source RIRs of a shoebox room *measure* the requested RT60, and
-   :func:`render_images` puts every dry source into that room and returns its image
-   at every microphone (``images_NMS``); the sum over sources is the mic signal.
+   :func:`image_blocks` puts every dry source into that room and gives its image
+   at every microphone, one block of samples at a time (``images_NMB``;
+   :func:`render_images` gives all of it, ``images_NMS``); the sum over sources is
+   the mic signal.
+
+:func:`simulate_session` writes the session folder, streaming the images to their
+files block by block, so that a long session (20 minutes at 48 kHz) renders in a few
+GB of memory.
 
 :func:`ircam_trio_geometry` gives the microphone and source layout of the paper's
 IRCAM trio session, shifted into the simulated room.
@@ -18,7 +24,7 @@ IRCAM trio session, shifted into the simulated room.
 Conventions (the package's, see :mod:`studio_sep.spatial`): positions in metres as
 ``(x, y, z)``; azimuth in degrees in the horizontal plane from +x towards +y;
 elevation in degrees, positive upwards. Axis letters: ``N`` sources, ``M`` mics,
-``S`` samples.
+``S`` samples, ``B`` samples of one block.
 
 Progress callbacks are called as ``callback(stage, fraction)`` with a short stage
 name and the fraction of that stage done, in ``[0, 1]``.
@@ -26,9 +32,10 @@ name and the fraction of that stage done, in ``[0, 1]``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +49,7 @@ __all__ = [
     "DEFAULT_DIMENSIONS_M",
     "DEFAULT_ORIGIN_M",
     "DEFAULT_RT60_S",
+    "IMAGE_BLOCK_SAMPLES",
     "INSTRUMENTS",
     "IRCAM_TRIO_MICS",
     "IRCAM_TRIO_SOURCES",
@@ -55,6 +63,7 @@ __all__ = [
     "calibrate_room",
     "compose_parts",
     "compose_reference_parts",
+    "image_blocks",
     "ircam_trio_geometry",
     "measure_room_rt60",
     "render_images",
@@ -405,6 +414,7 @@ def _check_names(names: Sequence[str]) -> None:
 # --------------------------------------------------------------------------------------
 
 _FLUID_RATE_RANGE = (8000, 96000)  # synth.sample-rate range accepted by FluidSynth 2.x
+_CHUNK_SAMPLES = 1 << 16  # samples converted at a time where a whole-signal copy is not needed
 _write_float = None
 
 
@@ -562,7 +572,13 @@ def render_midi(
         render_until(done, n_samples)
     finally:
         synth.delete()
-    return stereo_S2.astype(np.float64).mean(axis=1)
+    # (left + right) / 2 in float64, a chunk at a time: the same numbers as the whole
+    # array's mean, without a float64 copy of both channels (0.9 GB for 20 min at 48 kHz).
+    dry_S = np.empty(n_samples)
+    for start in range(0, n_samples, _CHUNK_SAMPLES):
+        stop = start + _CHUNK_SAMPLES
+        dry_S[start:stop] = stereo_S2[start:stop].astype(np.float64).mean(axis=1)
+    return dry_S
 
 
 def render_parts(
@@ -932,7 +948,15 @@ def _directivity(pattern: str, azimuth_deg: float, elevation_deg: float):
     return CardioidFamily(DirectionVector(azimuth=azimuth_deg, colatitude=colatitude_deg, degrees=True), p=p)
 
 
-def render_images(
+#: Samples per block of :func:`image_blocks` in :func:`simulate_session`: 2**22 (87 s
+#: at 48 kHz) keeps a block of 3 sources x 7 mics at 700 MB in float64. Each block
+#: convolves its span plus the RIR's length before it (76 000 samples at 48 kHz,
+#: RT60 0.5 s); at this size that costs about 10 % more time than one convolution
+#: of the whole signal (2**21 costs 60-100 %: scipy's overlap-add blocks fit badly).
+IMAGE_BLOCK_SAMPLES = 1 << 22
+
+
+def image_blocks(
     dry_NS: np.ndarray,
     *,
     source_positions_m: np.ndarray,
@@ -940,15 +964,16 @@ def render_images(
     calibration: RoomCalibration,
     sample_rate: int,
     dimensions_m: Sequence[float] | None = None,
+    block_samples: int = IMAGE_BLOCK_SAMPLES,
     callback: Callback | None = None,
-) -> np.ndarray:
-    """Each source's reverberant image at every microphone.
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Each source's reverberant image at every microphone, one block of samples at a time.
 
     One shoebox room (walls of ``calibration.energy_absorption``, image sources up
     to ``calibration.max_order``) holds all sources and mics; pyroomacoustics
     computes one RIR per (mic, source) pair, with the mic's directivity applied to
     every image source, and each dry signal is convolved with its RIRs. Images are
-    linear in the dry signals, so ``images_NMS.sum(axis=0)`` is the signal of every
+    linear in the dry signals, so ``images_NMB.sum(axis=0)`` is the signal of every
     mic.
 
     Timing: sample ``t`` of an image is the room's output at time ``t`` for a dry
@@ -959,10 +984,21 @@ def render_images(
     ``pyroomacoustics.Room.simulate``'s premix shifted by 40 samples; the
     reverberant tail beyond ``n_samples`` is cut.
 
+    Blocks: samples ``[start, start + block_samples)`` of every image are computed
+    by convolving (``scipy.signal.oaconvolve``) the dry samples they depend on, the
+    block and the RIR's length before it; nothing is carried from block to block,
+    so only one block of images is ever in memory. With one block
+    (``block_samples >= n_samples``) each image is ``oaconvolve`` of the whole dry
+    signal, sample for sample; with several, the same values to float64 rounding
+    (the FFT sizes differ).
+
+    The inputs are checked and the RIRs computed when this function is called; the
+    convolutions run as the blocks are taken from the iterator.
+
     Parameters
     ----------
     dry_NS : numpy.ndarray, shape (n_sources, n_samples)
-        Dry source signals. Not modified.
+        Dry source signals. Not modified; read until the iterator is exhausted.
     source_positions_m : array_like, shape (n_sources, 3)
         Source positions in room coordinates (corner at the origin).
     mics : sequence
@@ -976,21 +1012,25 @@ def render_images(
         Rate of ``dry_NS`` in Hz.
     dimensions_m : sequence of 3 float, optional
         Room size; defaults to, and must equal, ``calibration.dimensions_m``.
+    block_samples : int
+        Samples per block (the last block may be shorter).
     callback : callable, optional
-        ``callback("images", fraction)`` after the RIRs and after each source.
+        ``callback("images", fraction)`` after the RIRs and after each block.
 
     Returns
     -------
-    images_NMS : numpy.ndarray, shape (n_sources, n_mics, n_samples), float64
+    iterator of (start, images_NMB)
+        ``start`` : int, the block's first sample; ``images_NMB`` : numpy.ndarray,
+        shape (n_sources, n_mics, n_block), float64, a new array for every block.
+        The blocks come in order and cover ``[0, n_samples)``.
 
     Raises
     ------
     SimulationError
-        On shapes that do not match, a position outside the room, or an unknown
-        pattern.
+        On shapes that do not match, a position outside the room, an unknown
+        pattern or a block size below 1.
     """
     import pyroomacoustics as pra
-    from scipy.signal import oaconvolve
 
     sample_rate = _check_sample_rate(sample_rate)
     dry_NS = np.asarray(dry_NS, dtype=float)
@@ -998,9 +1038,14 @@ def render_images(
         raise SimulationError(None, "dry_NS",
                               f"dry_NS has shape {dry_NS.shape}, expected (n_sources, n_samples)",
                               None)
-    if not np.all(np.isfinite(dry_NS)):
+    if not all(np.all(np.isfinite(dry_NS[:, i:i + _CHUNK_SAMPLES]))
+               for i in range(0, dry_NS.shape[1], _CHUNK_SAMPLES)):
         raise SimulationError(None, "dry_NS", "dry_NS holds NaN or infinite values", None)
-    n_sources, n_samples = dry_NS.shape
+    if isinstance(block_samples, bool) or int(block_samples) != block_samples or block_samples < 1:
+        raise SimulationError(None, "block_samples",
+                              f"block_samples={block_samples!r} must be a positive integer",
+                              f"pass e.g. {IMAGE_BLOCK_SAMPLES}")
+    n_sources = dry_NS.shape[0]
     dims = calibration.dimensions_m if dimensions_m is None else _check_dimensions(dimensions_m)
     if not np.allclose(dims, calibration.dimensions_m):
         raise SimulationError(None, "dimensions_m",
@@ -1036,16 +1081,85 @@ def render_images(
         room.add_source(position)
     room.add_microphone_array(np.stack([f[0] for f in mic_fields], axis=1), directivity=directivities)
     room.compute_rir()
-    if callback is not None:
-        callback("images", 1.0 / (n_sources + 1))
+    rirs_MN = [[np.asarray(room.rir[m][n], dtype=float) for n in range(n_sources)]
+               for m in range(len(mic_fields))]
     latency = pra.constants.get("frac_delay_length") // 2
-    images_NMS = np.zeros((n_sources, len(mic_fields), n_samples))
-    for n in range(n_sources):
-        for m in range(len(mic_fields)):
-            rir = np.asarray(room.rir[m][n], dtype=float)
-            images_NMS[n, m] = oaconvolve(dry_NS[n], rir)[latency : latency + n_samples]
+    return _convolved_blocks(dry_NS, rirs_MN, latency=latency, block_samples=int(block_samples),
+                             callback=callback)
+
+
+def _convolved_blocks(
+    dry_NS: np.ndarray,
+    rirs_MN: Sequence[Sequence[np.ndarray]],
+    *,
+    latency: int,
+    block_samples: int,
+    callback: Callback | None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """The blocks of :func:`image_blocks`, from checked inputs and computed RIRs.
+
+    Output sample ``t`` of image (n, m) is sample ``t + latency`` of the full
+    convolution ``dry_NS[n] * rirs_MN[m][n]``, which depends on dry samples
+    ``t + latency - len(rir) + 1 .. t + latency``. A block convolves just that span
+    of the dry signal and keeps the part of the result that lies in the block.
+    """
+    from scipy.signal import oaconvolve
+
+    n_sources, n_samples = dry_NS.shape
+    n_mics = len(rirs_MN)
+    n_blocks = -(-n_samples // block_samples)
+    if callback is not None:
+        callback("images", 1.0 / (n_blocks + 1))
+    for k, start in enumerate(range(0, n_samples, block_samples)):
+        stop = min(start + block_samples, n_samples)
+        images_NMB = np.empty((n_sources, n_mics, stop - start))
+        for n in range(n_sources):
+            for m in range(n_mics):
+                rir = rirs_MN[m][n]
+                first = max(0, start + latency - len(rir) + 1)  # dry span this block depends on
+                last = min(n_samples, stop + latency)
+                full = oaconvolve(dry_NS[n, first:last], rir)
+                images_NMB[n, m] = full[start + latency - first : stop + latency - first]
         if callback is not None:
-            callback("images", (n + 2) / (n_sources + 1))
+            callback("images", (k + 2) / (n_blocks + 1))
+        yield start, images_NMB
+        del images_NMB  # not held while the next block is computed
+
+
+def render_images(
+    dry_NS: np.ndarray,
+    *,
+    source_positions_m: np.ndarray,
+    mics: Sequence,
+    calibration: RoomCalibration,
+    sample_rate: int,
+    dimensions_m: Sequence[float] | None = None,
+    callback: Callback | None = None,
+) -> np.ndarray:
+    """Each source's reverberant image at every microphone, all in memory.
+
+    :func:`image_blocks` with a single block: the room, timing and parameters are
+    described there. The result takes ``8 * n_sources * n_mics * n_samples`` bytes
+    (9.7 GB for 3 sources, 7 mics and 20 minutes at 48 kHz); long signals are
+    better taken block by block from :func:`image_blocks`, as
+    :func:`simulate_session` does.
+
+    Returns
+    -------
+    images_NMS : numpy.ndarray, shape (n_sources, n_mics, n_samples), float64
+        ``images_NMS.sum(axis=0)`` is the signal of every mic.
+
+    Raises
+    ------
+    SimulationError
+        On shapes that do not match, a position outside the room, or an unknown
+        pattern.
+    """
+    n_samples = np.shape(dry_NS)[-1] if np.ndim(dry_NS) == 2 else 1
+    blocks = image_blocks(dry_NS, source_positions_m=source_positions_m, mics=mics, calibration=calibration,
+                          sample_rate=sample_rate, dimensions_m=dimensions_m, block_samples=max(n_samples, 1),
+                          callback=callback)
+    ((_, images_NMS),) = blocks
     return images_NMS
 
 
@@ -1161,7 +1275,9 @@ def simulate_session(
     ``force`` is set. A folder that already holds this exact render (same settings,
     same SoundFont bytes, every file valid) is reused as it is. Every file is written
     atomically; ``render.json`` is written last, so its presence means the render
-    is complete.
+    is complete. The room images are computed and written block by block
+    (:data:`IMAGE_BLOCK_SAMPLES`): memory holds the dry signals and one block of
+    images, not every image (2.6 GiB peak for 20 minutes at 48 kHz, not about 20).
 
     ``callback(stage, done, total)`` reports progress.
     """
@@ -1223,8 +1339,6 @@ def simulate_session(
                                  callback=stage("calibrate room"))
     room_mics, room_sources = ircam_trio_geometry(origin_m=DEFAULT_ORIGIN_M)
     positions = np.array([s.position_m for s in room_sources])
-    images_NMS = render_images(dry_NS, source_positions_m=positions, mics=room_mics, calibration=calibration,
-                               sample_rate=sample_rate, callback=stage("room images"))
     mic_index = {m.name: i for i, m in enumerate(room_mics)}
     solo_NS_at_spot = np.stack([
         render_images(solo_NS[n:n + 1], source_positions_m=positions[n:n + 1],
@@ -1233,16 +1347,37 @@ def simulate_session(
         for n, name in enumerate(names)])
     report("solo takes in the room", 1, 1)
 
-    # float32 files, all rounded from the same float64 render: the images sum to the
-    # mic signals to float32 precision.
-    files = [(folder / "audio" / "mics.wav", images_NMS.sum(axis=0))]
+    # The session's images, mic signals and dry signals are written block by block as
+    # the images are computed: the images of every source at every mic never are in
+    # memory at once (9.7 GB in float64 for 20 minutes at 48 kHz). float32 files, all
+    # rounded from the same float64 render: the images sum to the mic signals to
+    # float32 precision.
+    blocks = image_blocks(dry_NS, source_positions_m=positions, mics=room_mics, calibration=calibration,
+                          sample_rate=sample_rate, block_samples=IMAGE_BLOCK_SAMPLES,
+                          callback=stage("room images"))
+    n_mics = len(room_mics)
+    mic_peak = 0.0
+    with contextlib.ExitStack() as files:
+        def writer(path: Path, n_channels: int) -> audio_io.AudioWriter:
+            return files.enter_context(audio_io.open_audio_writer(
+                path, sample_rate, n_channels=n_channels, n_samples=n_samples, subtype="float32"))
+
+        mics_out = writer(folder / "audio" / "mics.wav", n_mics)
+        images_out = [writer(folder / "truth" / "images" / f"{name}.wav", n_mics) for name in names]
+        dry_out = [writer(folder / "truth" / "dry" / f"{name}.wav", 1) for name in names]
+        for start, images_NMB in blocks:
+            stop = start + images_NMB.shape[-1]
+            mics_MB = images_NMB.sum(axis=0)
+            mic_peak = max(mic_peak, float(mics_MB.max()), -float(mics_MB.min()))
+            mics_out.write(mics_MB)
+            for n in range(len(names)):
+                images_out[n].write(images_NMB[n])
+                dry_out[n].write(dry_NS[n, start:stop])
+            del images_NMB, mics_MB  # one block in memory at a time, not two
     for n, name in enumerate(names):
-        files += [(folder / "truth" / "images" / f"{name}.wav", images_NMS[n]),
-                  (folder / "truth" / "dry" / f"{name}.wav", dry_NS[n]),
-                  (folder / "reference" / f"{name}.wav", solo_NS_at_spot[n])]
-    for done, (path, data) in enumerate(files):
-        audio_io.write_audio(path, data, sample_rate, subtype="float32")
-        report("write files", done + 1, len(files))
+        audio_io.write_audio(folder / "reference" / f"{name}.wav", solo_NS_at_spot[n], sample_rate,
+                             subtype="float32")
+    report("write files", 1, 1)
     for name in names:
         for prefix, midi in (("", parts[name]), ("reference_", solo_parts[name])):
             with atomic_path(folder / "midi" / f"{prefix}{name}.mid") as tmp:
@@ -1261,8 +1396,9 @@ def simulate_session(
                  "rt60_measure": f"T{calibration.decay_db:g} extrapolated to 60 dB, mean of probe RIRs",
                  "energy_absorption": round(calibration.energy_absorption, 5), "max_order": calibration.max_order,
                  "sabine_energy_absorption": round(calibration.sabine_energy_absorption, 5),
-                 "sabine_measured_rt60_s": round(calibration.sabine_measured_rt60_s, 4)},
-        "levels": {"mic_peak": round(float(np.abs(images_NMS.sum(axis=0)).max()), 4),
+                 "sabine_measured_rt60_s": round(calibration.sabine_measured_rt60_s, 4),
+                 "image_block_samples": IMAGE_BLOCK_SAMPLES},
+        "levels": {"mic_peak": round(mic_peak, 4),
                    "dry_rms": {name: round(float(np.sqrt(np.mean(dry_NS[n] ** 2))), 5)
                                for n, name in enumerate(names)}},
         "versions": {name: version(name) for name in ("pyroomacoustics", "pyfluidsynth", "mido", "numpy")},

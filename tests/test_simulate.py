@@ -405,3 +405,160 @@ def test_render_images_rejects_bad_inputs(room_03):
     with pytest.raises(SimulationError, match="shape"):
         sim.render_images(dry_NS, source_positions_m=[(2.0, 1.0, 1.0), (3.0, 1.0, 1.0)], mics=mic,
                           calibration=room_03, sample_rate=FS)
+
+
+# ------------------------------------------------------------------------ streaming
+
+
+def test_image_blocks_equal_the_whole_render(room_03):
+    rng = np.random.default_rng(2)
+    dry_NS = rng.standard_normal((2, 3 * FS // 2 + 7))
+    kwargs = dict(source_positions_m=[(5.0, 2.0, 1.0), (2.0, 4.0, 1.4)], calibration=room_03, sample_rate=FS,
+                  mics=[sim.MicSpec("a", (3.0, 3.0, 1.5), "cardioid", 30.0, -10.0),
+                        sim.MicSpec("b", (1.0, 1.0, 2.0), "omni")])
+    images_NMS = sim.render_images(dry_NS, **kwargs)
+    rt60_samples = round(room_03.rt60_s * FS)  # the RIRs are longer (0.95 s)
+    for block_samples in (rt60_samples // 3, 2 * rt60_samples + 1, dry_NS.shape[1] - 1, dry_NS.shape[1] + 1):
+        blocks = list(sim.image_blocks(dry_NS, block_samples=block_samples, **kwargs))
+        assert [start for start, _ in blocks] == list(range(0, dry_NS.shape[1], block_samples))
+        assert all(b.shape[:2] == (2, 2) and b.dtype == np.float64 for _, b in blocks)
+        streamed_NMS = np.concatenate([b for _, b in blocks], axis=-1)
+        if len(blocks) == 1:  # one block is the whole render, sample for sample
+            assert np.array_equal(streamed_NMS, images_NMS)
+        else:  # the same sums in other FFT blocks: equal to float64 rounding
+            np.testing.assert_allclose(streamed_NMS, images_NMS, rtol=0,
+                                       atol=1e-12 * np.abs(images_NMS).max())
+
+
+def _peak_bytes_taking_blocks(n_samples: int, block_samples: int, calibration):
+    """Peak traced allocation while summing the images of 3 noise sources at 4 mics block by block."""
+    import tracemalloc
+
+    dry_NS = np.random.default_rng(1).standard_normal((3, n_samples))
+    kwargs = dict(source_positions_m=[(5.0, 1.0, 1.0), (5.0, 2.0, 1.2), (5.0, 3.0, 1.4)],
+                  mics=[((1.0 + m, 2.0, 1.5), "omni", 0.0, 0.0) for m in range(4)], calibration=calibration,
+                  sample_rate=FS)
+    blocks = sim.image_blocks(dry_NS, block_samples=block_samples, **kwargs)
+    mics_MS = np.zeros((4, n_samples))  # what a caller keeps: here the mic signals
+    tracemalloc.start()
+    try:
+        for start, images_NMB in blocks:
+            mics_MS[:, start:start + images_NMB.shape[-1]] += images_NMB.sum(axis=0)
+            del images_NMB
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak, mics_MS, dict(dry_NS=dry_NS, **kwargs)
+
+
+def test_image_blocks_memory_does_not_grow_with_the_signal(room_03):
+    """Images taken 0.25 s at a time: the peak allocation is the same for 5 s and 20 s of
+    signal (a block and the RIR history), far below all images at once."""
+    peak_5s, _, _ = _peak_bytes_taking_blocks(5 * FS, FS // 4, room_03)
+    peak_20s, mics_MS, inputs = _peak_bytes_taking_blocks(20 * FS, FS // 4, room_03)
+    all_images_bytes = 3 * 4 * 20 * FS * 8  # 30.7 MB
+    assert peak_20s < 1.2 * peak_5s, (peak_5s, peak_20s)
+    assert peak_20s < all_images_bytes / 8, (peak_20s, all_images_bytes)
+    dry_NS = inputs.pop("dry_NS")
+    expected_MS = sim.render_images(dry_NS, **inputs).sum(axis=0)
+    np.testing.assert_allclose(mics_MS, expected_MS, rtol=0, atol=1e-12 * np.abs(expected_MS).max())
+
+
+def test_image_blocks_checks_before_any_work(room_03):
+    with pytest.raises(SimulationError, match="block_samples"):
+        sim.image_blocks(np.zeros((1, 100)), source_positions_m=[(2.0, 1.0, 1.0)],
+                         mics=[((3.0, 3.0, 1.5), "omni", 0.0, 0.0)], calibration=room_03, sample_rate=FS,
+                         block_samples=0)
+
+
+def _session_settings(**changes) -> sim.SimulationSettings:
+    """A 3 s, 16 kHz session in a dry room (RT60 0.2 s: short RIRs, a quick render)."""
+    values = dict(seed=0, duration_s=3.0, sample_rate=FS, rt60_s=0.2, soundfont=SOUNDFONT,
+                  reference_duration_s=2.0)
+    return sim.SimulationSettings(**(values | changes))
+
+
+def test_session_streamed_in_small_blocks_is_the_one_block_session(tmp_path, monkeypatch):
+    from studio_sep import audio_io
+    from studio_sep.manifest import load_session
+
+    whole = sim.simulate_session(tmp_path / "whole", _session_settings())
+    monkeypatch.setattr(sim, "IMAGE_BLOCK_SAMPLES", 5003)  # 10 blocks
+    streamed = sim.simulate_session(tmp_path / "streamed", _session_settings())
+    assert whole.render["room"]["image_block_samples"] > 3 * FS
+    assert streamed.render["room"]["image_block_samples"] == 5003
+    a, b = load_session(whole.manifest), load_session(streamed.manifest)
+    for name in ("piano", "sax", "violin"):  # not streamed through the room: the same samples
+        for path_a, path_b in ((a.truth.dry[name], b.truth.dry[name]), (a.source(name).reference,
+                                                                          b.source(name).reference)):
+            np.testing.assert_array_equal(audio_io.read_audio(path_a)[0], audio_io.read_audio(path_b)[0])
+    files = [(a.mics[0].file, b.mics[0].file)]
+    files += [(a.truth.images[n], b.truth.images[n]) for n in a.truth.images]
+    for path_a, path_b in files:
+        x_a, x_b = audio_io.read_audio(path_a)[0], audio_io.read_audio(path_b)[0]
+        assert x_b.shape == x_a.shape == (7, 3 * FS)
+        # float32 files rounded from float64 images equal to float64 rounding
+        np.testing.assert_allclose(x_b, x_a, rtol=0, atol=2 * np.finfo(np.float32).eps * np.abs(x_a).max())
+    mics = audio_io.read_audio(b.mics[0].file)[0]
+    images = sum(audio_io.read_audio(b.truth.images[n])[0] for n in b.truth.images)
+    assert np.abs(images - mics).max() <= 4 * np.finfo(np.float32).eps * np.abs(mics).max()
+    assert not list((tmp_path / "streamed").rglob("*.part"))
+
+
+def test_an_interrupted_render_leaves_no_audio_under_a_final_name(tmp_path, monkeypatch):
+    monkeypatch.setattr(sim, "IMAGE_BLOCK_SAMPLES", FS // 2)
+
+    class Interrupted(Exception):
+        pass
+
+    calls = []
+
+    def stop_in_the_third_block(stage, done, total, detail=""):
+        calls.append(stage)
+        if calls.count("room images") == 4:  # after the RIRs and two blocks were written
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        sim.simulate_session(tmp_path, _session_settings(), callback=stop_in_the_third_block)
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert left == [], left  # no mics, images or dry signals, no temporary files, no render.json
+
+
+# ------------------------------------------------------------------------ the streaming writer simulate uses
+
+
+def test_block_writer_writes_what_write_audio_writes(tmp_path):
+    from studio_sep import audio_io
+
+    x_CS = np.random.default_rng(3).standard_normal((3, 10007)) * 0.1
+    audio_io.write_audio(tmp_path / "whole.wav", x_CS, FS)
+    with audio_io.open_audio_writer(tmp_path / "blocks.wav", FS, n_channels=3, n_samples=10007) as out:
+        for start in range(0, 10007, 999):
+            out.write(x_CS[:, start:start + 999])
+    whole, sr = audio_io.read_audio(tmp_path / "whole.wav", dtype="float32")
+    blocks, _ = audio_io.read_audio(tmp_path / "blocks.wav", dtype="float32")
+    assert sr == FS and np.array_equal(blocks, whole)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocks.wav", "whole.wav"]
+
+
+@pytest.mark.parametrize("failure", ["short", "too long", "nan", "exception"])
+def test_block_writer_leaves_the_previous_file_on_failure(tmp_path, failure):
+    from studio_sep import audio_io
+    from studio_sep.errors import AudioError
+
+    path = tmp_path / "x.wav"
+    audio_io.write_audio(path, np.full((2, 50), 0.25), FS)
+    block = np.zeros((2, 60))
+    expected = {"short": ValueError, "too long": ValueError, "nan": AudioError, "exception": KeyError}
+    expected = expected[failure]
+    with pytest.raises(expected), audio_io.open_audio_writer(path, FS, n_channels=2, n_samples=100) as out:
+        out.write(block)
+        if failure == "too long":
+            out.write(block)
+        elif failure == "nan":
+            out.write(np.full((2, 40), np.nan))
+        elif failure == "exception":
+            raise KeyError("stop")
+    x, _ = audio_io.read_audio(path)
+    assert x.shape == (2, 50) and np.all(x == 0.25)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.wav"]
