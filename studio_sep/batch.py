@@ -243,17 +243,17 @@ def _run_stages(job: SessionJob, folder: Path, outcome: SessionOutcome, log, sta
         check_preset_routes(session, preset, settings.stem_mics)
     stage_end("validate", "ran")
 
-    plan_memory = getattr(pipeline, "plan_memory", None)  # TEMPORARY until the memory plan lands
-    if plan_memory is not None:
-        outcome.memory_plan = plan_memory(session, options.separation).describe()
-        log(f"memory: {outcome.memory_plan}")
-        event("info", message=f"memory: {outcome.memory_plan}")
+    outcome.memory_plan = pipeline.plan_memory(session, options.separation, settings=settings).describe()
+    log(f"memory: {outcome.memory_plan}")
+    event("info", message=f"memory: {outcome.memory_plan}")
 
     hashes = FileHashes(folder / WORK_DIR / "hashes.json")
     names = ("prior", "separate", "images")
     started: set[str] = set()
 
     def on_progress(stage: str, done: float, total: float, detail: str = "") -> None:
+        if stage == "memory":  # the plan, already reported above
+            return
         if stage in names and stage not in started:  # the pipeline moved on to this stage
             started.add(stage)
             stage_start(stage)
@@ -279,6 +279,7 @@ def _run_stages(job: SessionJob, folder: Path, outcome: SessionOutcome, log, sta
     if options.evaluate and has_truth:
         stage_start("evaluate")
         metrics = pipeline.evaluate_run(session, job.out_root, reference_mic=options.reference_mic,
+                                        max_memory=options.separation.max_memory,
                                         callback=progress, force=options.force, hashes=hashes)
         outcome.sdr_db = metrics["means"]["at_reference_mic"]["separated"]["sdr"]
         stage_end("evaluate", "skipped" if metrics.get("skipped") else "ran",

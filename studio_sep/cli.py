@@ -171,7 +171,7 @@ def _separation_options(init, iterations, n_basis, n_fft, hop, device, dtype, se
 def _parse_size(text: str) -> int:
     from .memory import parse_size
 
-    return parse_size(text, field="--max-memory")
+    return parse_size(text)
 
 
 @app.command()
@@ -240,6 +240,12 @@ def _run_batch(sessions, out: Path, *, presets, evaluate: bool, force: bool, job
         if jobs < 1:
             raise InputError(None, "--jobs", f"{jobs} is not a number of processes", "use 1 or more")
         options = _separation_options(*options_args)
+        if jobs > 1 and options.max_memory is None:  # the machine's budget, shared by the jobs
+            from dataclasses import replace
+
+            from .memory import default_budget_bytes
+
+            options = replace(options, max_memory=default_budget_bytes() // jobs)
         manifests = find_sessions(sessions)
         check_unique_names(manifests)
         preset_paths = tuple(_find_preset(p).resolve() for p in presets)

@@ -246,3 +246,10 @@ def test_sessions_go_to_any_executor_as_files_in_files_out(sessions: Path, tmp_p
     assert [o.name for o in outcomes] == ["bravo", "alpha"]
     assert outcomes[0].status == "failed" and "mics.wav" in outcomes[0].reason
     assert outcomes[1].status == "done" and (tmp_path / "alpha" / "stems").is_dir()
+
+
+def test_a_bad_memory_budget_stops_before_any_work(sessions: Path, tmp_path: Path) -> None:
+    result = _cli("run", str(sessions / "alpha"), "--out", str(tmp_path / "out"), "--max-memory", "8X")
+    assert result.returncode == 2
+    assert "'8X' is not a memory size" in result.stderr and "e.g. 8G" in result.stderr
+    assert not (tmp_path / "out").exists()
