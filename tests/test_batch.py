@@ -128,8 +128,11 @@ def test_a_changed_preset_reruns_only_mixing(rendered_session: Path, tmp_path: P
 
 def _start(args: list[str]) -> subprocess.Popen:
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    # SIGINT back to its default: a shell script's background job (e.g. a CI step run with
+    # `&`) inherits it ignored, and Ctrl-C would then not reach the run at all
     return subprocess.Popen([sys.executable, "-m", "studio_sep.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for(predicate, process: subprocess.Popen, timeout: float = 120.0) -> None:
