@@ -243,16 +243,15 @@ def _run_stages(job: SessionJob, folder: Path, outcome: SessionOutcome, log, sta
         check_preset_routes(session, preset, settings.stem_mics)
     stage_end("validate", "ran")
 
-    outcome.memory_plan = pipeline.plan_memory(session, options.separation, settings=settings).describe()
-    log(f"memory: {outcome.memory_plan}")
-    event("info", message=f"memory: {outcome.memory_plan}")
-
     hashes = FileHashes(folder / WORK_DIR / "hashes.json")
     names = ("prior", "separate", "images")
     started: set[str] = set()
 
     def on_progress(stage: str, done: float, total: float, detail: str = "") -> None:
-        if stage == "memory":  # the plan, already reported above
+        if stage == "memory":  # the plan the separation uses, before it starts
+            outcome.memory_plan = detail
+            log(f"memory: {detail}")
+            event("info", message=f"memory: {detail}")
             return
         if stage in names and stage not in started:  # the pipeline moved on to this stage
             started.add(stage)
@@ -275,8 +274,7 @@ def _run_stages(job: SessionJob, folder: Path, outcome: SessionOutcome, log, sta
         outcome.projects.append(str(mixed.project))
         stage_end(stage, "skipped" if mixed.skipped else "ran", f"remix {mixed.remix}")
 
-    has_truth = session.truth is not None and set(session.truth.images) == {s.name for s in session.sources}
-    if options.evaluate and has_truth:
+    if options.evaluate and session.has_truth_images:
         stage_start("evaluate")
         metrics = pipeline.evaluate_run(session, job.out_root, reference_mic=options.reference_mic,
                                         max_memory=options.separation.max_memory,

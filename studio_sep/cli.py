@@ -157,6 +157,7 @@ MaxMemoryOpt = Annotated[str | None, typer.Option(help="Memory budget of the sep
 
 def _separation_options(init, iterations, n_basis, n_fft, hop, device, dtype, seed, processing_rate, stem_mic,
                         format, max_memory=None):
+    from .memory import parse_size
     from .pipeline import SeparationOptions
 
     if format not in ("float32", "pcm24"):
@@ -165,13 +166,7 @@ def _separation_options(init, iterations, n_basis, n_fft, hop, device, dtype, se
         init=tuple(i.strip() for i in init.split(",") if i.strip()) if init else None,
         n_iter=iterations, n_basis=n_basis, n_fft=n_fft, hop=hop, device=device, dtype=dtype, seed=seed,
         processing_sample_rate=processing_rate, stem_mics=_parse_stem_mics(stem_mic or []), subtype=format,
-        **({} if max_memory is None else {"max_memory": _parse_size(max_memory)}))
-
-
-def _parse_size(text: str) -> int:
-    from .memory import parse_size
-
-    return parse_size(text)
+        max_memory=None if max_memory is None else parse_size(max_memory))
 
 
 @app.command()

@@ -126,6 +126,11 @@ class Session:
             return None
         return self.n_samples / self.sample_rate
 
+    @property
+    def has_truth_images(self) -> bool:
+        """A ground-truth image file for every source (what evaluation needs)."""
+        return self.truth is not None and set(self.truth.images) == {s.name for s in self.sources}
+
     def mic(self, name: str) -> Mic:
         return next(m for m in self.mics if m.name == name)
 

@@ -241,17 +241,8 @@ def separate_session(
     x_proc = resample(x_MS, settings.sample_rate, settings.processing_sample_rate)
     X_host = _stft(x_proc, settings)
 
-    if not force and record.is_current("prior", fps["prior"]):
-        stages["prior"] = "skipped"
-    else:
-        clock = time.perf_counter()
-        record.begin("prior")
-        report("prior", 0, 1)
-        init, spectral_init = initial_model(session, settings, X_host)
-        _save_params(work / "prior.npz", init, spectral_init=spectral_init)
-        record.finish("prior", fps["prior"], [work / "prior.npz"], elapsed_s=time.perf_counter() - clock, spectral_init=spectral_init)
-        report("prior", 1, 1)
-        stages["prior"] = "ran"
+    stages["prior"] = _prior_stage(session, settings, record, fps["prior"], work, report, lambda: X_host,
+                                   force=force)
 
     if not force and record.is_current("separate", fps["separate"]):
         stages["separate"] = "skipped"
@@ -285,6 +276,23 @@ def separate_session(
     record.finish("images", fps["images"], outputs, elapsed_s=time.perf_counter() - clock, sections=sections)
     stages["images"] = "ran"
     return SeparationResult(folder=folder, run=record.load(), stages=stages)
+
+
+def _prior_stage(session: Session, settings: ResolvedSettings, record: RunRecord, fp: str, work: Path, report,
+                 first_stft: Callable[[], np.ndarray], *, force: bool) -> str:
+    """The prior stage: the initial model from the STFT of the session (or of its first
+    block) into ``work/prior.npz``, unless it is current. Returns "ran" or "skipped"."""
+    if not force and record.is_current("prior", fp):
+        return "skipped"
+    clock = time.perf_counter()
+    record.begin("prior")
+    report("prior", 0, 1)
+    init, spectral_init = initial_model(session, settings, first_stft())
+    _save_params(work / "prior.npz", init, spectral_init=spectral_init)
+    record.finish("prior", fp, [work / "prior.npz"], elapsed_s=time.perf_counter() - clock,
+                  spectral_init=spectral_init)
+    report("prior", 1, 1)
+    return "ran"
 
 
 def _run_sections(session: Session, settings: ResolvedSettings, plan: MemoryPlan, record: RunRecord, shape_FTM,
@@ -353,18 +361,8 @@ def _separate_in_blocks(session: Session, settings: ResolvedSettings, plan: Memo
     stages: dict[str, str] = {}
     work = folder / WORK_DIR
     bounds = plan.bounds()
-    if not force and record.is_current("prior", fps["prior"]):
-        stages["prior"] = "skipped"
-    else:
-        clock = time.perf_counter()
-        record.begin("prior")
-        report("prior", 0, 1)
-        init, spectral_init = initial_model(session, settings, _block_signals(session, settings, *bounds[0])[2])
-        _save_params(work / "prior.npz", init, spectral_init=spectral_init)
-        record.finish("prior", fps["prior"], [work / "prior.npz"], elapsed_s=time.perf_counter() - clock,
-                      spectral_init=spectral_init)
-        report("prior", 1, 1)
-        stages["prior"] = "ran"
+    stages["prior"] = _prior_stage(session, settings, record, fps["prior"], work, report,
+                                   lambda: _block_signals(session, settings, *bounds[0])[2], force=force)
 
     if not force and record.is_current("separate", fps["separate"]):
         stages["separate"] = "skipped"
@@ -903,7 +901,7 @@ def evaluate_run(
     """
     from .evaluate import bss_metrics
 
-    if session.truth is None or set(session.truth.images) != {s.name for s in session.sources}:
+    if not session.has_truth_images:
         raise InputError(session.path, "truth.images", "the session has no ground-truth image for every source",
                          "evaluate needs [truth.images] with one file per source")
     folder = Path(out_root) / session.name
@@ -1106,7 +1104,7 @@ def mix_session(
                              f"run `studio-sep separate {session.path} --out {out_root}` first, or mix --from truth")
         stem_mics = json.loads(run_path.read_text())["separation"]["stem_mics"]
     elif source == "truth":
-        if session.truth is None or set(session.truth.images) != {s.name for s in session.sources}:
+        if not session.has_truth_images:
             raise InputError(session.path, "truth.images", "no ground-truth image for every source",
                              "mix --from run (the separated images) instead")
         stem_mics = _stem_mics(session, {})
