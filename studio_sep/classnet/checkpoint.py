@@ -53,10 +53,11 @@ import torch
 from ..atomic import atomic_path
 from ..errors import InputError
 from .model import ClassNet
+from .query import QueriedClassNet
 
 FORMAT = "studio-sep.classnet/1"
 #: Model classes a checkpoint may name.
-MODELS: dict[str, type[torch.nn.Module]] = {"ClassNet": ClassNet}
+MODELS: dict[str, type[torch.nn.Module]] = {"ClassNet": ClassNet, "QueriedClassNet": QueriedClassNet}
 LAYOUTS = ("lass", "authors")
 
 # where each layout keeps its state dict, and which of its key prefixes map to ours
