@@ -1,0 +1,553 @@
+"""Training CLASS-net on the augmentation data set: full or decoder-only, resumable.
+
+Data: the folder written by :mod:`studio_sep.augment` (format ``studio-sep.augment/1``)::
+
+    DATA/dataset.json                 {"format", "sample_rate": 16000, "classes", "splits": {...}, ...}
+    DATA/<split>/<id>.json            {"id": "000012", "prompt": "violin", "class": "violin", ...}
+    DATA/<split>/<id>_mixture.wav     mono float WAV, 16 kHz (10 s); also _target.wav, _reference.wav
+
+read by :func:`read_dataset_index` (the only function that knows the layout).
+
+Loss (paper eq. 18): mean absolute error between the estimate's magnitude
+``mask · |X|`` and the target's magnitude ``|STFT(target)|``, with the model's STFT
+(:func:`magnitude_mae`). Validation: SDR, SI-SDR of the estimate and SI-SDR of the
+mixture (the baseline) against the target, on the full-length validation examples,
+means over the split; SI-SDRi = SI-SDR − SI-SDR(mixture).
+
+Output folder (:func:`train`)::
+
+    OUT/last.safetensors   the latest model (save_checkpoint), every checkpoint_every steps and at the end
+    OUT/best.safetensors   the model with the best validation SI-SDR so far
+    OUT/history.json       {"format", "settings", "history": [{step, epoch, train_loss, val_loss, sdr,
+                           si_sdr, si_sdr_mixture, si_sdri}, ...]}
+    OUT/train_state.pt     torch.save of plain types: settings, step, model and optimiser state,
+                           history, best; read with weights_only=True. Resuming reads only this file,
+                           so a run stopped at any moment continues from its last checkpoint exactly.
+
+Every random choice of a step (the examples of its batch, the crop positions, which
+queries are kept) comes from a generator seeded by (seed, step): no generator state
+has to be saved, and a resumed run draws exactly what an uninterrupted one draws.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from ..atomic import atomic_path, file_sha256, write_text_atomic
+from ..errors import InputError
+from ..evaluate import si_sdr
+from .checkpoint import MODELS, load_checkpoint, save_checkpoint
+from .model import ClassNet, freeze_encoder
+from .query import QueriedClassNet, QueryEncoder, prompt_class
+
+DATA_FORMAT = "studio-sep.augment/1"
+STATE_FORMAT = "studio-sep.classnet-train/1"
+SPLITS = ("train", "val", "test")
+#: Query kept per training example, drawn uniformly: both (eq. 17), text only, reference only.
+#: Training all three lets one model serve prompts, references or both.
+QUERY_VARIANTS = ("both", "text", "reference")
+
+ProgressCallback = Callable[[str, int, int, str], None]
+
+
+# -- data ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Example:
+    """One example of the data set: its id, query and the three WAV files."""
+
+    id: str
+    prompt: str | None
+    cls: str | None
+    mixture: Path
+    target: Path
+    reference: Path
+
+
+@dataclass(frozen=True)
+class DatasetIndex:
+    """What :func:`read_dataset_index` found: ``dataset.json`` and the examples per split."""
+
+    folder: Path
+    meta: dict
+    sha256: str
+    splits: dict[str, tuple[Example, ...]] = field(default_factory=dict)
+
+    @property
+    def classes(self) -> list[str]:
+        """``dataset.json``'s classes, else the classes of the examples in order of appearance."""
+        classes = self.meta.get("classes")
+        if isinstance(classes, list) and classes:
+            return [str(c) for c in classes]
+        seen = [e.cls for split in self.splits.values() for e in split if e.cls]
+        return list(dict.fromkeys(seen))
+
+
+def read_dataset_index(folder: str | os.PathLike) -> DatasetIndex:
+    """Read ``folder/dataset.json`` and every ``<split>/<id>.json`` of the augmentation data.
+
+    Checks the format tag, the sampling rate (16 kHz), that each split holds the number
+    of examples ``dataset.json`` announces and that each example's three WAV files
+    exist. Raises :class:`~studio_sep.errors.InputError` naming the file otherwise.
+    """
+    folder = Path(folder)
+    meta_path = folder / "dataset.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(meta_path, None, "no such file: not a training data folder",
+                         "write one with studio_sep.augment, or check the path") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(meta_path, None, f"unreadable: {exc}", "write the data set again") from None
+    if not isinstance(meta, dict) or meta.get("format") != DATA_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise InputError(meta_path, "format", f"is {found!r}, expected {DATA_FORMAT!r}",
+                         "write the data set with this version of studio_sep.augment")
+    if meta.get("sample_rate") != 16000:
+        raise InputError(meta_path, "sample_rate", f"is {meta.get('sample_rate')!r}; CLASS-net runs at 16000 Hz",
+                         "write the data set at 16 kHz")
+    counts = meta.get("splits") if isinstance(meta.get("splits"), dict) else {}
+    splits = {}
+    for split in SPLITS:
+        examples = []
+        for path in sorted((folder / split).glob("*.json")):
+            try:
+                info = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise InputError(path, None, f"unreadable: {exc}", "write the data set again") from None
+            ex_id = str(info.get("id", path.stem)) if isinstance(info, dict) else path.stem
+            files = {kind: folder / split / f"{ex_id}_{kind}.wav" for kind in ("mixture", "target", "reference")}
+            for kind, wav in files.items():
+                if not wav.is_file():
+                    raise InputError(wav, None, f"missing ({kind} of example {ex_id})", "write the data set again")
+            examples.append(Example(ex_id, info.get("prompt"), info.get("class"), **files))
+        if split in counts and counts[split] != len(examples):
+            raise InputError(meta_path, f"splits.{split}", f"announces {counts[split]} examples, "
+                             f"{folder / split} holds {len(examples)}", "the data set is incomplete: write it again")
+        splits[split] = tuple(examples)
+    return DatasetIndex(folder, meta, file_sha256(meta_path), splits)
+
+
+def read_wave(path: Path, start: int = 0, frames: int = -1) -> np.ndarray:
+    """Samples ``[start, start + frames)`` of a mono 16 kHz WAV as float32 (S,)."""
+    try:
+        data, rate = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)
+    except (OSError, RuntimeError, sf.LibsndfileError) as exc:
+        raise InputError(path, None, f"unreadable audio: {exc}", "write the data set again") from None
+    if rate != 16000 or data.shape[1] != 1:
+        raise InputError(path, None, f"is {data.shape[1]} channel(s) at {rate} Hz, expected mono 16 kHz",
+                         "write the data set again")
+    return data[:, 0]
+
+
+def _n_frames(path: Path, cache: dict) -> int:
+    if path not in cache:
+        try:
+            cache[path] = sf.info(str(path)).frames
+        except (OSError, RuntimeError, sf.LibsndfileError) as exc:
+            raise InputError(path, None, f"unreadable audio: {exc}", "write the data set again") from None
+    return cache[path]
+
+
+# -- loss and metrics ---------------------------------------------------------------------
+def magnitude_mae(net: ClassNet, mixture_BS: torch.Tensor, target_BS: torch.Tensor,
+                  cond_BC: torch.Tensor) -> torch.Tensor:
+    """Training loss (paper eq. 18): mean |mask · |X| − |Y||, X, Y the STFTs of mixture and target.
+
+    Parameters
+    ----------
+    net : ClassNet
+    mixture_BS, target_BS : torch.Tensor, shape (B, S)
+    cond_BC : torch.Tensor, shape (B, cond_dim)
+
+    Returns
+    -------
+    torch.Tensor, scalar
+        Differentiable with respect to the network (and the condition).
+    """
+    mixture_BS, cond_BC = net._check_inputs(mixture_BS, cond_BC)
+    mag_BFT = net.spectrogram(mixture_BS).abs()
+    est_BFT = net.predict_mask(mag_BFT, cond_BC) * mag_BFT
+    return (est_BFT - net.spectrogram(target_BS.to(mixture_BS.dtype)).abs()).abs().mean()
+
+
+def sdr(ref_S: np.ndarray, est_S: np.ndarray) -> float:
+    """Plain SDR in dB: 10 log10(|s|² / |s − ŝ|²) (no filter, no scaling)."""
+    ref = np.asarray(ref_S, dtype=np.float64)
+    err = ref - np.asarray(est_S, dtype=np.float64)
+    return float(10 * np.log10(np.sum(ref**2) / np.sum(err**2)))
+
+
+# -- result -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` did.
+
+    Attributes
+    ----------
+    steps : int
+        Optimiser steps done in total (this call and the runs it continued).
+    resumed_from : int
+        The step this call started at (0 for a new run).
+    best_si_sdr : float or None
+        Best mean validation SI-SDR (dB); ``best_step`` is where it was reached.
+    last_path, best_path, history_path, state_path : Path
+    history : tuple of dict
+        One entry per validation (see the module docstring).
+    """
+
+    steps: int
+    resumed_from: int
+    best_si_sdr: float | None
+    best_step: int | None
+    last_path: Path
+    best_path: Path
+    history_path: Path
+    state_path: Path
+    history: tuple[dict, ...]
+
+
+# -- training -----------------------------------------------------------------------------
+def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: str | os.PathLike | None = None,
+          width: float = 0.125, depth: int = 6, query: str = "learned", query_encoder: QueryEncoder | None = None,
+          mode: str = "full", steps: int = 1000, batch_size: int = 4, crop_s: float = 3.0, lr: float = 1e-3,
+          seed: int = 0, threads: int = 1, checkpoint_every: int | None = None, validate_every: int | None = None,
+          callback: ProgressCallback | None = None, log: Callable[[str], None] | None = None) -> TrainResult:
+    """Train CLASS-net on the augmentation data in ``data_dir``; resumable in ``out_dir``.
+
+    Parameters
+    ----------
+    data_dir : path-like
+        A folder written by :mod:`studio_sep.augment` (:func:`read_dataset_index`);
+        needs train and val examples.
+    out_dir : path-like
+        Where the checkpoints, history and training state go (module docstring). If it
+        holds a ``train_state.pt``, training continues from it; the settings (all
+        arguments below except ``steps``, ``threads``, ``checkpoint_every``,
+        ``validate_every`` and the callbacks) must then be the ones it was started
+        with, else :class:`~studio_sep.errors.InputError`.
+    model : path-like, optional
+        Checkpoint to start from (``ClassNet`` or ``QueriedClassNet``); then ``width``
+        and ``depth`` are not used. None: a new model, initialised from ``seed``.
+    width, depth : float, int
+        Size of a new ClassNet (:class:`~studio_sep.classnet.model.ClassNet`).
+    query : {"learned", "clap"}
+        ``"learned"``: the model is a :class:`~studio_sep.classnet.query.QueriedClassNet`
+        whose query module (class embeddings + reference encoder) is trained with it.
+        ``"clap"``: the model is a plain ClassNet, conditioned by ``query_encoder``
+        (required; used frozen, its conditions cached per example).
+    mode : {"full", "decoder"}
+        ``"decoder"``: decoder-only fine-tuning (paper §3.4): the ResUNet encoder and
+        bottleneck stay bit-identical (:func:`~studio_sep.classnet.model.freeze_encoder`);
+        the query projection and the learned query module train.
+    steps : int
+        Total optimiser steps (a resumed run goes on to this number).
+    batch_size : int
+        Examples per step (4).
+    crop_s : float
+        Length of the random training crops in seconds (3.0, for speed; the whole
+        example if shorter). Validation uses the full examples.
+    lr : float
+        AdamW learning rate, default 1e-3 (weight decay 0.01). The paper fine-tunes the
+        52 M-parameter network with AdamW at 1e-4, batch 2; the small networks trained
+        from scratch here on a CPU budget of a few thousand steps get ten times that.
+    seed : int
+        Seeds the new model's initial weights and every random choice of training.
+    threads : int
+        torch intra-op threads during training (restored after).
+    checkpoint_every, validate_every : int, optional
+        Steps between checkpoints / validations; validation defaults to once per epoch
+        (a pass over the train split, ceil(n_train / batch_size) steps), checkpoints to
+        every validation. Both also happen after the last step.
+    callback : callable(stage, done, total, detail), optional
+        Progress: ``("train", step, steps, "loss …")`` after each step,
+        ``("validate", i, n_val, "")`` during validation.
+    log : callable(str), optional
+        Receives one line per validation.
+
+    Returns
+    -------
+    TrainResult
+    """
+    _check_settings(query=query, query_encoder=query_encoder, mode=mode, steps=steps, batch_size=batch_size,
+                    crop_s=crop_s, lr=lr, seed=seed, threads=threads, checkpoint_every=checkpoint_every,
+                    validate_every=validate_every)
+    index = read_dataset_index(data_dir)
+    train_set, val_set = index.splits["train"], index.splits["val"]
+    if not train_set or not val_set:
+        raise InputError(index.folder / "dataset.json", "splits", f"{len(train_set)} train and {len(val_set)} val "
+                         "examples; training needs both", "write a data set with train and val examples")
+    out_dir = Path(out_dir)
+    paths = {"last": out_dir / "last.safetensors", "best": out_dir / "best.safetensors",
+             "history": out_dir / "history.json", "state": out_dir / "train_state.pt"}
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            net_model, start_sha = _initial_model(model, width, depth, query, query_encoder, index)
+        settings = {
+            "dataset_sha256": index.sha256, "n_train": len(train_set), "n_val": len(val_set),
+            "model": None if model is None else start_sha, "width": None if model is not None else float(width),
+            "depth": None if model is not None else int(depth), "query": query,
+            "query_encoder": None if query_encoder is None else {"name": str(query_encoder.name),
+                                                                 "sha256": query_encoder.sha256},
+            "mode": mode, "batch_size": int(batch_size), "crop_s": float(crop_s), "lr": float(lr), "seed": int(seed),
+        }
+        state = _read_state(paths["state"], settings)
+        if state is not None:
+            net_model = MODELS[state["model_name"]](**json.loads(state["model_kwargs"]))
+            net_model.load_state_dict(state["model_state"], strict=True)
+        params = net_model.freeze_encoder() if mode == "decoder" and isinstance(net_model, QueriedClassNet) else (
+            freeze_encoder(net_model) if mode == "decoder" else list(net_model.parameters()))
+        optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+        step, history, best, recent = 0, [], None, []
+        if state is not None:
+            optimiser.load_state_dict(state["optimizer"])
+            step, history, best, recent = state["step"], list(state["history"]), state["best"], list(state["recent"])
+        if step > steps:
+            raise InputError(paths["state"], "step", f"{out_dir} already holds {step} steps, more than steps={steps}",
+                             f"ask for at least {step} steps, or use a new out_dir")
+        resumed_from = step
+        net = net_model.net if isinstance(net_model, QueriedClassNet) else net_model
+        steps_per_epoch = math.ceil(len(train_set) / batch_size)
+        validate_every = validate_every or steps_per_epoch
+        checkpoint_every = checkpoint_every or validate_every
+        job = _Job(net_model, net, query_encoder, crop=round(crop_s * 16000), batch_size=batch_size, seed=seed)
+
+        def save(step: int) -> None:
+            save_checkpoint(net_model, paths["last"])
+            with atomic_path(paths["state"]) as tmp:
+                torch.save({"format": STATE_FORMAT, "settings": settings, "step": step,
+                            "model_name": type(net_model).__name__,
+                            "model_kwargs": json.dumps(net_model.config, sort_keys=True),
+                            "model_state": {k: v.detach().clone() for k, v in net_model.state_dict().items()},
+                            "optimizer": optimiser.state_dict(), "history": history, "best": best,
+                            "recent": recent}, tmp)
+
+        def validate(step: int) -> None:
+            nonlocal best
+            metrics = job.validate(val_set, callback)
+            entry = {"step": step, "epoch": step / steps_per_epoch,
+                     "train_loss": float(np.mean(recent)) if recent else None, **metrics}
+            recent.clear()
+            history.append(entry)
+            if best is None or entry["si_sdr"] > best["si_sdr"]:
+                best = {"step": step, "si_sdr": entry["si_sdr"]}
+                save_checkpoint(net_model, paths["best"])
+            write_text_atomic(paths["history"], json.dumps({"format": STATE_FORMAT, "settings": settings,
+                                                            "history": history}, indent=1) + "\n")
+            if log is not None:
+                train_loss = "-" if entry["train_loss"] is None else f"{entry['train_loss']:.4f}"
+                log(f"step {step} (epoch {entry['epoch']:.2f}): train loss {train_loss}, val loss "
+                    f"{entry['val_loss']:.4f}, SDR {entry['sdr']:.2f} dB, SI-SDR {entry['si_sdr']:.2f} dB, "
+                    f"SI-SDRi {entry['si_sdri']:+.2f} dB (mixture {entry['si_sdr_mixture']:.2f} dB)")
+
+        net_model.train()
+        while step < steps:
+            loss = job.train_step(train_set, step, optimiser)
+            step += 1
+            recent.append(loss)
+            if callback is not None:
+                callback("train", step, steps, f"loss {loss:.4f}")
+            if step % validate_every == 0 or step == steps:
+                net_model.eval()
+                validate(step)
+                net_model.train()
+            if step % checkpoint_every == 0 or step == steps:
+                save(step)
+    finally:
+        torch.set_num_threads(previous_threads)
+    return TrainResult(step, resumed_from, None if best is None else best["si_sdr"],
+                       None if best is None else best["step"], paths["last"], paths["best"], paths["history"],
+                       paths["state"], tuple(history))
+
+
+class _Job:
+    """The per-step work: batches, conditions, the loss, validation."""
+
+    def __init__(self, model, net: ClassNet, encoder: QueryEncoder | None, *, crop: int, batch_size: int,
+                 seed: int):
+        self.model, self.net, self.encoder = model, net, encoder
+        self.crop, self.batch_size, self.seed = crop, batch_size, seed
+        self.lengths: dict = {}
+        self.cond_cache: dict = {}
+
+    def _generator(self, *key: int) -> torch.Generator:
+        return torch.Generator().manual_seed(hash_seed(self.seed, *key))
+
+    def batch_indices(self, step: int, n: int) -> list[int]:
+        """Examples of a step: positions step·B … step·B + B − 1 of the stream of epoch permutations."""
+        out = []
+        for k in range(step * self.batch_size, (step + 1) * self.batch_size):
+            epoch, pos = divmod(k, n)
+            out.append(int(torch.randperm(n, generator=self._generator(1, epoch))[pos]))
+        return out
+
+    def conditions(self, examples: Sequence[Example], variants: Sequence[str],
+                   references: Sequence[torch.Tensor]) -> torch.Tensor:
+        prompts, refs = [], []
+        for e, v, ref in zip(examples, variants, references):
+            prompts.append(None if v == "reference" else e.prompt)
+            refs.append(None if v == "text" and prompts[-1] is not None else ref)  # no prompt: keep the reference
+        if self.encoder is None:
+            return self.model.condition(prompts, refs)
+        rows = []
+        for e, p, r in zip(examples, prompts, refs):
+            key = (e.id, e.mixture, p is not None, r is not None)
+            if key not in self.cond_cache:
+                with torch.no_grad():
+                    self.cond_cache[key] = self.encoder.condition([p], [r]).detach().to("cpu", torch.float32)
+            rows.append(self.cond_cache[key])
+        param = self.net.proj.weight
+        return torch.cat(rows).to(device=param.device, dtype=param.dtype)
+
+    def train_step(self, examples: Sequence[Example], step: int, optimiser) -> float:
+        gen = self._generator(2, step)
+        chosen = [examples[i] for i in self.batch_indices(step, len(examples))]
+        mix, tgt, refs, variants = [], [], [], []
+        for e in chosen:
+            n = min(_n_frames(e.mixture, self.lengths), _n_frames(e.target, self.lengths))
+            crop = min(self.crop, n)
+            start = int(torch.randint(0, n - crop + 1, (1,), generator=gen))
+            mix.append(np.pad(read_wave(e.mixture, start, crop), (0, self.crop - crop)))
+            tgt.append(np.pad(read_wave(e.target, start, crop), (0, self.crop - crop)))
+            refs.append(torch.from_numpy(read_wave(e.reference)))
+            variants.append(QUERY_VARIANTS[int(torch.randint(0, len(QUERY_VARIANTS), (1,), generator=gen))])
+        param = self.net.proj.weight
+        mix_BS = torch.from_numpy(np.stack(mix)).to(device=param.device, dtype=param.dtype)
+        tgt_BS = torch.from_numpy(np.stack(tgt)).to(device=param.device, dtype=param.dtype)
+        optimiser.zero_grad(set_to_none=True)
+        loss = magnitude_mae(self.net, mix_BS, tgt_BS, self.conditions(chosen, variants, refs))
+        loss.backward()
+        optimiser.step()
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def validate(self, examples: Sequence[Example], callback: ProgressCallback | None) -> dict:
+        param = self.net.proj.weight
+        rows = []
+        for i, e in enumerate(examples):
+            mix, tgt = read_wave(e.mixture), read_wave(e.target)
+            n = min(len(mix), len(tgt))
+            mix, tgt = mix[:n], tgt[:n]
+            cond = self.conditions([e], ["both"], [torch.from_numpy(read_wave(e.reference))])
+            mix_BS = torch.from_numpy(mix)[None].to(device=param.device, dtype=param.dtype)
+            tgt_BS = torch.from_numpy(tgt)[None].to(device=param.device, dtype=param.dtype)
+            est = self.net(mix_BS, cond).wave_BS[0].to("cpu", torch.float64).numpy()
+            loss = float(magnitude_mae(self.net, mix_BS, tgt_BS, cond))
+            rows.append((loss, sdr(tgt, est), si_sdr(tgt, est), si_sdr(tgt, mix)))
+            if callback is not None:
+                callback("validate", i + 1, len(examples), e.id)
+        loss, s, si, si_mix = (float(v) for v in np.mean(np.array(rows), axis=0))
+        return {"val_loss": loss, "sdr": s, "si_sdr": si, "si_sdr_mixture": si_mix, "si_sdri": si - si_mix}
+
+
+def hash_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (stable across runs and platforms, unlike ``hash``)."""
+    import hashlib
+
+    digest = hashlib.sha256(",".join(str(int(p)) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _initial_model(model, width, depth, query, encoder, index: DatasetIndex):
+    """The model to train (new from the global seed, or from a checkpoint) and the checkpoint's sha."""
+    classes = index.classes
+    prompts = {e.prompt for split in index.splits.values() for e in split if e.prompt is not None}
+    sha = None
+    if model is not None:
+        ck = load_checkpoint(model)
+        sha = ck.sha256
+        start = ck.model.train()
+        if query == "learned":
+            if isinstance(start, ClassNet):
+                qc = QueriedClassNet(net=dict(start.config), query={"classes": classes, "cond_dim": start.cond_dim})
+                qc.net.load_state_dict(start.state_dict())
+                start = qc
+            elif not isinstance(start, QueriedClassNet):
+                raise InputError(model, "model", f"{ck.name} cannot be trained here", "start from a ClassNet")
+        elif not isinstance(start, ClassNet):
+            raise InputError(model, "model", f"{ck.name} carries its own learned query; query='clap' trains a "
+                             "plain ClassNet", "start from a ClassNet checkpoint, or train with query='learned'")
+    elif query == "learned":
+        start = QueriedClassNet(net={"width": width, "depth": depth}, query={"classes": classes})
+    else:
+        start = None
+    if query == "learned":
+        for p in sorted(prompts):  # every prompt must name a class: fail before any training
+            prompt_class(p, start.query.classes)
+        return start, sha
+    probe = index.splits["train"][0]
+    ref = torch.from_numpy(read_wave(probe.reference))
+    with torch.no_grad():
+        z = encoder.condition([probe.prompt], [ref])
+    if not (isinstance(z, torch.Tensor) and z.ndim == 2 and z.shape[0] == 1):
+        raise InputError(None, "query_encoder", f"condition() returned {getattr(z, 'shape', type(z).__name__)}, "
+                         "expected (1, cond_dim)", "fix the query encoder")
+    if start is None:
+        start = ClassNet(width=width, depth=depth, cond_dim=int(z.shape[1]))
+    elif start.cond_dim != z.shape[1]:
+        raise InputError(model, "cond_dim", f"the model takes {start.cond_dim}-dim conditions, the query encoder "
+                         f"gives {z.shape[1]}", "start from a model made for this query encoder")
+    return start, sha
+
+
+def _read_state(path: Path, settings: dict) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 (any damage: one clear message)
+        raise InputError(path, None, f"unreadable training state: {str(exc).splitlines()[0][:160]}",
+                         "delete the out_dir to start again") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise InputError(path, None, "not a studio-sep training state", "use another out_dir")
+    old = state["settings"]
+    changed = [f"{k} {old.get(k)!r} → {settings.get(k)!r}" for k in sorted(set(old) | set(settings))
+               if old.get(k) != settings.get(k)]
+    if changed:
+        raise InputError(path, "settings", f"{path.parent} holds a run with other settings: {'; '.join(changed)}",
+                         "use a new out_dir, or the settings it was started with to continue it")
+    return state
+
+
+def _check_settings(*, query, query_encoder, mode, steps, batch_size, crop_s, lr, seed, threads,
+                    checkpoint_every, validate_every) -> None:
+    def bad(field, problem, fix):
+        raise InputError(None, field, problem, fix)
+
+    if query not in ("learned", "clap"):
+        bad("query", f"must be 'learned' or 'clap', got {query!r}", "use 'learned' (no downloaded weights)")
+    if query == "clap" and query_encoder is None:
+        bad("query_encoder", "query='clap' needs the encoder", "pass query_encoder=<a CLAP QueryEncoder>")
+    if query == "learned" and query_encoder is not None:
+        bad("query_encoder", "is given but query='learned' trains its own", "pass query='clap' to use it")
+    if query_encoder is not None and not isinstance(query_encoder, QueryEncoder):
+        bad("query_encoder", f"{type(query_encoder).__name__} lacks name / sha256 / condition()",
+            "pass an object implementing studio_sep.classnet.query.QueryEncoder")
+    if mode not in ("full", "decoder"):
+        bad("mode", f"must be 'full' or 'decoder', got {mode!r}", "use 'decoder' for decoder-only fine-tuning")
+    for name, value, low in (("steps", steps, 0), ("batch_size", batch_size, 1), ("threads", threads, 1)):
+        if not (isinstance(value, int) and value >= low):
+            bad(name, f"must be an integer ≥ {low}, got {value!r}", "see train()'s docstring")
+    for name, value in (("checkpoint_every", checkpoint_every), ("validate_every", validate_every)):
+        if value is not None and not (isinstance(value, int) and value >= 1):
+            bad(name, f"must be a positive integer or None, got {value!r}", "see train()'s docstring")
+    if not isinstance(seed, int):
+        bad("seed", f"must be an integer, got {seed!r}", "use e.g. 0")
+    for name, value in (("crop_s", crop_s), ("lr", lr)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            bad(name, f"must be a positive number, got {value!r}", "see train()'s docstring")
+    if round(crop_s * 16000) < 1024:
+        bad("crop_s", f"{crop_s} s is shorter than one STFT frame (1024 samples)", "use e.g. 3.0")
+
+
