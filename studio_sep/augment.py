@@ -97,9 +97,10 @@ from pathlib import Path
 import mido
 import numpy as np
 import scipy.signal
+import soundfile
 
-from .atomic import write_text_atomic
-from .audio_io import read_audio, write_audio
+from .atomic import atomic_path, write_text_atomic
+from .audio_io import read_audio
 from .errors import AudioError, InputError
 from .instruments import CLASSES, REJECT_KEYWORDS, TARGET_CLASSES, match_class
 
@@ -910,6 +911,30 @@ def _example_files(folder: Path, split: str, index: int) -> dict[str, Path]:
     return files
 
 
+def _write_wav(path: Path, x_S: np.ndarray, sample_rate: int) -> None:
+    """Mono float32 WAV, atomically, with the same bytes for the same samples.
+
+    Not :func:`studio_sep.audio_io.write_audio`: libsndfile puts a ``PEAK`` chunk
+    holding the wall-clock time of writing into float WAVs, so two writes of one
+    signal differ; here that timestamp is set to 0 (the chunk is kept, peak values
+    and all).
+    """
+    if not np.all(np.isfinite(x_S)):
+        raise ValueError(f"_write_wav: non-finite samples for {path}")
+    with atomic_path(path) as tmp:
+        soundfile.write(str(tmp), np.asarray(x_S, dtype=np.float32), int(sample_rate), subtype="FLOAT",
+                        format="WAV")
+        data = bytearray(tmp.read_bytes())
+        at = 12  # after "RIFF" size "WAVE"
+        while at + 8 <= len(data):
+            chunk_id, size = bytes(data[at: at + 4]), int.from_bytes(data[at + 4: at + 8], "little")
+            if chunk_id == b"PEAK" and size >= 8:
+                data[at + 12: at + 16] = b"\0\0\0\0"  # after the version field: the timestamp
+                tmp.write_bytes(bytes(data))
+                break
+            at += 8 + size + (size & 1)
+
+
 def _dumps(doc: dict) -> str:
     return json.dumps(doc, indent=1, sort_keys=False) + "\n"
 
@@ -984,7 +1009,7 @@ def generate_dataset(
             if not all(p.is_file() for p in files.values()):
                 example = make_example(pool, np.random.default_rng([int(seed), k, i]), settings=settings)
                 for kind, x_S in zip(_KINDS, (example.mixture_S, example.target_S, example.reference_S)):
-                    write_audio(files[kind], x_S, pool.sample_rate, subtype="float32")
+                    _write_wav(files[kind], x_S, pool.sample_rate)
                 doc = {"id": f"{i:06d}", "split": split, "index": i, **example.meta,
                        "files": {kind: files[kind].name for kind in _KINDS}}
                 write_text_atomic(files["json"], _dumps(doc))
@@ -998,7 +1023,8 @@ def generate_dataset(
         "seed": int(seed),
         "duration_s": float(settings.duration_s),
         "classes": target_classes,
-        "interferer_classes": sorted({s.label for s in pool.stems} - set(target_classes)),
+        "interferer_classes": pool.interferer_classes(),
+        "labels": sorted({s.label for s in pool.stems}),
         "splits": {split: int(counts[split]) for split in SPLITS},
         "pool": {"counts": pool.counts(), "fingerprint": identity["pool_fingerprint"], **pool.settings},
         "settings": asdict(settings),
