@@ -195,6 +195,7 @@ def test_prepare_reference_repeats_short_clips_then_pads_with_zeros():
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:torch.meshgrid")  # inside laion-clap's HTSAT
 @pytest.mark.skipif(not HAVE_LAION_CLAP, reason="laion-clap not installed (pip install 'studio-sep[clap]')")
 def test_real_laion_clap_offline_with_random_weights(tmp_path, monkeypatch):
     monkeypatch.delenv(clap.CHECKPOINT_ENV, raising=False)
@@ -218,23 +219,26 @@ def test_real_laion_clap_offline_with_random_weights(tmp_path, monkeypatch):
     hook = query.model.audio_branch.register_forward_pre_hook(lambda module, args: seen.append(
         tuple(args[0]["waveform"].shape)))
     torch.manual_seed(1)
-    long_S = 0.1 * torch.randn(25 * 16000)
     short_S = 0.1 * torch.randn(3 * 16000)
-    z_BC = query.condition(["piano", "drums", None, "piano"], [None, short_S, long_S, long_S])
-    hook.remove()
+    t_S = torch.arange(25 * 16000) / 16000
+    # a 25 s chirp (100 Hz → 6 kHz) fading in: every 10 s window holds different sound
+    long_S = (t_S / 25) * torch.sin(2 * math.pi * (100 + 118 * t_S) * t_S)
+    z_BC = query.condition(["drums", None, "piano", "piano"], [short_S, long_S, long_S.clone(), None])
     assert z_BC.shape == (4, 512)
     assert torch.allclose(z_BC.norm(dim=-1), torch.ones(4), atol=1e-5)
-    assert seen == [(3, clap.CLAP_CLIP_SAMPLES)]  # 48 kHz, 10 s, the three references in one batch
+    z_long = query.embed_audio([long_S])
+    hook.remove()
+    # 16 kHz in, 48 kHz × 10 s to the audio branch: the three references in one batch, then one
+    assert seen == [(3, clap.CLAP_CLIP_SAMPLES), (1, clap.CLAP_CLIP_SAMPLES)]
 
     z_text = query.embed_text(["piano", "drums", "piano"])
-    assert not torch.allclose(z_text[0], z_text[1], atol=1e-4)
+    assert not torch.allclose(z_text[0], z_text[1], atol=1e-3)
     assert torch.equal(z_text[0], z_text[2])
-    z_audio = query.embed_audio([long_S, long_S.clone(), short_S])
-    assert torch.equal(z_audio[0], z_audio[1])  # the long reference is cropped the same way each time
-    assert not torch.allclose(z_audio[0], z_audio[2], atol=1e-4)
-    # eq. 17 per item: text only, audio only, both
-    assert torch.allclose(z_BC[0], z_text[0], atol=1e-5)
-    assert torch.allclose(z_BC[2], z_audio[0], atol=1e-5)
-    both = torch.nn.functional.normalize(z_text[0] + z_audio[0], dim=0)
-    assert torch.allclose(z_BC[3], both, atol=1e-5)
+    # the long reference is cropped the same way each time (CLAP's own crop is random)
+    assert torch.allclose(z_long[0], z_BC[1], atol=1e-5)
+    assert not torch.allclose(z_long[0], query.embed_audio([long_S[: 12 * 16000]])[0], atol=1e-3)
+    # eq. 17 per item: text only, audio only, both (audio of the same reference)
+    assert torch.allclose(z_BC[3], z_text[0], atol=1e-5)
+    assert torch.allclose(z_BC[2], torch.nn.functional.normalize(z_BC[1] + z_text[0], dim=0), atol=1e-5)
+    assert not torch.allclose(z_BC[0], z_BC[2], atol=1e-3)
     print(f"real laion-clap offline test: {time.perf_counter() - start:.1f} s")
