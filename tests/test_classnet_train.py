@@ -29,6 +29,7 @@ from studio_sep.classnet.query import (  # noqa: E402
 )
 from studio_sep.classnet.train import magnitude_mae, read_dataset_index, read_wave, train  # noqa: E402
 from studio_sep.errors import InputError  # noqa: E402
+from studio_sep.instruments import CLASSES, TARGET_CLASSES  # noqa: E402
 
 TINY = {"width": 0.125, "depth": 4}
 SR = 16000
@@ -70,11 +71,11 @@ def write_dataset(folder, *, n_train: int = 4, n_val: int = 2, duration_s: float
     n = round(duration_s * SR)
     t = np.arange(n) / SR
     counts = {"train": n_train, "val": n_val, "test": 1}
-    k = 0
+    k = 0  # running example number: varies the prompts
     for split, count in counts.items():
         (folder / split).mkdir(parents=True)
-        for _ in range(count):
-            ex_id = f"{k:06d}"
+        for i in range(count):
+            ex_id = f"{i:06d}"
             k += 1
             f0 = rng.uniform(440, 880)
             target = 0.3 * np.sin(2 * math.pi * f0 * t + rng.uniform(0, 2 * math.pi))
@@ -100,7 +101,7 @@ def data(tmp_path_factory):
 # -- LearnedQuery -------------------------------------------------------------------------
 @pytest.mark.parametrize(("prompt", "cls"), [
     ("Tenor Saxophone", "saxophone"), ("grand piano", "piano"), ("VIOLINS", "violin"), ("alto sax", "saxophone"),
-    ("the strings", "violin"), ("Cello", "violin"), ("electric keys", "piano"),
+    ("the strings", "violin"), ("Cello", "violin"), ("string quartet", "violin"), ("Piano and sax", "piano"),
 ])
 def test_prompt_keywords(prompt, cls):
     assert prompt_class(prompt) == cls
@@ -112,12 +113,14 @@ def test_unknown_prompt_names_prompt_and_classes():
         _query().condition(["kazoo"], [None])
     text = str(err.value)
     assert "'kazoo'" in text and all(c in text for c in ("violin", "saxophone", "piano"))
-    with pytest.raises(InputError, match="several instruments"):
-        prompt_class("sax and piano")
+    with pytest.raises(InputError, match="electric piano"):
+        prompt_class("electric piano")
+    assert prompt_class("noise burst", ("violin", "noise")) == "noise"
 
 
-def test_keyword_table_covers_default_classes():
-    assert set(LearnedQuery().classes) == set(CLASS_KEYWORDS)
+def test_keyword_table_is_the_instrument_table():
+    assert tuple(LearnedQuery().classes) == tuple(CLASS_KEYWORDS) == TARGET_CLASSES
+    assert all(CLASS_KEYWORDS[c] == CLASSES[c].keywords for c in TARGET_CLASSES)
 
 
 def test_different_prompts_give_different_unit_conditions():
@@ -297,5 +300,8 @@ def test_bad_settings(data, tmp_path):
         train(data, tmp_path / "a", query="clap", steps=1, **FAST)
     with pytest.raises(InputError, match="mode"):
         train(data, tmp_path / "a", mode="encoder", steps=1, **FAST)
-    with pytest.raises(InputError, match="dataset.json"):
+    with pytest.raises(InputError, match="dataset folder not found"):
         train(tmp_path / "nothing", tmp_path / "a", steps=1, **FAST)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no dataset.json"):
+        train(tmp_path / "empty", tmp_path / "a", steps=1, **FAST)

@@ -30,20 +30,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
+from ..instruments import CLASSES, REJECT_KEYWORDS, TARGET_CLASSES, match_class
 from .model import ClassNet, Separation, freeze_encoder, query_condition
 
 #: Sampling rate (Hz) and length (s) of an audio reference, as CLAP takes it.
 REFERENCE_RATE = 16000
 REFERENCE_S = 10.0
 
-#: Canonical instrument classes and the prompt words that name them. The data
-#: augmentation (:mod:`studio_sep.augment`) uses the same canonical names. A word of a
-#: prompt matches a keyword when equal to it or to its plural (``-s`` / ``-es``).
-CLASS_KEYWORDS: dict[str, tuple[str, ...]] = {
-    "violin": ("violin", "viola", "cello", "fiddle", "string", "strings"),
-    "saxophone": ("sax", "saxophone"),
-    "piano": ("piano", "keys", "grand"),
-}
+#: Canonical instrument classes and the prompt words that name them: the paper's target
+#: classes (§3.3.1) from :data:`studio_sep.instruments.CLASSES`, the one table that the
+#: data augmentation and the prior use too.
+CLASS_KEYWORDS: dict[str, tuple[str, ...]] = {name: CLASSES[name].keywords for name in TARGET_CLASSES}
 DEFAULT_CLASSES = tuple(CLASS_KEYWORDS)
 
 
@@ -77,30 +74,30 @@ class QueryEncoder(Protocol):
 def prompt_class(prompt: str, classes: Sequence[str] = DEFAULT_CLASSES) -> str:
     """The class among ``classes`` that a text prompt names, by keyword.
 
-    ``"Tenor Saxophone"`` → ``"saxophone"``, ``"grand piano"`` → ``"piano"``. Keywords
-    come from :data:`CLASS_KEYWORDS` (a class not listed there is matched by its own
-    name). Matching is case-insensitive, word by word, plurals included.
+    ``"Tenor Saxophone"`` → ``"saxophone"``, ``"grand piano"`` → ``"piano"``. The rules
+    are :func:`studio_sep.instruments.match_class`'s (whole words, case-insensitive, the
+    longest matching keyword wins, "electric" / "synth" instruments match nothing), so
+    prompts map here as they do in the augmentation data. A class the instrument table
+    does not know is matched by its own name.
 
     Raises
     ------
     InputError
-        If no class or more than one class matches.
+        If no class matches.
     """
     if not isinstance(prompt, str):
         raise InputError(None, "prompt", f"must be a string, got {type(prompt).__name__}", "pass text such as 'violin'")
-    words = set(re.findall(r"[a-z0-9]+", prompt.lower()))
-    found = []
-    for cls in classes:
-        keys = set(CLASS_KEYWORDS.get(cls, ())) | {cls.lower()}
-        if any(k in words or k + "s" in words or k + "es" in words for k in keys):
-            found.append(cls)
-    if len(found) != 1:
-        known = ", ".join(f"{c} ({'/'.join(CLASS_KEYWORDS.get(c, (c,)))})" for c in classes)
-        problem = (f"prompt {prompt!r} names no instrument this model knows" if not found
-                   else f"prompt {prompt!r} names several instruments ({', '.join(found)})")
-        raise InputError(None, "prompt", problem, f"name one of the model's classes: {known}; or give an audio "
-                         "reference (or use the CLAP query)")
-    return found[0]
+    found = match_class(prompt, tuple(c for c in classes if c in CLASSES))
+    if found is None:
+        words = re.findall(r"[a-z0-9]+", prompt.lower())
+        rejected = any(w.startswith(r) for w in words for r in REJECT_KEYWORDS)
+        found = None if rejected else next((c for c in classes if c not in CLASSES and c.lower() in words), None)
+    if found is None:
+        known = ", ".join(f"{c} ({'/'.join(CLASSES[c].keywords)})" if c in CLASSES else c for c in classes)
+        raise InputError(None, "prompt", f"prompt {prompt!r} names no instrument this model knows",
+                         f"name one of the model's classes: {known} (not electric / synth); or give an audio "
+                         "reference, or use the CLAP query")
+    return found
 
 
 def fit_reference(wave_S: torch.Tensor, n_samples: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ Data: the folder written by :mod:`studio_sep.augment` (format ``studio-sep.augme
     DATA/<split>/<id>.json            {"id": "000012", "prompt": "violin", "class": "violin", ...}
     DATA/<split>/<id>_mixture.wav     mono float WAV, 16 kHz (10 s); also _target.wav, _reference.wav
 
-read by :func:`read_dataset_index` (the only function that knows the layout).
+read by :func:`read_dataset_index` (through :func:`studio_sep.augment.load_dataset_index`).
 
 Loss (paper eq. 18): mean absolute error between the estimate's magnitude
 ``mask · |X|`` and the target's magnitude ``|STFT(target)|``, with the model's STFT
@@ -49,7 +49,6 @@ from .checkpoint import MODELS, load_checkpoint, save_checkpoint
 from .model import ClassNet, freeze_encoder
 from .query import QueriedClassNet, QueryEncoder, prompt_class
 
-DATA_FORMAT = "studio-sep.augment/1"
 STATE_FORMAT = "studio-sep.classnet-train/1"
 SPLITS = ("train", "val", "test")
 #: Query kept per training example, drawn uniformly: both (eq. 17), text only, reference only.
@@ -92,48 +91,24 @@ class DatasetIndex:
 
 
 def read_dataset_index(folder: str | os.PathLike) -> DatasetIndex:
-    """Read ``folder/dataset.json`` and every ``<split>/<id>.json`` of the augmentation data.
+    """Read the augmentation data set in ``folder`` (:func:`studio_sep.augment.load_dataset_index`).
 
-    Checks the format tag, the sampling rate (16 kHz), that each split holds the number
-    of examples ``dataset.json`` announces and that each example's three WAV files
-    exist. Raises :class:`~studio_sep.errors.InputError` naming the file otherwise.
+    Adds the check that it is 16 kHz and the SHA-256 of its ``dataset.json`` (which
+    identifies the data in the training settings). Raises
+    :class:`~studio_sep.errors.InputError` naming the file for a missing, unfinished
+    or foreign data set.
     """
-    folder = Path(folder)
-    meta_path = folder / "dataset.json"
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(meta_path, None, "no such file: not a training data folder",
-                         "write one with studio_sep.augment, or check the path") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(meta_path, None, f"unreadable: {exc}", "write the data set again") from None
-    if not isinstance(meta, dict) or meta.get("format") != DATA_FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise InputError(meta_path, "format", f"is {found!r}, expected {DATA_FORMAT!r}",
-                         "write the data set with this version of studio_sep.augment")
+    from ..augment import load_dataset_index  # scipy and mido: loaded only to train
+
+    meta, examples = load_dataset_index(folder)
+    meta_path = Path(folder).resolve() / "dataset.json"
     if meta.get("sample_rate") != 16000:
         raise InputError(meta_path, "sample_rate", f"is {meta.get('sample_rate')!r}; CLASS-net runs at 16000 Hz",
                          "write the data set at 16 kHz")
-    counts = meta.get("splits") if isinstance(meta.get("splits"), dict) else {}
-    splits = {}
-    for split in SPLITS:
-        examples = []
-        for path in sorted((folder / split).glob("*.json")):
-            try:
-                info = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise InputError(path, None, f"unreadable: {exc}", "write the data set again") from None
-            ex_id = str(info.get("id", path.stem)) if isinstance(info, dict) else path.stem
-            files = {kind: folder / split / f"{ex_id}_{kind}.wav" for kind in ("mixture", "target", "reference")}
-            for kind, wav in files.items():
-                if not wav.is_file():
-                    raise InputError(wav, None, f"missing ({kind} of example {ex_id})", "write the data set again")
-            examples.append(Example(ex_id, info.get("prompt"), info.get("class"), **files))
-        if split in counts and counts[split] != len(examples):
-            raise InputError(meta_path, f"splits.{split}", f"announces {counts[split]} examples, "
-                             f"{folder / split} holds {len(examples)}", "the data set is incomplete: write it again")
-        splits[split] = tuple(examples)
-    return DatasetIndex(folder, meta, file_sha256(meta_path), splits)
+    splits = {split: tuple(Example(str(doc.get("id")), doc.get("prompt"), doc.get("class"), Path(doc["mixture"]),
+                                   Path(doc["target"]), Path(doc["reference"])) for doc in examples.get(split, ()))
+              for split in SPLITS}
+    return DatasetIndex(meta_path.parent, meta, file_sha256(meta_path), splits)
 
 
 def read_wave(path: Path, start: int = 0, frames: int = -1) -> np.ndarray:
