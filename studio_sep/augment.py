@@ -76,7 +76,8 @@ machine without the training stack. Three stages, data flowing one way:
    not empty is refused with an :class:`~studio_sep.errors.InputError`.
    :func:`load_dataset_index` reads a finished dataset.
 
-Progress: ``progress(stage, done, total)`` with stages ``"render"`` (GM phrases),
+Progress: ``progress(stage, done, total)`` with stages ``"render"`` (GM programs; all
+phrases of a program are rendered in one FluidSynth run, one SoundFont load),
 ``"recordings"``, ``"slakh"`` (tracks scanned), ``"train"``, ``"val"``, ``"test"``.
 
 Axis letters: ``S`` samples, ``N`` instruments of one example.
@@ -345,6 +346,44 @@ def compose_phrase(rng: np.random.Generator, *, program: int, duration_s: float,
         now = tick
     track.append(mido.MetaMessage("end_of_track", time=0))
     return midi
+
+
+_TAIL_S = 1.0  # rendered after a phrase's last event (its release)
+_GAP_S = 1.0  # more silence before the next phrase of a batch, not part of either
+
+
+def _render_phrases(midis: Sequence[mido.MidiFile], *, sample_rate: int, soundfont, render) -> list[np.ndarray]:
+    """Render phrases with one synthesizer (one SoundFont load, the slow part).
+
+    The phrases are laid end to end in one MIDI file (fixed tempo, 1/1920 s ticks),
+    each starting on a 64-sample block boundary ``_TAIL_S + _GAP_S`` after the
+    previous one's last event; phrase ``j`` is the slice from its start to
+    ``_TAIL_S`` after its last event.
+    """
+    ticks_per_s = 1920  # 120 BPM (the default tempo) at 960 ticks per beat
+    starts, lengths = [], []
+    events = []
+    at = 0
+    for midi in midis:
+        n = int(round((midi.length + _TAIL_S) * sample_rate))
+        starts.append(at)
+        lengths.append(n)
+        now_s = at / sample_rate
+        for message in midi:  # seconds, tempo applied
+            now_s += message.time
+            if not message.is_meta:
+                events.append((int(round(now_s * ticks_per_s)), len(events), message.copy(time=0)))
+        at += -(-(n + int(round(_GAP_S * sample_rate))) // 64) * 64
+    combined = mido.MidiFile(type=0, ticks_per_beat=ticks_per_s // 2)
+    track = mido.MidiTrack()
+    combined.tracks.append(track)
+    now = 0
+    for tick, _, message in sorted(events, key=lambda e: (e[0], e[1])):
+        track.append(message.copy(time=tick - now))
+        now = tick
+    track.append(mido.MetaMessage("end_of_track", time=0))
+    dry_S = render(combined, sample_rate=sample_rate, soundfont=soundfont, n_samples=max(at, 1))
+    return [dry_S[a: a + n] for a, n in zip(starts, lengths)]
 
 
 # --------------------------------------------------------------------------------------
@@ -655,18 +694,21 @@ def build_stem_pool(
     sf_path = None
     if phrases_per_program > 0:
         sf_path = find_soundfont(soundfont)
-        jobs = [(c, p, j) for c in names for p in CLASSES[c].programs for j in range(phrases_per_program)]
-        for done, (cls, program, j) in enumerate(jobs, 1):
-            rng = np.random.default_rng([seed, program, j])
+        jobs = [(c, p) for c in names for p in CLASSES[c].programs]
+        for done, (cls, program) in enumerate(jobs, 1):
             spec = CLASSES[cls]
             low, high = PROGRAM_RANGES.get(program, (spec.low_note, spec.high_note))
-            midi = compose_phrase(rng, program=program, duration_s=float(rng.uniform(lo_s, hi_s)),
-                                  low_note=low, high_note=high)
-            dry_S = render_midi(midi, sample_rate=sample_rate, soundfont=sf_path)
-            active = extract_active(dry_S, sample_rate, **kwargs)
-            if active.size >= min_samples:
-                source = f"gm:{program:03d} {GM_NAMES.get(program, 'program')} #{j:03d}"
-                stems.append(Stem(cls, cls, cls in TARGET_CLASSES, source, audio=active))
+            midis = []
+            for j in range(phrases_per_program):
+                rng = np.random.default_rng([seed, program, j])
+                midis.append(compose_phrase(rng, program=program, duration_s=float(rng.uniform(lo_s, hi_s)),
+                                            low_note=low, high_note=high))
+            for j, dry_S in enumerate(_render_phrases(midis, sample_rate=sample_rate, soundfont=sf_path,
+                                                      render=render_midi)):
+                active = extract_active(dry_S, sample_rate, **kwargs)
+                if active.size >= min_samples:
+                    source = f"gm:{program:03d} {GM_NAMES.get(program, 'program')} #{j:03d}"
+                    stems.append(Stem(cls, cls, cls in TARGET_CLASSES, source, audio=active))
             if progress is not None:
                 progress("render", done, len(jobs))
 
