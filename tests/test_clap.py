@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -167,6 +168,13 @@ def test_tokenizer_guard_refuses_a_fallback_vocabulary(tmp_path):
     message = str(info.value)
     assert "\n" not in message
     assert str(folder / "vocab.json") in message and "5 tokens" in message and "50265" in message
+
+
+def test_without_laion_clap_the_error_says_how_to_install(tmp_path, monkeypatch, no_env, files):
+    monkeypatch.setitem(sys.modules, "laion_clap", None)  # what find_spec reports for a missing package
+    monkeypatch.delitem(sys.modules, clap._CLAP_MODULE_NAME, raising=False)
+    with pytest.raises(InputError, match=r"(laion_clap|transformers) is not installed.*pip install 'studio-sep\[clap\]'"):
+        clap.ClapQuery(files["arg_ckpt"], files["arg_roberta"], config_path=tmp_path / "absent.toml")
 
 
 def test_prepare_reference_crops_the_centre_and_resamples_to_48k():

@@ -264,12 +264,19 @@ def load_roberta_tokenizer(folder: str | os.PathLike):
         raise InputError(folder / "vocab.json", None, f"cannot read the RoBERTa vocabulary: {exc}",
                          "supply the vocab.json of roberta-base") from None
     _check_vocab(folder, len(vocab) if isinstance(vocab, dict) else 0)
+    _require("transformers")
     _set_offline()
     from transformers import RobertaTokenizer
 
     tokenizer = RobertaTokenizer.from_pretrained(str(folder), local_files_only=True)
     _check_vocab(folder, len(tokenizer))
     return tokenizer
+
+
+def _require(package: str) -> None:
+    if importlib.util.find_spec(package) is None:
+        raise InputError(None, "clap", f"{package} is not installed (needed for CLAP queries)",
+                         "pip install 'studio-sep[clap]' (see pyproject.toml's clap extra)")
 
 
 def _set_offline() -> None:
@@ -309,15 +316,14 @@ def clap_module() -> types.ModuleType:
     Raises
     ------
     InputError
-        laion-clap is not installed.
+        laion-clap or transformers is not installed.
     """
     with _import_lock:
         if _CLAP_MODULE_NAME in sys.modules:
             return sys.modules[_CLAP_MODULE_NAME]
+        _require("transformers")
+        _require("laion_clap")
         spec = importlib.util.find_spec("laion_clap")
-        if spec is None or not spec.submodule_search_locations:
-            raise InputError(None, "clap", "laion-clap is not installed",
-                             "pip install 'studio-sep[clap]' (see pyproject.toml's clap extra)")
         folder = Path(next(iter(spec.submodule_search_locations))) / "clap_module"
         _set_offline()
         import transformers  # noqa: F401  (first, so its torchvision probe sees the real state)
@@ -488,6 +494,8 @@ class ClapQuery:
         if batch_size < 1:
             raise InputError(None, "batch_size", f"must be ≥ 1, got {batch_size}", "pass a positive batch size")
         self.files = resolve_clap_files(checkpoint, roberta, config_path=config_path)
+        _require("transformers")
+        _require("laion_clap")
         self.tokenizer = load_roberta_tokenizer(self.files.roberta_dir)
         model = build_clap_model(self.files.roberta_dir)
         _load_state(model, self.files.checkpoint)
