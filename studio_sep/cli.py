@@ -136,8 +136,16 @@ def _parse_stem_mics(values: list[str]) -> dict[str, str]:
     return chosen
 
 
-InitOpt = Annotated[str | None, typer.Option(help="Comma-separated inits: circular, geometry, dictionary "
-                                          "(default: geometry).")]
+InitOpt = Annotated[str | None, typer.Option(help="Comma-separated inits: circular, geometry, dictionary, "
+                                          "prior (default: geometry).")]
+PriorOpt = Annotated[str | None, typer.Option(help="Spectral prior: classnet (the CLASS-net network), nmf (class "
+                                           "dictionaries) or none (default: manifest, else none).")]
+PriorModelOpt = Annotated[str | None, typer.Option(help="CLASS-net checkpoint for --prior classnet (default: the "
+                                                "model shipped with studio-sep).")]
+ClapCheckpointOpt = Annotated[str | None, typer.Option(help="LAION-CLAP checkpoint (.pt) for a CLAP-conditioned "
+                                                    "--prior-model (else $STUDIO_SEP_CLAP_CHECKPOINT, else config).")]
+RobertaDirOpt = Annotated[str | None, typer.Option(help="Folder with the roberta-base tokenizer and config for CLAP "
+                                                "(else $STUDIO_SEP_ROBERTA_DIR, else config).")]
 IterationsOpt = Annotated[int | None, typer.Option(help="FastMNMF2 iterations (default 100).")]
 NBasisOpt = Annotated[int | None, typer.Option(help="NMF bases per source (default 8).")]
 NFftOpt = Annotated[int | None, typer.Option(help="STFT window in samples (default: ~64 ms at the processing rate).")]
@@ -156,7 +164,8 @@ MaxMemoryOpt = Annotated[str | None, typer.Option(help="Memory budget of the sep
 
 
 def _separation_options(init, iterations, n_basis, n_fft, hop, device, dtype, seed, processing_rate, stem_mic,
-                        format, max_memory=None):
+                        format, max_memory=None, prior=None, prior_model=None, clap_checkpoint=None,
+                        roberta_dir=None):
     from .memory import parse_size
     from .pipeline import SeparationOptions
 
@@ -166,7 +175,8 @@ def _separation_options(init, iterations, n_basis, n_fft, hop, device, dtype, se
         init=tuple(i.strip() for i in init.split(",") if i.strip()) if init else None,
         n_iter=iterations, n_basis=n_basis, n_fft=n_fft, hop=hop, device=device, dtype=dtype, seed=seed,
         processing_sample_rate=processing_rate, stem_mics=_parse_stem_mics(stem_mic or []), subtype=format,
-        max_memory=None if max_memory is None else parse_size(max_memory))
+        max_memory=None if max_memory is None else parse_size(max_memory), prior=prior, prior_model=prior_model,
+        clap={k: v for k, v in (("checkpoint", clap_checkpoint), ("roberta", roberta_dir)) if v} or None)
 
 
 @app.command()
@@ -176,7 +186,8 @@ def separate(
     init: InitOpt = None, iterations: IterationsOpt = None, n_basis: NBasisOpt = None, n_fft: NFftOpt = None,
     hop: HopOpt = None, device: DeviceOpt = None, dtype: DtypeOpt = None, seed: SeedOpt = None,
     processing_rate: RateOpt = None, stem_mic: StemMicOpt = None, format: FormatOpt = "float32",
-    max_memory: MaxMemoryOpt = None,
+    max_memory: MaxMemoryOpt = None, prior: PriorOpt = None, prior_model: PriorModelOpt = None,
+    clap_checkpoint: ClapCheckpointOpt = None, roberta_dir: RobertaDirOpt = None,
 ) -> None:
     """Separate every source at every mic (FastMNMF2); write images, stems and run.json."""
     from .manifest import load_session
@@ -184,7 +195,8 @@ def separate(
 
     with _user_errors():
         options = _separation_options(init, iterations, n_basis, n_fft, hop, device, dtype, seed, processing_rate,
-                                      stem_mic, format, max_memory)
+                                      stem_mic, format, max_memory, prior, prior_model, clap_checkpoint,
+                                      roberta_dir)
         session = load_session(manifest)
         with _StageProgress(console) as progress:
             result = separate_session(session, out, options, callback=progress)
@@ -206,7 +218,8 @@ def run(
     init: InitOpt = None, iterations: IterationsOpt = None, n_basis: NBasisOpt = None, n_fft: NFftOpt = None,
     hop: HopOpt = None, device: DeviceOpt = None, dtype: DtypeOpt = None, seed: SeedOpt = None,
     processing_rate: RateOpt = None, stem_mic: StemMicOpt = None, format: FormatOpt = "float32",
-    max_memory: MaxMemoryOpt = None,
+    max_memory: MaxMemoryOpt = None, prior: PriorOpt = None, prior_model: PriorModelOpt = None,
+    clap_checkpoint: ClapCheckpointOpt = None, roberta_dir: RobertaDirOpt = None,
     reference_mic: Annotated[str | None, typer.Option(help="Mic to score at besides each stem mic (default: first).")] = None,
 ) -> None:
     """Run every stage of every session: validate → prior → separate → images → mix → DAW → evaluate.
@@ -217,7 +230,8 @@ def run(
     outcomes = _run_batch(sessions, out, presets=[] if no_mix else (preset or [DEFAULT_PRESET]),
                           evaluate=not no_evaluate, force=force, jobs=jobs, quiet=quiet, json_=json_,
                           options_args=(init, iterations, n_basis, n_fft, hop, device, dtype, seed, processing_rate,
-                                        stem_mic, format, max_memory), reference_mic=reference_mic)
+                                        stem_mic, format, max_memory, prior, prior_model, clap_checkpoint,
+                                        roberta_dir), reference_mic=reference_mic)
     if any(o.status not in ("done", "up to date") for o in outcomes):
         raise typer.Exit(1)
 
@@ -444,6 +458,8 @@ def demo(
 
 
 def _print_separation(result) -> None:
+    from .pipeline import prior_label
+
     sep = result.run["separation"]
     ll = result.run["log_likelihood"]
     t = result.run["timings_s"]
@@ -451,6 +467,7 @@ def _print_separation(result) -> None:
         f"separated [bold]{result.run['session']['name']}[/] → {result.folder}: init {'+'.join(sep['init'])}, "
         f"{sep['n_iter']} iterations on {sep['device']} ({sep['dtype']}), {t['per_iteration_s']:.3f} s/iteration, "
         f"log-likelihood {ll['initial']:.3f} → {ll['final']:.3f}", highlight=False)
+    console.print(f"prior: {prior_label(sep['prior'])}; spectral init: {sep['spectral_init']}", highlight=False)
 
 
 def _print_metrics(metrics: dict, report_dir: Path) -> None:

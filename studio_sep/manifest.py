@@ -33,6 +33,7 @@ PATTERNS = ("omni", "cardioid", "subcardioid", "hypercardioid", "figure8")
 INITS = ("circular", "geometry", "dictionary", "prior")
 DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "float64")
+PRIORS = ("none", "nmf", "classnet")  #: spectral priors (studio_sep.spectral_prior)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TOP_KEYS = ("session", "room", "mics", "sources", "separation", "truth")
 
@@ -85,6 +86,7 @@ class SeparationSettings:
     device: str | None = None
     dtype: str | None = None
     seed: int | None = None
+    prior: str | None = None
 
 
 @dataclass(frozen=True)
@@ -380,6 +382,8 @@ def _parse_separation(r: _Reader, raw: Any) -> SeparationSettings:
         values["device"] = r.choice(raw["device"], "separation.device", DEVICES)
     if "dtype" in raw:
         values["dtype"] = r.choice(raw["dtype"], "separation.dtype", DTYPES)
+    if "prior" in raw:
+        values["prior"] = r.choice(raw["prior"], "separation.prior", PRIORS)
     settings = SeparationSettings(**values)
     if settings.n_fft is not None and settings.hop is not None and settings.hop > settings.n_fft:
         raise r.error("separation.hop", f"hop {settings.hop} exceeds n_fft {settings.n_fft}",

@@ -67,6 +67,13 @@ class SeparationOptions:
     #: Memory budget in bytes (None: :func:`studio_sep.memory.default_budget_bytes`). A
     #: session whose estimated peak exceeds it is separated in overlapping time blocks.
     max_memory: int | None = None
+    #: Spectral prior (:data:`studio_sep.spectral_prior.PRIORS`); None: the manifest's,
+    #: else "classnet" when the init has "prior", else "none".
+    prior: str | None = None
+    #: CLASS-net checkpoint for ``prior="classnet"`` (None: the shipped model).
+    prior_model: str | None = None
+    #: LAION-CLAP files for a CLAP-conditioned checkpoint: ``{"checkpoint": …, "roberta": …}``.
+    clap: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,7 @@ class ResolvedSettings:
     processing_sample_rate: int
     stem_mics: dict[str, str]
     subtype: str
+    prior: dict = field(default_factory=lambda: {"kind": "none"})  #: PriorSpec.describe()
     normalize_every: int = 10
     log_likelihood_every: int = 5
     dictionary_iterations: int = 200
@@ -110,6 +118,12 @@ def resolve_settings(session: Session, options: SeparationOptions = SeparationOp
     except InputError as exc:
         raise InputError(session.path, f"separation.{exc.field}", exc.problem, exc.fix) from None
     init = tuple(dict.fromkeys(pick("init", DEFAULT_INIT)))
+    prior_kind = pick("prior", "classnet" if "prior" in init else "none")
+    if prior_kind != "none" and "prior" not in init:
+        init = init + ("prior",)
+    if prior_kind == "none" and "prior" in init:
+        raise InputError(session.path, "separation.init", "the prior init needs a prior, and the prior is none",
+                         "use --prior nmf or --prior classnet, or drop prior from init")
     _check_init(session, init)
     stem_mics = _stem_mics(session, options.stem_mics)
     device = resolve_device(pick("device", "auto"))
@@ -120,9 +134,13 @@ def resolve_settings(session: Session, options: SeparationOptions = SeparationOp
     for name, value, minimum in (("n_iter", n_iter, 0), ("n_basis", n_basis, 1), ("seed", seed, 0)):
         if value < minimum:
             raise InputError(None, name, f"must be at least {minimum}, got {value}")
+    from .spectral_prior import resolve_prior
+
+    prior = resolve_prior(session, prior_kind, model=options.prior_model,
+                          clap=dict(options.clap) if options.clap else None)
     return ResolvedSettings(init=init, n_iter=n_iter, n_basis=n_basis, n_fft=n_fft, hop=hop, device=device,
                             dtype=dtype, seed=seed, sample_rate=native, processing_sample_rate=proc_sr,
-                            stem_mics=stem_mics, subtype=options.subtype)
+                            stem_mics=stem_mics, subtype=options.subtype, prior=prior.describe())
 
 
 def _check_init(session: Session, init: tuple[str, ...]) -> None:
@@ -142,9 +160,6 @@ def _check_init(session: Session, init: tuple[str, ...]) -> None:
                              f"dictionary init needs a solo reference take of every source; "
                              f"{session.sources[missing[0]].name!r} has none",
                              "add reference = \"path.wav\" or drop dictionary from init")
-    if "prior" in init:
-        raise InputError(None, "init", "the prior init needs a neural spectral prior, which this version "
-                         "does not have yet", "use geometry and/or dictionary")
 
 
 def _stem_mics(session: Session, chosen: Mapping[str, str]) -> dict[str, str]:
@@ -241,8 +256,8 @@ def separate_session(
     x_proc = resample(x_MS, settings.sample_rate, settings.processing_sample_rate)
     X_host = _stft(x_proc, settings)
 
-    stages["prior"] = _prior_stage(session, settings, record, fps["prior"], work, report, lambda: X_host,
-                                   force=force)
+    stages["prior"] = _prior_stage(session, settings, record, fps["prior"], work, report,
+                                   lambda: (x_proc, X_host), force=force)
 
     if not force and record.is_current("separate", fps["separate"]):
         stages["separate"] = "skipped"
@@ -279,18 +294,30 @@ def separate_session(
 
 
 def _prior_stage(session: Session, settings: ResolvedSettings, record: RunRecord, fp: str, work: Path, report,
-                 first_stft: Callable[[], np.ndarray], *, force: bool) -> str:
-    """The prior stage: the initial model from the STFT of the session (or of its first
-    block) into ``work/prior.npz``, unless it is current. Returns "ran" or "skipped"."""
+                 first_signals: Callable[[], tuple[np.ndarray, np.ndarray]], *, force: bool) -> str:
+    """The prior stage: the spectral prior (if any) and the initial model from the
+    signals of the session (or of its first block: processing-rate mics and their
+    STFT) into ``work/prior.npz``, unless it is current. Returns "ran" or "skipped"."""
     if not force and record.is_current("prior", fp):
         return "skipped"
     clock = time.perf_counter()
     record.begin("prior")
     report("prior", 0, 1)
-    init, spectral_init = initial_model(session, settings, first_stft())
+    x_proc, X_host = first_signals()
+    prior_V = None
+    if settings.prior["kind"] != "none":
+        from .spectral_prior import PriorSpec, compute_prior
+
+        spec = PriorSpec.from_dict(settings.prior)
+        result = compute_prior(spec, session, settings, x_proc,
+                               callback=lambda done, total: report("prior", done, total + 1, detail=spec.kind))
+        prior_V, prior_record = result.V_NFT, result.record
+    else:
+        prior_record = settings.prior
+    init, spectral_init = initial_model(session, settings, X_host, prior_V_NFT=prior_V)
     _save_params(work / "prior.npz", init, spectral_init=spectral_init)
     record.finish("prior", fp, [work / "prior.npz"], elapsed_s=time.perf_counter() - clock,
-                  spectral_init=spectral_init)
+                  spectral_init=spectral_init, prior=prior_record)
     report("prior", 1, 1)
     return "ran"
 
@@ -307,7 +334,8 @@ def _run_sections(session: Session, settings: ResolvedSettings, plan: MemoryPlan
                     "sample_rate": settings.sample_rate, "n_samples": session.n_samples,
                     "mics": [m.name for m in session.mics], "sources": [s.name for s in session.sources]},
         "separation": {**asdict(settings), "init": list(settings.init), "method": "fastmnmf2",
-                       "prior": "none", "spectral_init": spectral_init, "shape_FTM": [int(v) for v in shape_FTM],
+                       "prior": (record.stage("prior") or {}).get("prior", settings.prior),
+                       "spectral_init": spectral_init, "shape_FTM": [int(v) for v in shape_FTM],
                        "n_sources": len(session.sources),
                        "source_order": "geometry" if "geometry" in settings.init else
                        "assigned (spot-mic energy share)", "assignment": [int(i) for i in order],
@@ -326,12 +354,14 @@ def separation_fingerprints(session: Session, settings: ResolvedSettings, hashes
     depends on (audio by content, geometry, settings, the block plan, the stage before)."""
     mics = [{"name": m.name, "file": hashes(m.file), "channel": m.channel, "position": m.position_m,
              "pattern": m.pattern, "aim": [m.aim_azimuth_deg, m.aim_elevation_deg]} for m in session.mics]
+    uses_reference = "dictionary" in settings.init or settings.prior["kind"] != "none"
     sources = [{"name": s.name, "position": s.position_m,
-                "reference": hashes(s.reference) if "dictionary" in settings.init and s.reference else None}
+                "reference": hashes(s.reference) if uses_reference and s.reference else None}
                for s in session.sources]
     blocks = plan.geometry() if plan is not None else None
     prior = fingerprint("prior", mics, sources, settings.init, settings.n_basis, settings.n_fft, settings.hop,
-                        settings.processing_sample_rate, settings.seed, settings.dictionary_iterations, blocks)
+                        settings.processing_sample_rate, settings.seed, settings.dictionary_iterations, blocks,
+                        settings.prior, settings.stem_mics if settings.prior["kind"] != "none" else None)
     separate = fingerprint("separate", prior, settings.n_iter, settings.normalize_every,
                            settings.log_likelihood_every, settings.device, settings.dtype)
     images = fingerprint("images", separate, settings.sample_rate, settings.stem_mics, settings.subtype)
@@ -362,7 +392,7 @@ def _separate_in_blocks(session: Session, settings: ResolvedSettings, plan: Memo
     work = folder / WORK_DIR
     bounds = plan.bounds()
     stages["prior"] = _prior_stage(session, settings, record, fps["prior"], work, report,
-                                   lambda: _block_signals(session, settings, *bounds[0])[2], force=force)
+                                   lambda: _block_signals(session, settings, *bounds[0])[1:], force=force)
 
     if not force and record.is_current("separate", fps["separate"]):
         stages["separate"] = "skipped"
@@ -592,8 +622,14 @@ def _stft(x_proc: np.ndarray, settings: ResolvedSettings) -> np.ndarray:
     return stft.stft(x_proc, n_fft=settings.n_fft, hop=settings.hop)
 
 
-def initial_model(session: Session, settings: ResolvedSettings, X_host: np.ndarray):
+def initial_model(session: Session, settings: ResolvedSettings, X_host: np.ndarray, *,
+                  prior_V_NFT: np.ndarray | None = None):
     """The fit's starting point for the chosen init, and a description of it.
+
+    With a prior (``prior_V_NFT``: every source's power spectrogram estimate), the
+    spectral model starts from it: H by NNLS on the solo-take dictionary W with
+    ``dictionary`` (paper eq. 11), else W and H by NMF of it. With ``geometry`` too,
+    the prior is first brought to the demixer's scale in every frequency bin.
 
     Drawn from its own random stream (``seed``, 1), so a run that reuses a saved
     initial model continues exactly as one that computed it.
@@ -618,8 +654,29 @@ def initial_model(session: Session, settings: ResolvedSettings, X_host: np.ndarr
         W = np.stack([learn_source_dictionary(session, s, settings, rng) for s in session.sources])
         init = fastmnmf2.Params(init.Q_FMM, init.G_NM, W, rng.uniform(size=(N, settings.n_basis, T)))
         spectral_init = "dictionary W, random H"
-    if "geometry" in settings.init:
-        init = spectral_from_demixer(X_host, init, n_basis=settings.n_basis, rng=rng)
+    if prior_V_NFT is not None:
+        power_NFT = prior_V_NFT
+        if "geometry" in settings.init:
+            # Two independent estimates of each source, one spatial and one spectral: the
+            # prior at the demixer's scale in every bin, then their geometric mean.
+            # The bases come from the demixer's output (unless a dictionary gives them);
+            # the activations from NNLS of that output combined with the prior.
+            demixed_NFT = demixer_power(X_host, init.Q_FMM, N)
+            power_NFT = np.sqrt(demixed_NFT * power_NFT * (
+                demixed_NFT.sum(axis=(0, 2)) / np.maximum(power_NFT.sum(axis=(0, 2)), 1e-30))[None, :, None])
+            if init.W_NFK is None:
+                init = spectral_from_power(demixed_NFT, init, n_basis=settings.n_basis, rng=rng)
+        init = spectral_from_power(power_NFT, init, n_basis=settings.n_basis, rng=rng)
+        kind = settings.prior["kind"]
+        if "geometry" in settings.init:
+            spectral_init = ("dictionary W" if "dictionary" in settings.init else
+                             "W by NMF of the geometric demixer's output power") + (
+                f", H by NNLS of its geometric mean with the {kind} prior")
+        else:
+            spectral_init = (f"dictionary W, H by NNLS of the {kind} prior" if "dictionary" in settings.init
+                             else f"W, H by NMF of the {kind} prior")
+    elif "geometry" in settings.init:
+        init = spectral_from_power(demixer_power(X_host, init.Q_FMM, N), init, n_basis=settings.n_basis, rng=rng)
         spectral_init = ("dictionary W, H by NNLS of the geometric demixer's output power" if "dictionary"
                          in settings.init else "W, H by NMF of the geometric demixer's output power")
     return init, spectral_init
@@ -745,19 +802,23 @@ def write_source_images(folder: Path, session: Session, settings: ResolvedSettin
     return outputs, order, total_MS is not None
 
 
-def spectral_from_demixer(X_FTM: np.ndarray, init, *, n_basis: int, rng: np.random.Generator):
-    """Start λ where the geometric demixer points: source n's power is |q_fn^H x_ft|².
+def demixer_power(X_FTM: np.ndarray, Q_FMM: np.ndarray, n_sources: int) -> np.ndarray:
+    """Output power ``|q_fn^H x_ft|²`` of the first ``n_sources`` rows of a demixer, (N, F, T)."""
+    Qx = np.matmul(X_FTM, np.swapaxes(Q_FMM, 1, 2)[:, :, :n_sources])  # (F, T, N)
+    return np.moveaxis(np.abs(Qx) ** 2, 2, 0)
 
-    With a dictionary W, H is its NNLS fit to that power (paper eq. 11, the demixer
-    output standing in for the network's spectral estimate); without one, W and H are
-    an NMF of it. Either way the spectral model starts consistent with the spatial one
-    instead of at random.
+
+def spectral_from_power(power_NFT: np.ndarray, init, *, n_basis: int, rng: np.random.Generator):
+    """Start λ from a power estimate of every source (a prior's, or the geometric
+    demixer's output, :func:`demixer_power`).
+
+    With a dictionary W, H is its NNLS fit to that power (paper eq. 11); without one,
+    W and H are an NMF of it. Either way the spectral model starts consistent with the
+    estimate instead of at random.
     """
     from . import fastmnmf2, prior
 
     N = init.G_NM.shape[0]
-    Qx = np.matmul(X_FTM, np.swapaxes(init.Q_FMM, 1, 2)[:, :, :N])  # (F, T, N)
-    power_NFT = np.moveaxis(np.abs(Qx) ** 2, 2, 0)
     if init.W_NFK is not None:
         H = np.stack([prior.nnls_activations(power_NFT[n], init.W_NFK[n]) for n in range(N)])
         return fastmnmf2.Params(init.Q_FMM, init.G_NM, init.W_NFK, H + 1e-3 * H.mean())
@@ -862,6 +923,15 @@ class LazyImages:
             raise InputError(None, "images", f"image {n}, mic {m} has {x.shape[-1]} samples, expected "
                              f"{self.shape[2]}", "separate the session again")
         return x
+
+
+def prior_label(prior) -> str:
+    """``nmf``, ``classnet (model.safetensors, sha256 1a2b3c4d…)`` or ``none`` (older runs: a string)."""
+    if not isinstance(prior, dict):
+        return str(prior)
+    if prior.get("model"):
+        return f"{prior['kind']} ({Path(prior['model']).name}, sha256 {str(prior.get('model_sha256'))[:12]}…)"
+    return prior["kind"]
 
 
 def _versions(device: str) -> dict[str, str]:
@@ -1052,7 +1122,7 @@ METRICS_HEADER = ["source", "mic", "SDR", "SIR", "SAR", "SI-SDR", "mix SDR", "Δ
 
 def metrics_markdown(metrics: dict) -> str:
     lines = [f"# Separation metrics: {metrics['session']}", "",
-             f"init: {', '.join(metrics['init'])}; prior: {metrics['prior']}; reference mic: "
+             f"init: {', '.join(metrics['init'])}; prior: {prior_label(metrics['prior'])}; reference mic: "
              f"{metrics['reference_mic']}; dB, BSS Eval filter length {metrics['filter_length']}. "
              "'mix' is the unprocessed mic signal; Δ is the improvement over it.", "",
              "| " + " | ".join(METRICS_HEADER) + " |", "|" + "---|" * len(METRICS_HEADER)]

@@ -82,3 +82,41 @@ def nnls_activations(V_FT: np.ndarray, W_FK: np.ndarray) -> np.ndarray:
     for t in range(V.shape[1]):
         H[:, t], _ = nnls(W, V[:, t])
     return H
+
+
+def supervised_nmf(
+    mag_FT: np.ndarray, dictionaries: list[np.ndarray], *, n_iter: int = 100, eps: float = 1e-12,
+) -> list[np.ndarray]:
+    """Each source's Wiener share of a magnitude spectrogram, from fixed dictionaries.
+
+    The activations of ``W = [W_1 … W_N]`` are fitted to ``mag_FT`` by KL-NMF
+    multiplicative updates with W fixed; source n's share is
+    ``W_n H_n / (W H)``, so the shares sum to 1 in every bin.
+
+    Parameters
+    ----------
+    mag_FT : ndarray, shape (F, T), non-negative
+    dictionaries : list of ndarray, shapes (F, K_n)
+        One dictionary per source (e.g. from :func:`learn_dictionary`).
+
+    Returns
+    -------
+    list of ndarray, shape (F, T)
+        Masks in [0, 1], one per source, summing to 1.
+    """
+    V = np.asarray(mag_FT, dtype=np.float64)
+    if V.ndim != 2 or np.any(V < 0) or not np.all(np.isfinite(V)):
+        raise InputError(None, "spectrogram", "NMF data must be a finite non-negative (F, T) array")
+    if any(W.shape[0] != V.shape[0] for W in dictionaries):
+        raise ValueError("supervised_nmf: every dictionary needs as many rows as the spectrogram has bins")
+    scale = max(V.mean(), eps)
+    V = V / scale + eps
+    W = np.concatenate(dictionaries, axis=1)
+    H = np.full((W.shape[1], V.shape[1]), V.mean() / max(W.sum(axis=0).mean(), eps))
+    norm = W.sum(axis=0)[:, None] + eps
+    for _ in range(n_iter):
+        H *= (W.T @ (V / (W @ H + eps))) / norm
+    bounds = np.cumsum([0] + [W_n.shape[1] for W_n in dictionaries])
+    parts = [W[:, a:b] @ H[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    total = sum(parts) + eps
+    return [p / total for p in parts]

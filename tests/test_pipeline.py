@@ -48,7 +48,7 @@ def test_run_json_records_everything(guided_run) -> None:
     assert sep["spectral_init"].startswith("W, H by NMF of the geometric demixer")
     assert (sep["n_iter"], sep["n_basis"], sep["n_fft"], sep["hop"]) == (30, 8, 1024, 256)
     assert sep["device"] == "cpu" and sep["dtype"] == "float64" and sep["seed"] == 0
-    assert sep["prior"] == "none" and sep["stem_mics"]["violin"] == "spot_violin"
+    assert sep["prior"]["kind"] == "none" and sep["stem_mics"]["violin"] == "spot_violin"
     ll = run["log_likelihood"]["values"]
     assert run["log_likelihood"]["iterations"] == [0, 5, 10, 15, 20, 25, 30]
     assert len(ll) == 7 and run["log_likelihood"]["final"] == pytest.approx(ll[-1], abs=1e-5)
@@ -195,7 +195,10 @@ def test_bad_settings_stop_before_work(rendered_session: Path, tmp_path: Path) -
     cases = [
         (SeparationOptions(n_fft=1000, hop=300), "hop"),
         (SeparationOptions(init=("circular", "geometry")), "pick one"),
-        (SeparationOptions(init=("prior",)), "neural spectral prior"),
+        (SeparationOptions(init=("geometry", "prior"), prior="none"), "the prior init needs a prior"),
+        (SeparationOptions(prior="classnet", prior_model="/nonexistent/model.safetensors"),
+         "CLASS-net checkpoint not found"),
+        (SeparationOptions(prior="fancy"), "unknown prior 'fancy'"),
         (SeparationOptions(processing_sample_rate=48000), "above the recording"),
         (SeparationOptions(stem_mics={"violin": "spot_viola"}), "'spot_viola' is not a mic"),
         (SeparationOptions(device="tpu"), "not one of cpu, cuda, auto"),
