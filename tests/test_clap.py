@@ -27,7 +27,8 @@ HAVE_LAION_CLAP = importlib.util.find_spec("laion_clap") is not None and \
 ROBERTA_BASE_CONFIG = {
     "architectures": ["RobertaForMaskedLM"], "attention_probs_dropout_prob": 0.1, "bos_token_id": 0,
     "eos_token_id": 2, "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "hidden_size": 768,
-    "initializer_range": 0.02, "intermediate_size": 3072, "layer_norm_eps": 1e-05, "max_position_embeddings": 514,
+    "initializer_range": 0.02, "intermediate_size": 3072, "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 514,
     "model_type": "roberta", "num_attention_heads": 12, "num_hidden_layers": 12, "pad_token_id": 1,
     "type_vocab_size": 1, "vocab_size": 50265,
 }
@@ -115,7 +116,8 @@ def test_missing_tokenizer_folder_and_file(tmp_path, no_env, files):
     for part in (str(tmp_path / "nowhere"), "--roberta-dir", "STUDIO_SEP_ROBERTA_DIR", 'roberta = "PATH"'):
         assert part in message
     (files["arg_roberta"] / "merges.txt").unlink()
-    with pytest.raises(InputError, match=r"merges\.txt.*RoBERTa tokenizer file missing.*STUDIO_SEP_ROBERTA_DIR"):
+    with pytest.raises(InputError,
+                       match=r"merges\.txt.*RoBERTa tokenizer file missing.*STUDIO_SEP_ROBERTA_DIR"):
         clap.resolve_clap_files(files["arg_ckpt"], files["arg_roberta"], config_path=config)
 
 
@@ -129,8 +131,8 @@ def test_hugging_face_cache_folder_resolves_to_its_snapshot(tmp_path, no_env, fi
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(snapshot.name)
     for given in (hub, repo, snapshot):
-        assert clap.resolve_clap_files(files["arg_ckpt"], given, config_path=tmp_path / "x.toml").roberta_dir \
-            == snapshot
+        got = clap.resolve_clap_files(files["arg_ckpt"], given, config_path=tmp_path / "x.toml")
+        assert got.roberta_dir == snapshot
 
 
 def test_resolution_order_argument_env_config(tmp_path, monkeypatch, files):
@@ -173,7 +175,8 @@ def test_tokenizer_guard_refuses_a_fallback_vocabulary(tmp_path):
 def test_without_laion_clap_the_error_says_how_to_install(tmp_path, monkeypatch, no_env, files):
     monkeypatch.setitem(sys.modules, "laion_clap", None)  # what find_spec reports for a missing package
     monkeypatch.delitem(sys.modules, clap._CLAP_MODULE_NAME, raising=False)
-    with pytest.raises(InputError, match=r"(laion_clap|transformers) is not installed.*pip install 'studio-sep\[clap\]'"):
+    pattern = r"(laion_clap|transformers) is not installed.*pip install 'studio-sep\[clap\]'"
+    with pytest.raises(InputError, match=pattern):
         clap.ClapQuery(files["arg_ckpt"], files["arg_roberta"], config_path=tmp_path / "absent.toml")
 
 
@@ -184,7 +187,8 @@ def test_prepare_reference_crops_the_centre_and_resamples_to_48k():
     y_S = clap.prepare_reference(ramp_S)
     assert y_S.shape == (clap.CLAP_CLIP_SAMPLES,) and y_S.dtype == torch.float32
     # centre 10 s of a 30 s ramp: from -0.3 to 0.3 (away from the resampler's edges)
-    assert y_S[1000].item() == pytest.approx(-0.3, abs=0.01) and y_S[-1000].item() == pytest.approx(0.3, abs=0.01)
+    assert y_S[1000].item() == pytest.approx(-0.3, abs=0.01)
+    assert y_S[-1000].item() == pytest.approx(0.3, abs=0.01)
     # a 440 Hz tone stays at 440 Hz at 48 kHz: its spectrum peaks at bin 440 × 10 s
     spectrum = torch.fft.rfft(clap.prepare_reference(tone_S.float()).double()).abs()
     assert int(spectrum.argmax()) == 4400

@@ -128,7 +128,10 @@ def default_config_path() -> Path:
 
 
 def _how_to_supply(key: str, config_path: Path) -> str:
-    option, env = (CHECKPOINT_OPTION, CHECKPOINT_ENV) if key == "checkpoint" else (ROBERTA_OPTION, ROBERTA_ENV)
+    if key == "checkpoint":
+        option, env = CHECKPOINT_OPTION, CHECKPOINT_ENV
+    else:
+        option, env = ROBERTA_OPTION, ROBERTA_ENV
     return f"pass {option} PATH, set {env}=PATH, or set {key} = \"PATH\" in {config_path}"
 
 
@@ -160,12 +163,14 @@ def _read_config(config_path: Path) -> dict[str, Path]:
     paths = {}
     for key, value in data.items():
         if not isinstance(value, str) or not value:
-            raise InputError(config_path, key, f"expected a path string, got {value!r}", f'write {key} = "PATH"')
+            raise InputError(config_path, key, f"expected a path string, got {value!r}",
+                             f'write {key} = "PATH"')
         paths[key] = (config_path.parent / Path(value).expanduser()).resolve()
     return paths
 
 
-def resolve_clap_files(checkpoint: str | os.PathLike | None = None, roberta: str | os.PathLike | None = None, *,
+def resolve_clap_files(checkpoint: str | os.PathLike | None = None,
+                       roberta: str | os.PathLike | None = None, *,
                        config_path: str | os.PathLike | None = None,
                        environ: Mapping[str, str] | None = None) -> ClapFiles:
     """Find the CLAP checkpoint and the RoBERTa folder: argument > environment > config.
@@ -293,7 +298,8 @@ def _torchvision_stand_ins() -> dict[str, types.ModuleType]:
 
     class _Unavailable:
         def __init__(self, *args, **kwargs):
-            raise RuntimeError("torchvision is not installed: laion_clap's image/fusion code is not available "
+            raise RuntimeError("torchvision is not installed: laion_clap's image/fusion code is not "
+                               "available "
                                "(studio-sep uses the non-fusion audio and text path only)")
 
     modules = {}
@@ -376,7 +382,8 @@ def build_clap_model(roberta_dir: str | os.PathLike) -> torch.nn.Module:
         original = model_module.RobertaModel
         model_module.RobertaModel = LocalRoberta
         try:
-            model, _ = clap.create_model(AUDIO_MODEL, TEXT_MODEL, precision="fp32", device=torch.device("cpu"),
+            model, _ = clap.create_model(AUDIO_MODEL, TEXT_MODEL, precision="fp32",
+                                         device=torch.device("cpu"),
                                          enable_fusion=False)
         finally:
             model_module.RobertaModel = original
@@ -413,7 +420,8 @@ def _load_state(model: torch.nn.Module, path: Path) -> None:
         kind = "missing" if result.missing_keys else "unexpected"
         raise InputError(path, None, f"not a {AUDIO_MODEL} / RoBERTa LAION-CLAP checkpoint without fusion: "
                          f"{len(keys)} {kind} weights, e.g. {keys[0]}",
-                         "supply a non-fusion HTSAT-base checkpoint such as music_audioset_epoch_15_esc_90.14.pt")
+                         "supply a non-fusion HTSAT-base checkpoint such as "
+                         "music_audioset_epoch_15_esc_90.14.pt")
 
 
 def prepare_reference(wave_S: torch.Tensor, *, sample_rate_hz: int = REFERENCE_RATE_HZ) -> torch.Tensor:
@@ -488,11 +496,13 @@ class ClapQuery:
 
     name = "clap"
 
-    def __init__(self, checkpoint: str | os.PathLike | None = None, roberta: str | os.PathLike | None = None, *,
+    def __init__(self, checkpoint: str | os.PathLike | None = None,
+                 roberta: str | os.PathLike | None = None, *,
                  config_path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
                  batch_size: int = 8):
         if batch_size < 1:
-            raise InputError(None, "batch_size", f"must be ≥ 1, got {batch_size}", "pass a positive batch size")
+            raise InputError(None, "batch_size", f"must be ≥ 1, got {batch_size}",
+                             "pass a positive batch size")
         self.files = resolve_clap_files(checkpoint, roberta, config_path=config_path)
         _require("transformers")
         _require("laion_clap")
@@ -509,7 +519,8 @@ class ClapQuery:
         """Unit-length CLAP text embeddings, shape (N, 512), float32 on the CPU."""
         parts = []
         for i in range(0, len(prompts), self.batch_size):
-            tokens = self.tokenizer(list(prompts[i:i + self.batch_size]), padding="max_length", truncation=True,
+            tokens = self.tokenizer(list(prompts[i:i + self.batch_size]), padding="max_length",
+                                    truncation=True,
                                     max_length=CLAP_CONTEXT_TOKENS, return_tensors="pt")
             parts.append(self.model.get_text_embedding(dict(tokens)).float().cpu())
         return torch.cat(parts) if parts else torch.zeros(0, CLAP_EMBED_DIM)
@@ -524,7 +535,8 @@ class ClapQuery:
             parts.append(self.model.get_audio_embedding(batch).float().cpu())
         return torch.cat(parts) if parts else torch.zeros(0, CLAP_EMBED_DIM)
 
-    def condition(self, prompts: Sequence[str | None], references: Sequence[torch.Tensor | None]) -> torch.Tensor:
+    def condition(self, prompts: Sequence[str | None],
+                  references: Sequence[torch.Tensor | None]) -> torch.Tensor:
         """The CLASS-net condition of each item from its prompt and/or reference (eq. 17).
 
         Parameters
@@ -552,12 +564,14 @@ class ClapQuery:
             if ref is not None and (not isinstance(ref, torch.Tensor) or ref.ndim != 1 or ref.numel() == 0
                                     or not ref.is_floating_point() or not bool(torch.isfinite(ref).all())):
                 shape = tuple(ref.shape) if isinstance(ref, torch.Tensor) else type(ref).__name__
-                raise InputError(None, f"query[{b}].reference", f"expected a finite 1-D float tensor, got {shape}",
+                raise InputError(None, f"query[{b}].reference",
+                                 f"expected a finite 1-D float tensor, got {shape}",
                                  "pass mono 16 kHz audio of shape (S,) with S ≥ 1")
         text_items = [b for b, p in enumerate(prompts) if p is not None]
         audio_items = [b for b, r in enumerate(references) if r is not None]
         z_text = dict(zip(text_items, self.embed_text([prompts[b] for b in text_items])))
         z_audio = dict(zip(audio_items, self.embed_audio([references[b] for b in audio_items])))
-        rows = [query_condition(z_audio[b][None] if b in z_audio else None, z_text[b][None] if b in z_text else None)
+        rows = [query_condition(z_audio[b][None] if b in z_audio else None,
+                                z_text[b][None] if b in z_text else None)
                 for b in range(len(prompts))]
         return torch.cat(rows)
