@@ -103,10 +103,15 @@ def resolve_prior(session, kind: str, *, model: str | Path | None = None, clap: 
         if loaded.known_classes is not None:
             class_of_prompt(s.prompt, where=f"sources[{i}].prompt", file=session.path,
                             classes=loaded.known_classes)
-    if loaded.needs_clap and clap is None:
-        clap = {}
+    clap_record = None
+    if loaded.needs_clap:  # a plain ClassNet: conditioned by LAION-CLAP, whose files must be there
+        from .classnet.clap import resolve_clap_files
+
+        files = resolve_clap_files((clap or {}).get("checkpoint"), (clap or {}).get("roberta"))
+        clap_record = {"checkpoint": str(files.checkpoint), "roberta": str(files.roberta_dir),
+                       "checkpoint_sha256": file_sha256(files.checkpoint)}
     return PriorSpec("classnet", model=path.resolve(), model_sha256=loaded.sha256, queries=queries,
-                     clap=clap if loaded.needs_clap else None)
+                     clap=clap_record)
 
 
 def compute_prior(spec: PriorSpec, session, settings, x_proc_MS: np.ndarray, *,
@@ -228,7 +233,7 @@ def classnet_prior(session, settings, x_proc_MS, mics: Sequence[int], spec: Prio
     if query is None:
         from .classnet.clap import ClapQuery
 
-        query = ClapQuery.load(**(spec.clap or {}))
+        query = ClapQuery(checkpoint=spec.clap["checkpoint"], roberta=spec.clap["roberta"])
     net_sr = net.sample_rate
     proc_sr = settings.processing_sample_rate
     prompts, references = [], []
