@@ -1,0 +1,145 @@
+"""Spectral priors: instrument classes, NNLS / supervised NMF on known signals, and the
+prior stage of a separation run (nmf, and classnet with a checkpoint made here)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from studio_sep import prior
+from studio_sep.cli import app
+from studio_sep.errors import InputError
+from studio_sep.instruments import class_of_prompt, match_class
+from studio_sep.manifest import load_session
+from studio_sep.pipeline import SeparationOptions, separate_session
+
+runner = __import__("typer.testing", fromlist=["CliRunner"]).CliRunner()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("violin", "violin"), ("a solo Violin playing", "violin"), ("string quartet", "violin"),
+    ("Tenor Sax", "saxophone"), ("saxophone", "saxophone"), ("Acoustic Grand Piano", "piano"),
+    ("bass clarinet", "clarinet"), ("Electric Piano 1", None), ("Synth Strings 1", None), ("theremin", None),
+])
+def test_prompts_map_to_classes(text: str, expected: str | None) -> None:
+    assert match_class(text) == expected
+
+
+def test_unknown_prompt_error_names_field_and_classes() -> None:
+    with pytest.raises(InputError, match=r"s.toml: sources\[2\].prompt: prompt 'theremin' names no instrument "
+                                         r"class this prior knows \(violin, saxophone, piano\)"):
+        class_of_prompt("theremin", where="sources[2].prompt", file="s.toml", classes=("violin", "saxophone", "piano"))
+
+
+def test_nnls_reproduces_a_known_activation() -> None:
+    rng = np.random.default_rng(0)
+    W = rng.uniform(size=(40, 5))
+    H = rng.uniform(size=(5, 30)) * (rng.uniform(size=(5, 30)) > 0.5)  # sparse, with exact zeros
+    np.testing.assert_allclose(prior.nnls_activations(W @ H, W), H, atol=1e-9)
+
+
+def test_supervised_nmf_recovers_each_sources_share() -> None:
+    rng = np.random.default_rng(1)
+    F, T = 64, 50
+    W1 = np.zeros((F, 3)); W1[:30] = rng.uniform(0.1, 1, (30, 3))  # source 1 lives in bins 0-29
+    W2 = np.zeros((F, 3)); W2[34:] = rng.uniform(0.1, 1, (30, 3))  # source 2 in bins 34-63
+    W2[28:34] = 0.3  # and both in 28-33
+    W1[28:34] = 0.3
+    H1, H2 = rng.uniform(0.5, 2, (3, T)), rng.uniform(0.5, 2, (3, T))
+    mag = W1 @ H1 + W2 @ H2
+    shares = prior.supervised_nmf(mag, [W1, W2], n_iter=2000)
+    np.testing.assert_allclose(shares[0] + shares[1], 1.0, atol=1e-9)
+    np.testing.assert_allclose(shares[0][:28], 1.0, atol=1e-6)  # bins only source 1 reaches
+    np.testing.assert_allclose(shares[1][34:], 1.0, atol=1e-6)
+    np.testing.assert_allclose(shares[0] * mag, W1 @ H1, rtol=0.05, atol=1e-3 * mag.max())
+
+
+def _copy_session(rendered_session: Path, tmp_path: Path, replace: dict[str, str]) -> Path:
+    folder = tmp_path / "session"
+    shutil.copytree(rendered_session.parent, folder)
+    manifest = folder / "session.toml"
+    text = manifest.read_text()
+    for old, new in replace.items():
+        assert old in text
+        text = text.replace(old, new)
+    manifest.write_text(text)
+    return manifest
+
+
+def test_nmf_prior_run_records_what_ran_and_resumes(rendered_session: Path, tmp_path: Path) -> None:
+    session = load_session(rendered_session)
+    options = SeparationOptions(n_iter=5, device="cpu", prior="nmf")
+    result = separate_session(session, tmp_path, options)
+    sep = result.run["separation"]
+    assert sep["init"] == ["geometry", "prior"]
+    assert sep["prior"]["kind"] == "nmf" and sep["prior"]["model"] is None
+    assert sep["prior"]["queries"] == {"piano": "piano", "sax": "saxophone", "violin": "violin"}
+    assert sep["prior"]["mics"] == {s.name: s.spot_mic for s in session.sources}
+    assert sep["spectral_init"].endswith("H by NNLS of its geometric mean with the nmf prior")
+    again = separate_session(session, tmp_path, options, force=False)
+    assert again.stages == {"prior": "skipped", "separate": "skipped", "images": "skipped"}
+    other = separate_session(session, tmp_path, SeparationOptions(n_iter=5, device="cpu", prior="none"), force=False)
+    assert other.stages["prior"] == "ran" and other.run["separation"]["prior"]["kind"] == "none"
+
+
+def test_nmf_prior_without_references_uses_rendered_class_notes(rendered_session: Path, tmp_path: Path) -> None:
+    from studio_sep import spectral_prior
+
+    session = load_session(rendered_session)
+    session = type(session)(**{**session.__dict__, "sources": tuple(
+        type(s)(**{**s.__dict__, "reference": None}) for s in session.sources)})
+    spec = spectral_prior.resolve_prior(session, "nmf")
+    from studio_sep.pipeline import load_mics, resolve_settings
+
+    settings = resolve_settings(session, SeparationOptions(prior="nmf", device="cpu"))
+    x = load_mics(session)
+    calls = []
+    result = spectral_prior.compute_prior(spec, session, settings, x, callback=lambda d, t: calls.append((d, t)))
+    N, F = len(session.sources), settings.n_fft // 2 + 1
+    assert result.V_NFT.shape[:2] == (N, F) and np.all(result.V_NFT >= 0)
+    assert calls[-1] == (2 * N, 2 * N)
+    notes = spectral_prior.class_notes("violin", 16000)
+    assert notes.ndim == 1 and np.abs(notes).max() > 0.01
+    np.testing.assert_array_equal(notes, spectral_prior.class_notes.__wrapped__("violin", 16000))
+
+
+def test_a_prompt_the_prior_cannot_map_stops_before_work(rendered_session: Path, tmp_path: Path) -> None:
+    manifest = _copy_session(rendered_session, tmp_path, {'prompt = "violin"': 'prompt = "theremin"'})
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["separate", str(manifest), "--out", str(out), "--prior", "nmf"])
+    assert result.exit_code == 2
+    assert "sources[2].prompt: prompt 'theremin' names no instrument class" in result.stderr
+    assert not out.exists()
+
+
+def test_classnet_prior_with_a_checkpoint_made_here(rendered_session: Path, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from studio_sep.atomic import file_sha256
+    from studio_sep.classnet import save_checkpoint
+    from studio_sep.classnet.query import QueriedClassNet
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = QueriedClassNet(net={"width": 0.125, "depth": 4}, query={"classes": ["violin", "saxophone", "piano"]})
+    path = tmp_path / "tiny.safetensors"
+    sha = save_checkpoint(model, path)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["separate", str(rendered_session), "--out", str(out), "--iterations", "3",
+                                 "--prior", "classnet", "--prior-model", str(path), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "prior: classnet (tiny.safetensors, sha256 " + sha[:12] in result.stdout
+    run = json.loads((out / "ircam_trio" / "run.json").read_text())
+    recorded = run["separation"]["prior"]
+    assert recorded["kind"] == "classnet" and recorded["model_sha256"] == sha
+    assert Path(recorded["model"]) == path.resolve() and recorded["clap"] is None
+    assert run["stages"]["prior"]["prior"]["mics"]["violin"] == "spot_violin"
+    assert file_sha256(path)  # the file itself is untouched
+    # a prompt outside the model's classes stops before any work
+    manifest = _copy_session(rendered_session, tmp_path, {'prompt = "violin"': 'prompt = "flute"'})
+    bad = runner.invoke(app, ["separate", str(manifest), "--out", str(tmp_path / "o2"), "--prior", "classnet",
+                              "--prior-model", str(path)])
+    assert bad.exit_code == 2 and "prompt 'flute'" in bad.stderr and not (tmp_path / "o2").exists()
