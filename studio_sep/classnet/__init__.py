@@ -10,6 +10,12 @@ the pipeline imports it lazily.
 - :func:`freeze_encoder`: decoder-only fine-tuning.
 - :func:`save_checkpoint`, :func:`load_checkpoint`: the project's checkpoint format.
 - :func:`load_foreign_state`: LASS-net and CLASS-net-authors weights as initialisation.
+- :mod:`.query`: the query interface (:class:`QueryEncoder`), the in-project
+  :class:`LearnedQuery` (learned class embeddings and a small reference encoder, no
+  downloads) and :class:`QueriedClassNet` (network and query in one checkpoint).
+- :mod:`.clap`: LAION-CLAP queries loaded offline from files the user supplies
+  (``ClapQuery``; optional extra ``studio-sep[clap]``, imported only when used).
+- :mod:`.train`: resumable training on ``studio-sep augment`` data.
 """
 
 from .checkpoint import (
@@ -21,11 +27,15 @@ from .checkpoint import (
     weights_sha256,
 )
 from .model import ClassNet, Separation, chunk_weights, freeze_encoder, query_condition, separate_long
+from .query import LearnedQuery, QueriedClassNet, QueryEncoder
 
 __all__ = [
     "Checkpoint",
     "ClassNet",
     "ForeignLoad",
+    "LearnedQuery",
+    "QueriedClassNet",
+    "QueryEncoder",
     "Separation",
     "chunk_weights",
     "freeze_encoder",
