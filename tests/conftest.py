@@ -22,3 +22,13 @@ def rendered_session(tmp_path_factory) -> Path:
     settings = SimulationSettings(seed=0, duration_s=SESSION_SECONDS, sample_rate=SESSION_RATE,
                                   soundfont=SOUNDFONT, reference_duration_s=6.0)
     return simulate_session(folder, settings).manifest
+
+
+@pytest.fixture
+def torch_one_thread():
+    """torch on one thread for the test (tiny models run fastest so on a small machine)."""
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -30,12 +30,7 @@ from studio_sep.errors import InputError
 TINY = {"width": 0.125, "depth": 4}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _model(seed: int = 0, **kwargs) -> ClassNet:

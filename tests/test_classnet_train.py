@@ -36,12 +36,7 @@ SR = 16000
 FAST = {"width": 0.125, "depth": 4, "crop_s": 1.0, "batch_size": 2, "threads": 1}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _query(seed: int = 0, **kwargs) -> LearnedQuery:

@@ -66,7 +66,6 @@ laion-clap pins ``numpy < 2``, as the project does. Install: ``pip install
 
 from __future__ import annotations
 
-import hashlib
 import importlib.machinery
 import importlib.util
 import json
@@ -83,6 +82,7 @@ import numpy as np
 import torch
 from scipy.signal import resample_poly
 
+from ..atomic import file_sha256
 from ..errors import InputError
 from .model import query_condition
 
@@ -388,15 +388,6 @@ def build_clap_model(roberta_dir: str | os.PathLike) -> torch.nn.Module:
         finally:
             model_module.RobertaModel = original
     return model.eval()
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 (hex) of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _load_state(model: torch.nn.Module, path: Path) -> None:
