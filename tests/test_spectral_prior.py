@@ -143,3 +143,11 @@ def test_classnet_prior_with_a_checkpoint_made_here(rendered_session: Path, tmp_
     bad = runner.invoke(app, ["separate", str(manifest), "--out", str(tmp_path / "o2"), "--prior", "classnet",
                               "--prior-model", str(path)])
     assert bad.exit_code == 2 and "prompt 'flute'" in bad.stderr and not (tmp_path / "o2").exists()
+
+
+def test_run_passes_the_prior_to_every_session(rendered_session: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["run", str(rendered_session), "--out", str(tmp_path), "--no-mix", "--no-evaluate",
+                                 "--iterations", "2", "--prior", "nmf", "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.output
+    run = json.loads((tmp_path / "ircam_trio" / "run.json").read_text())
+    assert run["separation"]["prior"]["kind"] == "nmf" and "prior" in run["separation"]["init"]
