@@ -210,6 +210,7 @@ def run_one(scene: dict, row: str, *, init, prior: str, variant: str, n_iter: in
         "spot_improvement": means["at_stem_mic"]["improvement"],
         "mixture": {"mic1": means["at_reference_mic"]["mixture"], "spot": means["at_stem_mic"]["mixture"]},
         "per_source": per_source,
+        "prior_record": result.run.get("separation", {}).get("prior"),
         "timings_s": {**(result.run.get("timings_s") or {}),
                       "prior_s": (stage_times["prior"][1] - stage_times["prior"][0]) if "prior" in stage_times
                       else None},
@@ -300,6 +301,8 @@ def markdown(report: dict) -> str:
              f"Values: mean over the 3 sources, then over the {len(a['seeds']) * len(rt60s)} sessions; "
              "ΔSDR vs blind is paired per session; 'range' is the lowest … highest per-session mean. "
              f"Total run time {report['total_s'] / 60:.1f} min.", ""]
+    if a.get("classnet_model_sha256"):
+        lines += [f"CLASS-net checkpoint: `{a['classnet_model']}` (sha256 {a['classnet_model_sha256'][:16]}…).", ""]
     if report.get("skipped"):
         lines += ["Skipped: " + "; ".join(report["skipped"]), ""]
     for where, title in (("mic1", "At mic 1 (trio_l)"), ("spot", "At each source's spot mic")):
@@ -413,6 +416,7 @@ def main(argv=None) -> int:
             r = run_one(scene, row, init=init, prior=prior, variant=variant, n_iter=n_iter, work=work,
                         classnet_model=classnet_model, notes_soundfont=notes_sf)
             runs.append(r)
+            (work / "runs-partial.json").write_text(json.dumps(_jsonable(runs)))  # survives an interruption
             log(f"[{len(runs)}/{total}] seed {scene['seed']} RT60 {scene['rt60_s']:g} {row:<38} "
                 f"SDR mic1 {r['mic1']['sdr']:+6.2f}  spot {r['spot']['sdr']:+6.2f}  "
                 f"({time.perf_counter() - t0:.1f} s)")
@@ -420,6 +424,8 @@ def main(argv=None) -> int:
     settings = {"quick": args.quick, "iterations": n_iter, "seeds": seeds, "rt60": args.rt60,
                 "duration_s": duration, "reference_duration_s": args.reference_duration,
                 "soundfont": args.soundfont, "classnet_model": classnet_model,
+                "classnet_model_sha256": (__import__("hashlib").sha256(Path(classnet_model).read_bytes()).hexdigest()
+                                          if classnet_model and Path(classnet_model).is_file() else None),
                 "cross_soundfont": args.cross_soundfont, "work": str(work), "rows": [j[0] for j in jobs]}
     report = {"date": date, "machine": machine, "settings": settings, "skipped": skipped, "scenes": scenes,
               "runs": runs, "summary": summary, "target": target(summary)}
