@@ -130,6 +130,9 @@ def augment(
     soundfont: Annotated[Path | None, typer.Option(help="General MIDI SoundFont for the rendered phrases "
                                                    "(default: $STUDIO_SEP_SOUNDFONT, then FluidR3_GM).")] = None,
     phrases_per_program: Annotated[int, typer.Option(help="Random phrases rendered per GM program.")] = 8,
+    classes: Annotated[str | None, typer.Option(help="Comma-separated instrument classes to render (default: "
+                                                "all of studio_sep/instruments.py; interferers come from these "
+                                                "too).")] = None,
 ) -> None:
     """Render CLASS-net training data by the paper's augmentation (§3.3.2): mixture, target,
     10 s reference and a JSON prompt per example."""
@@ -137,7 +140,8 @@ def augment(
 
     with _user_errors():
         with _StageProgress(console) as progress:
-            pool = build_stem_pool(soundfont=soundfont, phrases_per_program=phrases_per_program,
+            chosen = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else None
+            pool = build_stem_pool(soundfont=soundfont, phrases_per_program=phrases_per_program, classes=chosen,
                                    sessions=tuple(sessions or ()), slakh=slakh, seed=seed, progress=progress)
             meta = generate_dataset(out_dir, pool, n_train=examples, n_val=val, n_test=test, seed=seed,
                                     progress=progress)
@@ -498,6 +502,8 @@ def demo(
     sample_rate: Annotated[int, typer.Option(help="Sample rate of the rendered session in Hz.")] = 48000,
     iterations: Annotated[int | None, typer.Option(help="FastMNMF2 iterations (default 100).")] = None,
     preset: Annotated[Path, typer.Option(help="Mixing preset.")] = DEFAULT_PRESET,
+    prior: Annotated[str, typer.Option(help="Spectral prior (the nmf prior measured best on rendered "
+                                       "sessions: benchmarks/README.md).")] = "nmf",
     force: Annotated[bool, typer.Option(help="Redo every stage, even those up to date.")] = False,
 ) -> None:
     """Render the built-in trio session (if needed), then `run` it: separate, mix, score."""
@@ -514,7 +520,7 @@ def demo(
         _print_session(load_session(rendered.manifest))
     outcomes = _run_batch([str(rendered.manifest)], out, presets=[preset], evaluate=True, force=force, jobs=1,
                           quiet=False, json_=False, options_args=(None, iterations, None, None, None, None, None,
-                                                                 None, None, None, "float32", None))
+                                                                 None, None, None, "float32", None, prior))
     outcome = outcomes[0]
     if outcome.status not in ("done", "up to date"):
         raise typer.Exit(1)
