@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from . import prior as nmf_tools
+from . import stft
 from .atomic import file_sha256
 from .errors import InputError
 from .instruments import CLASSES, class_of_prompt
@@ -43,6 +44,9 @@ from .manifest import PRIORS
 
 #: The CLASS-net the project trains and ships (studio_sep/classnet/weights/MODEL_CARD.md).
 SHIPPED_MODEL = Path(__file__).parent / "classnet" / "weights" / "classnet-small.safetensors"
+#: A source's prior holding less than this share of its stem mic's energy (dB) is not
+#: used: its stem mic's power takes its place (recorded in run.json, ``prior.rejected``).
+PRIOR_FLOOR_DB = -20.0
 #: Bases of each class dictionary of the ``nmf`` prior, and its KL-NMF iterations.
 NMF_PRIOR_BASES = 24
 NMF_PRIOR_ITERATIONS = 100
@@ -125,7 +129,18 @@ def compute_prior(spec: PriorSpec, session, settings, x_proc_MS: np.ndarray, *,
         V = classnet_prior(session, settings, x_proc_MS, mics, spec, callback=callback)
     else:
         raise ValueError(f"compute_prior: no spectra for prior {spec.kind!r}")
-    record = {**spec.describe(), "mics": {s.name: session.mics[m].name for s, m in zip(session.sources, mics)}}
+    # A prior that keeps almost nothing of its mic (a network whose mask collapsed for
+    # this query) would start the source silent: its stem mic's power stands in for it.
+    levels_db, rejected = {}, {}
+    for n, (source, m) in enumerate(zip(session.sources, mics)):
+        mic_power = np.abs(stft.stft(x_proc_MS[m:m + 1], n_fft=settings.n_fft, hop=settings.hop)[:, :, 0]) ** 2
+        level = 10 * np.log10(max(float(V[n].sum()), 1e-300) / max(float(mic_power.sum()), 1e-300))
+        levels_db[source.name] = round(level, 2)
+        if level < PRIOR_FLOOR_DB:
+            V[n] = mic_power
+            rejected[source.name] = f"{level:.1f} dB below its mic (floor {PRIOR_FLOOR_DB:g} dB): stem mic power used"
+    record = {**spec.describe(), "mics": {s.name: session.mics[m].name for s, m in zip(session.sources, mics)},
+              "level_db": levels_db, "rejected": rejected}
     return PriorResult(V, record)
 
 
@@ -133,7 +148,7 @@ def compute_prior(spec: PriorSpec, session, settings, x_proc_MS: np.ndarray, *,
 
 def nmf_prior(session, settings, x_proc_MS, mics: Sequence[int], spec: PriorSpec, *, callback=None) -> np.ndarray:
     """The ``nmf`` prior: supervised KL-NMF of each source's stem mic on the class dictionaries."""
-    from . import audio_io, pipeline, stft
+    from . import audio_io, pipeline
 
     rng = np.random.default_rng([settings.seed, 3])
     dictionaries = []
@@ -224,7 +239,7 @@ def classnet_prior(session, settings, x_proc_MS, mics: Sequence[int], spec: Prio
     at the network's rate, back at the processing rate, as a power spectrogram."""
     import torch
 
-    from . import audio_io, pipeline, stft
+    from . import audio_io, pipeline
     from .classnet import separate_long
 
     loaded = _load_classnet(str(spec.model), file_sha256(spec.model))

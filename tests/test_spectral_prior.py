@@ -151,3 +151,31 @@ def test_run_passes_the_prior_to_every_session(rendered_session: Path, tmp_path:
     assert result.exit_code == 0, result.output
     run = json.loads((tmp_path / "ircam_trio" / "run.json").read_text())
     assert run["separation"]["prior"]["kind"] == "nmf" and "prior" in run["separation"]["init"]
+
+
+def test_a_collapsed_prior_is_replaced_by_the_stem_mic(rendered_session: Path, tmp_path: Path) -> None:
+    """A network whose mask is ~0 for a query would start that source silent: refused, recorded."""
+    torch = pytest.importorskip("torch")
+    from studio_sep import spectral_prior, stft
+    from studio_sep.classnet import save_checkpoint
+    from studio_sep.classnet.query import QueriedClassNet
+    from studio_sep.pipeline import load_mics, resolve_settings
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = QueriedClassNet(net={"width": 0.125, "depth": 4}, query={"classes": ["violin", "saxophone", "piano"]})
+    with torch.no_grad():
+        model.net.unet.after_conv2.bias.fill_(-30.0)  # sigmoid(-30): the mask is 1e-13 everywhere
+    path = tmp_path / "collapsed.safetensors"
+    save_checkpoint(model, path)
+    session = load_session(rendered_session)
+    settings = resolve_settings(session, SeparationOptions(prior="classnet", prior_model=str(path), device="cpu"))
+    x = load_mics(session)
+    result = spectral_prior.compute_prior(spectral_prior.PriorSpec.from_dict(settings.prior), session, settings, x)
+    assert set(result.record["rejected"]) == {"piano", "sax", "violin"}
+    assert all(level < spectral_prior.PRIOR_FLOOR_DB for level in result.record["level_db"].values())
+    mics = [m.name for m in session.mics]
+    for n, s in enumerate(session.sources):
+        m = mics.index(s.spot_mic)
+        mic_power = np.abs(stft.stft(x[m:m + 1], n_fft=settings.n_fft, hop=settings.hop)[:, :, 0]) ** 2
+        np.testing.assert_array_equal(result.V_NFT[n], mic_power)
