@@ -67,10 +67,13 @@ def main() -> None:
         refs = target[None].astype(np.float64)
         row = {"id": ex.id, "class": ex.cls}
         for name, signal in (("est", est), ("mix", mix.astype(np.float64))):
-            with np.errstate(divide="ignore"):
-                sdr, _, sar = bss_eval_sources(refs, signal[None], compute_permutation=False)[:3]
-                si = si_bss_eval_sources(refs, signal[None], compute_permutation=False)[0]
-            row[name] = {"sdr": float(sdr[0]), "sar": float(sar[0]), "si_sdr": float(si[0])}
+            try:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    sdr, _, sar = bss_eval_sources(refs, signal[None], compute_permutation=False)[:3]
+                    si = si_bss_eval_sources(refs, signal[None], compute_permutation=False)[0]
+                row[name] = {"sdr": float(sdr[0]), "sar": float(sar[0]), "si_sdr": float(si[0])}
+            except np.linalg.LinAlgError:  # an all-zero estimate (a collapsed mask): no score
+                row[name] = {"sdr": float("nan"), "sar": float("nan"), "si_sdr": float("nan")}
         rows.append(row)
         print(f"{k + 1}/{len(examples)} {ex.id} {ex.cls:<10} SDR {row['est']['sdr']:6.2f} "
               f"(mixture {row['mix']['sdr']:6.2f}) SI-SDR {row['est']['si_sdr']:6.2f}", flush=True)
@@ -81,10 +84,11 @@ def main() -> None:
         for kind in ("est", "mix"):
             for metric in ("sdr", "sar", "si_sdr"):
                 values = np.array([r[kind][metric] for r in selected])
-                values = values[np.isfinite(values)]
-                out[f"{kind}_{metric}_mean"] = float(values.mean())
-                out[f"{kind}_{metric}_median"] = float(np.median(values))
+                finite = values[np.isfinite(values)]
+                out[f"{kind}_{metric}_mean"] = float(finite.mean()) if finite.size else float("nan")
+                out[f"{kind}_{metric}_median"] = float(np.median(finite)) if finite.size else float("nan")
         out["n"] = len(selected)
+        out["unscored"] = int(sum(not np.isfinite(r["est"]["sdr"]) for r in selected))
         return out
 
     classes = sorted({r["class"] for r in rows})
@@ -97,10 +101,12 @@ def main() -> None:
              f"checkpoint `{args.checkpoint.name}` (sha256 {ckpt.sha256[:12]}…, {ckpt.name} {json.dumps(ckpt.kwargs)}), "
              f"data `{args.data}` ({len(rows)} examples of 10 s), commit {commit}, {machine}, "
              f"{args.threads} thread(s), {elapsed:.0f} s in all.", "",
-             "| class | n | SDR mean (median) | SI-SDR mean (median) | SAR mean | mixture SDR | mixture SI-SDR | "
-             "SDR improvement | SI-SDR improvement |", "|---|---|---|---|---|---|---|---|---|"]
+             "Means and medians over the finite scores; `unscored`: estimates BSS Eval cannot score "
+             "(all-zero output, a collapsed mask), left out of the means.", "",
+             "| class | n | unscored | SDR mean (median) | SI-SDR mean (median) | SAR mean | mixture SDR | mixture SI-SDR | "
+             "SDR improvement | SI-SDR improvement |", "|---|---|---|---|---|---|---|---|---|---|"]
     for c, s in table.items():
-        lines.append(f"| {c} | {s['n']} | {s['est_sdr_mean']:.2f} ({s['est_sdr_median']:.2f}) | "
+        lines.append(f"| {c} | {s['n']} | {s['unscored']} | {s['est_sdr_mean']:.2f} ({s['est_sdr_median']:.2f}) | "
                      f"{s['est_si_sdr_mean']:.2f} ({s['est_si_sdr_median']:.2f}) | {s['est_sar_mean']:.2f} | "
                      f"{s['mix_sdr_mean']:.2f} | {s['mix_si_sdr_mean']:.2f} | "
                      f"{s['est_sdr_mean'] - s['mix_sdr_mean']:+.2f} | {s['est_si_sdr_mean'] - s['mix_si_sdr_mean']:+.2f} |")
@@ -108,7 +114,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"classnet-{args.split}-{dt.date.today()}"
+    stem = args.out / f"classnet-{args.data.resolve().name}-{args.split}-{dt.date.today()}"
     stem.with_suffix(".md").write_text(text)
     stem.with_suffix(".json").write_text(json.dumps({"checkpoint": str(args.checkpoint), "sha256": ckpt.sha256,
                                                      "table": table, "rows": rows}, indent=1))
