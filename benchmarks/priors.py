@@ -67,6 +67,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
+from common import jsonable  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -342,18 +343,6 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 # ----------------------------------------------------------------------------- main
 
 
@@ -416,7 +405,7 @@ def main(argv=None) -> int:
             r = run_one(scene, row, init=init, prior=prior, variant=variant, n_iter=n_iter, work=work,
                         classnet_model=classnet_model, notes_soundfont=notes_sf)
             runs.append(r)
-            (work / "runs-partial.json").write_text(json.dumps(_jsonable(runs)))  # survives an interruption
+            (work / "runs-partial.json").write_text(json.dumps(jsonable(runs)))  # survives an interruption
             log(f"[{len(runs)}/{total}] seed {scene['seed']} RT60 {scene['rt60_s']:g} {row:<38} "
                 f"SDR mic1 {r['mic1']['sdr']:+6.2f}  spot {r['spot']['sdr']:+6.2f}  "
                 f"({time.perf_counter() - t0:.1f} s)")
@@ -432,7 +421,7 @@ def main(argv=None) -> int:
     report["total_s"] = time.perf_counter() - started
     stem = args.results / f"priors-{date}-{machine['git_commit']}{'-quick' if args.quick else ''}"
     text = markdown(report)
-    Path(str(stem) + ".json").write_text(json.dumps(_jsonable(report), indent=1))
+    Path(str(stem) + ".json").write_text(json.dumps(jsonable(report), indent=1))
     Path(str(stem) + ".md").write_text(text)
     print(text)
     log(f"wrote {stem}.md and .json ({report['total_s'] / 60:.1f} min)")

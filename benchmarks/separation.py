@@ -48,6 +48,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from common import jsonable
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -664,18 +665,6 @@ def memory_markdown(mem: dict) -> list[str]:
     return lines + [""]
 
 
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -736,7 +725,7 @@ def main(argv=None) -> int:
                           *memory_markdown(report["memory"])]) + "\n"
     else:
         text = markdown(report)
-    Path(str(stem) + ".json").write_text(json.dumps(_jsonable(report), indent=1))
+    Path(str(stem) + ".json").write_text(json.dumps(jsonable(report), indent=1))
     Path(str(stem) + ".md").write_text(text)
     print(text)
     log(f"wrote {stem}.md and .json ({report['total_s'] / 60:.1f} min)")
