@@ -29,15 +29,13 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=100)
     args = parser.parse_args()
 
-    from studio_sep import spectral_prior, stft
+    from studio_sep import spectral_prior
     from studio_sep.manifest import load_session
     from studio_sep.pipeline import SeparationOptions, evaluate_run, separate_session
 
-    def mic_power_prior(spec, session, settings, x_proc_MS, *, callback=None):
+    def mic_power_prior(spec, session, settings, x_proc_MS, X_FTM, *, callback=None):
         index = {m.name: i for i, m in enumerate(session.mics)}
-        mics = [index[settings.stem_mics[s.name]] for s in session.sources]
-        V = np.stack([np.abs(stft.stft(x_proc_MS[m:m + 1], n_fft=settings.n_fft, hop=settings.hop)[:, :, 0]) ** 2
-                      for m in mics])
+        V = np.stack([np.abs(X_FTM[:, :, index[settings.stem_mics[s.name]]]) ** 2 for s in session.sources])
         return spectral_prior.PriorResult(V, {**spec.describe(), "control": "stem mic power"})
 
     spectral_prior.compute_prior = mic_power_prior  # the control replaces the prior, nothing else

@@ -103,7 +103,7 @@ import soundfile
 from .atomic import atomic_path, write_text_atomic
 from .audio_io import read_audio
 from .errors import AudioError, InputError
-from .instruments import CLASSES, REJECT_KEYWORDS, TARGET_CLASSES, match_class
+from .instruments import CLASSES, TARGET_CLASSES, has_reject_word, match_class
 
 __all__ = [
     "FORMAT",
@@ -503,9 +503,8 @@ def classify_name(text: str) -> tuple[str | None, bool]:
     (('piano', False), ('saxophone', True))
     """
     words = re.findall(r"[a-z]+", text.lower())
-    rejected = any(w.startswith(r) for w in words for r in REJECT_KEYWORDS)
-    kept = " ".join(w for w in words if not any(w.startswith(r) for r in REJECT_KEYWORDS))
-    return match_class(kept), not rejected
+    kept = " ".join(w for w in words if not has_reject_word([w]))
+    return match_class(kept), not has_reject_word(words)
 
 
 def _normalise_rms(x_S: np.ndarray, rms_dbfs: float) -> np.ndarray:

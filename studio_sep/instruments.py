@@ -53,6 +53,11 @@ REJECT_KEYWORDS = ("electric", "synth")
 _WORD = re.compile(r"[a-z]+")
 
 
+def has_reject_word(words) -> bool:
+    """Whether any of these lower-case words is (or starts with) a word of :data:`REJECT_KEYWORDS`."""
+    return any(w.startswith(reject) for w in words for reject in REJECT_KEYWORDS)
+
+
 def match_class(text: str, classes: tuple[str, ...] | None = None) -> str | None:
     """The class a prompt or instrument name belongs to, or None.
 
@@ -60,7 +65,7 @@ def match_class(text: str, classes: tuple[str, ...] | None = None) -> str | None
     with a word of :data:`REJECT_KEYWORDS` match nothing.
     """
     words = _WORD.findall(text.lower())
-    if any(w.startswith(reject) for w in words for reject in REJECT_KEYWORDS):
+    if has_reject_word(words):
         return None
     joined = f" {' '.join(words)} "
     best, best_len = None, 0

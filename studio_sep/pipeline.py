@@ -309,7 +309,7 @@ def _prior_stage(session: Session, settings: ResolvedSettings, record: RunRecord
         from .spectral_prior import PriorSpec, compute_prior
 
         spec = PriorSpec.from_dict(settings.prior)
-        result = compute_prior(spec, session, settings, x_proc,
+        result = compute_prior(spec, session, settings, x_proc, X_host,
                                callback=lambda done, total: report("prior", done, total + 1, detail=spec.kind))
         prior_V, prior_record = result.V_NFT, result.record
     else:

@@ -118,13 +118,14 @@ def resolve_prior(session, kind: str, *, model: str | Path | None = None, clap: 
                      clap=clap_record)
 
 
-def compute_prior(spec: PriorSpec, session, settings, x_proc_MS: np.ndarray, *,
+def compute_prior(spec: PriorSpec, session, settings, x_proc_MS: np.ndarray, X_FTM: np.ndarray, *,
                   callback: Callable[[int, int], None] | None = None) -> PriorResult:
-    """``V_n`` for every source from the mics at the processing rate (``(M, S)``)."""
+    """``V_n`` for every source from the mics at the processing rate (``(M, S)``) and
+    their STFT at the separation's settings (``(F, T, M)``, as the fit uses it)."""
     mic_index = {m.name: i for i, m in enumerate(session.mics)}
     mics = [mic_index[settings.stem_mics[s.name]] for s in session.sources]
     if spec.kind == "nmf":
-        V = nmf_prior(session, settings, x_proc_MS, mics, spec, callback=callback)
+        V = nmf_prior(session, settings, X_FTM, mics, spec, callback=callback)
     elif spec.kind == "classnet":
         V = classnet_prior(session, settings, x_proc_MS, mics, spec, callback=callback)
     else:
@@ -133,7 +134,7 @@ def compute_prior(spec: PriorSpec, session, settings, x_proc_MS: np.ndarray, *,
     # this query) would start the source silent: its stem mic's power stands in for it.
     levels_db, rejected = {}, {}
     for n, (source, m) in enumerate(zip(session.sources, mics)):
-        mic_power = np.abs(stft.stft(x_proc_MS[m:m + 1], n_fft=settings.n_fft, hop=settings.hop)[:, :, 0]) ** 2
+        mic_power = np.abs(X_FTM[:, :, m]) ** 2
         level = 10 * np.log10(max(float(V[n].sum()), 1e-300) / max(float(mic_power.sum()), 1e-300))
         levels_db[source.name] = round(level, 2)
         if level < PRIOR_FLOOR_DB:
@@ -146,7 +147,7 @@ def compute_prior(spec: PriorSpec, session, settings, x_proc_MS: np.ndarray, *,
 
 # ------------------------------------------------------------------------------ nmf prior
 
-def nmf_prior(session, settings, x_proc_MS, mics: Sequence[int], spec: PriorSpec, *, callback=None) -> np.ndarray:
+def nmf_prior(session, settings, X_FTM, mics: Sequence[int], spec: PriorSpec, *, callback=None) -> np.ndarray:
     """The ``nmf`` prior: supervised KL-NMF of each source's stem mic on the class dictionaries."""
     from . import audio_io, pipeline
 
@@ -166,7 +167,7 @@ def nmf_prior(session, settings, x_proc_MS, mics: Sequence[int], spec: PriorSpec
             callback(n + 1, steps)
     out = []
     for n, m in enumerate(mics):
-        mag = np.abs(stft.stft(x_proc_MS[m:m + 1], n_fft=settings.n_fft, hop=settings.hop)[:, :, 0])
+        mag = np.abs(X_FTM[:, :, m])
         shares = nmf_tools.supervised_nmf(mag, dictionaries, n_iter=NMF_PRIOR_ITERATIONS)
         out.append((shares[n] * mag) ** 2)
         if callback:

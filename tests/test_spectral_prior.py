@@ -87,7 +87,7 @@ def test_nmf_prior_run_records_what_ran_and_resumes(rendered_session: Path, tmp_
 
 
 def test_nmf_prior_without_references_uses_rendered_class_notes(rendered_session: Path, tmp_path: Path) -> None:
-    from studio_sep import spectral_prior
+    from studio_sep import spectral_prior, stft
 
     session = load_session(rendered_session)
     session = type(session)(**{**session.__dict__, "sources": tuple(
@@ -97,8 +97,9 @@ def test_nmf_prior_without_references_uses_rendered_class_notes(rendered_session
 
     settings = resolve_settings(session, SeparationOptions(prior="nmf", device="cpu"))
     x = load_mics(session)
+    X = stft.stft(x, n_fft=settings.n_fft, hop=settings.hop)
     calls = []
-    result = spectral_prior.compute_prior(spec, session, settings, x, callback=lambda d, t: calls.append((d, t)))
+    result = spectral_prior.compute_prior(spec, session, settings, x, X, callback=lambda d, t: calls.append((d, t)))
     N, F = len(session.sources), settings.n_fft // 2 + 1
     assert result.V_NFT.shape[:2] == (N, F) and np.all(result.V_NFT >= 0)
     assert calls[-1] == (2 * N, 2 * N)
@@ -171,7 +172,8 @@ def test_a_collapsed_prior_is_replaced_by_the_stem_mic(rendered_session: Path, t
     session = load_session(rendered_session)
     settings = resolve_settings(session, SeparationOptions(prior="classnet", prior_model=str(path), device="cpu"))
     x = load_mics(session)
-    result = spectral_prior.compute_prior(spectral_prior.PriorSpec.from_dict(settings.prior), session, settings, x)
+    X = stft.stft(x, n_fft=settings.n_fft, hop=settings.hop)
+    result = spectral_prior.compute_prior(spectral_prior.PriorSpec.from_dict(settings.prior), session, settings, x, X)
     assert set(result.record["rejected"]) == {"piano", "sax", "violin"}
     assert all(level < spectral_prior.PRIOR_FLOOR_DB for level in result.record["level_db"].values())
     mics = [m.name for m in session.mics]

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from ..instruments import CLASSES, REJECT_KEYWORDS, TARGET_CLASSES, match_class
+from ..instruments import CLASSES, TARGET_CLASSES, has_reject_word, match_class
 from .model import ClassNet, Separation, freeze_encoder, query_condition
 
 #: Sampling rate (Hz) and length (s) of an audio reference, as CLAP takes it.
@@ -90,8 +90,7 @@ def prompt_class(prompt: str, classes: Sequence[str] = DEFAULT_CLASSES) -> str:
     found = match_class(prompt, tuple(c for c in classes if c in CLASSES))
     if found is None:
         words = re.findall(r"[a-z0-9]+", prompt.lower())
-        rejected = any(w.startswith(r) for w in words for r in REJECT_KEYWORDS)
-        found = None if rejected else next((c for c in classes if c not in CLASSES and c.lower() in words), None)
+        found = None if has_reject_word(words) else next((c for c in classes if c not in CLASSES and c.lower() in words), None)
     if found is None:
         known = ", ".join(f"{c} ({'/'.join(CLASSES[c].keywords)})" if c in CLASSES else c for c in classes)
         raise InputError(None, "prompt", f"prompt {prompt!r} names no instrument this model knows",
