@@ -67,7 +67,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
-from common import jsonable  # noqa: E402
+from common import cpu_model, jsonable, memory_gib, package_versions  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -107,28 +107,8 @@ def _git(*cmd: str) -> str:
 
 
 def machine_info() -> dict:
-    import numpy as np
-
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    mem_gib = None
-    try:
-        with open("/proc/meminfo") as f:
-            mem_gib = round(int(next(l for l in f if l.startswith("MemTotal")).split()[1]) / 1024**2, 1)
-    except (OSError, StopIteration):
-        pass
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {"python": platform.python_version(), "numpy": np.__version__}
-    for name in ("scipy", "torch", "fast-bss-eval", "pyroomacoustics", "pyfluidsynth"):
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = "not installed"
+    cpu, mem_gib = cpu_model(), memory_gib()
+    versions = package_versions(("scipy", "torch", "fast-bss-eval", "pyroomacoustics", "pyfluidsynth"))
     dirty = [line[3:] for line in _git("status", "--porcelain", "--", "studio_sep").splitlines()]
     return {"cpu": cpu, "logical_cpus": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
             "memory_gib": mem_gib, "platform": platform.platform(terse=True), "versions": versions,

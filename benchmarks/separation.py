@@ -48,7 +48,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from common import jsonable
+from common import cpu_model, jsonable, memory_gib, package_versions
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -309,28 +309,8 @@ def snapshot_code(work: Path, which: str) -> dict:
 
 
 def machine_info(threads: int) -> dict:
-    import numpy as np
-
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    mem_gib = None
-    try:
-        with open("/proc/meminfo") as f:
-            mem_gib = round(int(next(l for l in f if l.startswith("MemTotal")).split()[1]) / 1024**2, 1)
-    except (OSError, StopIteration):
-        pass
-    versions = {"python": platform.python_version(), "numpy": np.__version__}
-    from importlib.metadata import PackageNotFoundError, version
-
-    for name in ("scipy", "pyroomacoustics", "fast-bss-eval", "threadpoolctl"):
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = "not installed"
+    cpu, mem_gib = cpu_model(), memory_gib()
+    versions = package_versions(("scipy", "pyroomacoustics", "fast-bss-eval", "threadpoolctl"))
     blas = _thread_info()
     if not blas:
         blas = [{"internal_api": "see numpy.show_config()"}]
