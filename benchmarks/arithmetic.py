@@ -7,7 +7,7 @@ F=513, T≈941, M=7, N=3, K=8), times each update on the rendered trio scene (RT
 large matrix product (``numpy.matmul``, OpenBLAS dgemm) timed here, and with the
 elementwise bandwidth (a ``multiply`` over arrays of the size of x̃).
 
-The updates are driven through ``studio_sep.fastmnmf2._State`` (private: the benchmark
+The updates are driven through ``studio_sep.separation.fastmnmf2._State`` (private: the benchmark
 needs the steps one by one; ``fit`` runs exactly this sequence).
 
 Usage::
@@ -173,9 +173,9 @@ def main() -> int:
     sys.path.insert(0, code["path"])
     import numpy as np
 
-    from studio_sep import fastmnmf2, stft
-    from studio_sep.manifest import load_session
-    from studio_sep.pipeline import load_mics
+    from studio_sep.dsp import stft
+    from studio_sep.separation import fastmnmf2
+    from studio_sep.session import load_mics, load_session
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)

@@ -1,4 +1,4 @@
-"""Estimated vs measured peak memory of ``separate_session`` (studio_sep.memory's model).
+"""Estimated vs measured peak memory of ``separate_session`` (studio_sep.stages.memory's model).
 
 For each size, cuts the first D seconds of a rendered session (optionally upsampled to
 48 kHz, processed at 16 kHz), runs ``separate_session`` (all three stages, a few
@@ -50,9 +50,8 @@ def cut_session(scene: Path, out: Path, seconds: float, rate: int) -> Path:
 
 
 def worker(spec: dict) -> None:
-    from studio_sep.manifest import load_session
-    from studio_sep.memory import peak_rss_bytes
-    from studio_sep.pipeline import SeparationOptions, plan_memory, separate_session
+    from studio_sep.session import load_session
+    from studio_sep.stages import SeparationOptions, peak_rss_bytes, plan_memory, separate_session
 
     session = load_session(spec["manifest"])
     options = SeparationOptions(n_iter=spec["n_iter"], device="cpu", dtype=spec["dtype"],
@@ -79,7 +78,7 @@ def main() -> None:
     if args.worker:
         worker(json.loads(args.worker.read_text()))
         return
-    from studio_sep.memory import format_size, parse_size
+    from studio_sep.stages import format_size, parse_size
 
     runs = [(s, None) for s in args.sizes.split(",") if s] + (
         [tuple(args.blocks.split(":"))] if args.blocks else [])

@@ -29,9 +29,9 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=100)
     args = parser.parse_args()
 
-    from studio_sep import spectral_prior
-    from studio_sep.manifest import load_session
-    from studio_sep.pipeline import SeparationOptions, evaluate_run, separate_session
+    from studio_sep.priors import spectral_prior
+    from studio_sep.session import load_session
+    from studio_sep.stages import SeparationOptions, evaluate_run, separate_session
 
     def mic_power_prior(spec, session, settings, x_proc_MS, X_FTM, *, callback=None):
         index = {m.name: i for i, m in enumerate(session.mics)}

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Spectral-prior benchmark: the paper's §4.2 comparison of inits and priors.
 
-Renders the trio session (``studio_sep.simulate``) at RT60 0.3 and 0.5 s for a few
+Renders the trio session (``studio_sep.sim.simulate``) at RT60 0.3 and 0.5 s for a few
 composition seeds (20 s at 16 kHz, the processing rate: no resampling), then runs
-FastMNMF2 through ``studio_sep.pipeline.separate_session`` (M=7, N=3, K=8, 1024/256,
+FastMNMF2 through ``studio_sep.stages.pipeline.separate_session`` (M=7, N=3, K=8, 1024/256,
 float64, CPU, separation seed 0) in these configurations:
 
 ====================================  ===========================  ==========
@@ -22,7 +22,7 @@ classnet / geometry+classnet /        (as above)                   classnet
 geometry+dictionary+classnet
 ====================================  ===========================  ==========
 
-and scores each run with ``studio_sep.pipeline.evaluate_run`` (fast-bss-eval, 512-tap
+and scores each run with ``studio_sep.stages.pipeline.evaluate_run`` (fast-bss-eval, 512-tap
 filter): SDR/SIR/SAR/SI-SDR at mic 1 (``trio_l``) and at each source's spot mic, mean
 over the 3 sources, then over the sessions; ΔSDR vs blind (paired per session, then
 averaged); the lowest and highest per-session mean.
@@ -67,6 +67,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
+
 from common import cpu_model, jsonable, memory_gib, package_versions  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -123,8 +124,8 @@ def machine_info() -> dict:
 def render(work: Path, *, seed: int, rt60_s: float, duration_s: float, soundfont: str,
            reference_duration_s: float) -> dict:
     """Render one session; return its manifest and a copy without solo takes."""
-    from studio_sep.manifest import dump_session, load_session
-    from studio_sep.simulate import SimulationSettings, simulate_session
+    from studio_sep.session import dump_session, load_session
+    from studio_sep.sim.simulate import SimulationSettings, simulate_session
 
     folder = work / "scenes" / f"seed{seed}-rt60_{rt60_s:g}-{duration_s:g}s-{SAMPLE_RATE}Hz-{Path(soundfont).stem}"
     t0 = time.perf_counter()
@@ -145,9 +146,9 @@ def render(work: Path, *, seed: int, rt60_s: float, duration_s: float, soundfont
 
 def run_one(scene: dict, row: str, *, init, prior: str, variant: str, n_iter: int, work: Path,
             classnet_model: str | None, notes_soundfont: str | None) -> dict:
-    from studio_sep.manifest import load_session
-    from studio_sep.pipeline import SeparationOptions, evaluate_run, separate_session
-    from studio_sep import spectral_prior
+    from studio_sep.priors import spectral_prior
+    from studio_sep.session import load_session
+    from studio_sep.stages import SeparationOptions, evaluate_run, separate_session
 
     manifest = scene["manifest_noref"] if variant == "noref" else scene["manifest"]
     session = load_session(manifest)

@@ -9,7 +9,7 @@ same STFT (1024 points, hop 256), separates it with
   mean SDR at mic 1: an oracle matching that favours it);
 - studio-sep ``circular`` (blind; outputs assigned by the pipeline's own spot-mic energy
   rule; also scored with the oracle permutation, as pra is), ``geometry`` and
-  ``geometry+dictionary``, through ``studio_sep.pipeline.separate_session``;
+  ``geometry+dictionary``, through ``studio_sep.stages.pipeline.separate_session``;
 - ``oracle``: a multichannel Wiener filter from the true images (``oracle_mwf.py``);
 
 all with M=7, N=3, K=8 and 100 iterations, and prints SDR/SIR/SAR/SI-SDR at mic 1
@@ -48,6 +48,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
 from common import cpu_model, jsonable, memory_gib, package_versions
 
 HERE = Path(__file__).resolve().parent
@@ -100,9 +101,9 @@ def _thread_info() -> list[dict]:
 def worker(spec: dict) -> None:
     import numpy as np
 
-    from studio_sep import stft
-    from studio_sep.manifest import load_session
-    from studio_sep.pipeline import SeparationOptions, load_mics, separate_session
+    from studio_sep.dsp import stft
+    from studio_sep.session import load_mics, load_session
+    from studio_sep.stages import SeparationOptions, separate_session
 
     if spec["kind"] == "pra":
         import pyroomacoustics as pra
@@ -110,7 +111,7 @@ def worker(spec: dict) -> None:
         sys.path.insert(0, str(HERE))
         from oracle_mwf import oracle_wiener
     if spec["kind"] == "fit_memory":
-        from studio_sep import fastmnmf2
+        from studio_sep.separation import fastmnmf2
 
     result: dict = {"kind": spec["kind"], "threads": _thread_info()}
     peak_reset = _reset_peak()
@@ -164,7 +165,7 @@ def worker(spec: dict) -> None:
         result["images"] = spec["out"]
 
     elif spec["kind"] == "oracle":
-        from studio_sep import audio_io
+        from studio_sep.io import audio as audio_io
 
         session = load_session(spec["session"])
         x_MS = load_mics(session)
@@ -234,10 +235,10 @@ def run_worker(spec: dict, *, threads: int, work: Path, log) -> dict:
 def score(truth_NMS, est_NMS, spot_index: list[int], *, ref_mic: int = 0) -> dict:
     """Metrics of every source at mic ``ref_mic`` and at its own spot mic.
 
-    As ``studio_sep.pipeline.evaluate_run``: at each mic, all sources are scored
+    As ``studio_sep.stages.pipeline.evaluate_run``: at each mic, all sources are scored
     together (SIR needs the others' true images at that mic).
     """
-    from studio_sep.evaluate import bss_metrics
+    from studio_sep.dsp.metrics import bss_metrics
 
     N = truth_NMS.shape[0]
     at = {m: bss_metrics(truth_NMS[:, m], est_NMS[:, m]) for m in dict.fromkeys([ref_mic, *spot_index])}
@@ -249,7 +250,7 @@ def best_permutation(truth_NMS, est_NMS, *, ref_mic: int = 0) -> tuple[int, ...]
     """The order of the estimates that maximises the mean SDR at ``ref_mic``."""
     import numpy as np
 
-    from studio_sep.evaluate import bss_metrics
+    from studio_sep.dsp.metrics import bss_metrics
 
     N = truth_NMS.shape[0]
     perms = list(itertools.permutations(range(N)))
@@ -323,7 +324,7 @@ def machine_info(threads: int) -> dict:
 
 
 def render(work: Path, *, rt60_s: float, seed: int, duration_s: float, soundfont: str, log) -> Path:
-    from studio_sep.simulate import SimulationSettings, simulate_session
+    from studio_sep.sim.simulate import SimulationSettings, simulate_session
 
     folder = work / "scenes" / f"seed{seed}-rt60_{rt60_s:g}-{duration_s:g}s"
     t0 = time.perf_counter()
@@ -337,9 +338,9 @@ def render(work: Path, *, rt60_s: float, seed: int, duration_s: float, soundfont
 def separation_benchmark(args, log) -> dict:
     import numpy as np
 
-    from studio_sep import audio_io
-    from studio_sep.manifest import load_session
-    from studio_sep.pipeline import load_mics, read_images
+    from studio_sep.io import audio as audio_io
+    from studio_sep.session import load_mics, load_session
+    from studio_sep.stages import read_images
 
     work = args.work
     studio_iter = args.n_iter or (20 if args.quick else 100)
@@ -423,7 +424,7 @@ def separation_benchmark(args, log) -> dict:
 
 def memory_benchmark(args, log) -> dict:
     """Peak memory against T and M (fit alone) and a 5-minute session end to end."""
-    from studio_sep import fastmnmf2
+    from studio_sep.separation import fastmnmf2
 
     work = args.work
     manifest = render(work, rt60_s=0.5, seed=args.scene_seed, duration_s=args.long_s, soundfont=args.soundfont,
@@ -539,7 +540,7 @@ def markdown(report: dict) -> str:
              f"studio-sep {bench['studio_iter']} iterations, seeds {bench['seeds']}, float64, CPU; "
              f"pyroomacoustics {bench['pra_iter']} iterations, seeds {bench['pra_seeds']}. "
              "Every value is the mean over the 3 sources, both scenes and all seeds; "
-             "dB from fast-bss-eval (SDR/SIR/SAR with a 512-tap filter, as `studio_sep.evaluate`). "
+             "dB from fast-bss-eval (SDR/SIR/SAR with a 512-tap filter, as `studio_sep.dsp.metrics`). "
              "'seed range' is the lowest and highest per-seed mean SDR.",
              ""]
     for where, title in (("mic1", "at mic 1 (trio_l)"), ("spot", "at each source's spot mic")):

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from studio_sep import audio_io
-from studio_sep.atomic import atomic_path
-from studio_sep.errors import AudioError
+from studio_sep.io import audio as audio_io
+from studio_sep.util.atomic import atomic_path
+from studio_sep.util.errors import AudioError
 
 
 @pytest.mark.parametrize(("subtype", "atol"), [("float32", 1e-7), ("float64", 0.0), ("pcm24", 2**-23), ("pcm16", 2**-15)])
@@ -81,7 +81,7 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
 def test_atomic_writes_give_files_the_usual_permissions(tmp_path) -> None:
     import os
 
-    from studio_sep.atomic import write_text_atomic
+    from studio_sep.util.atomic import write_text_atomic
 
     write_text_atomic(tmp_path / "x.json", "{}")
     mask = os.umask(0)

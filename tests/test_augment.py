@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from studio_sep import augment as A
-from studio_sep.errors import InputError
+from studio_sep.data import augment as A
+from studio_sep.util.errors import InputError
 
 SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
 FS = A.SAMPLE_RATE
@@ -329,7 +329,7 @@ def test_importing_augment_does_not_need_torch():
     import subprocess
     import sys
 
-    code = ("import sys; import studio_sep.augment; "
+    code = ("import sys; import studio_sep.data.augment; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

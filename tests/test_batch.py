@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from studio_sep import audio_io
-from studio_sep.batch import RunOptions, SessionJob, find_sessions, run_batch
-from studio_sep.errors import InputError
-from studio_sep.pipeline import SeparationOptions
+from studio_sep.batch.runner import RunOptions, SessionJob, find_sessions, run_batch
+from studio_sep.io import audio as audio_io
+from studio_sep.stages import SeparationOptions
+from studio_sep.util.errors import InputError
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER = REPO / "presets" / "paper.toml"

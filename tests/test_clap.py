@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from studio_sep.classnet import clap
-from studio_sep.errors import InputError
+from studio_sep.util.errors import InputError
 
 HAVE_LAION_CLAP = importlib.util.find_spec("laion_clap") is not None and \
     importlib.util.find_spec("transformers") is not None

@@ -25,7 +25,7 @@ from studio_sep.classnet import (
     weights_sha256,
 )
 from studio_sep.classnet.model import level_channels
-from studio_sep.errors import InputError
+from studio_sep.util.errors import InputError
 
 TINY = {"width": 0.125, "depth": 4}
 

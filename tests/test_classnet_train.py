@@ -28,8 +28,8 @@ from studio_sep.classnet.query import (  # noqa: E402
     prompt_class,
 )
 from studio_sep.classnet.train import magnitude_mae, read_dataset_index, read_wave, train  # noqa: E402
-from studio_sep.errors import InputError  # noqa: E402
-from studio_sep.instruments import CLASSES, TARGET_CLASSES  # noqa: E402
+from studio_sep.data.instruments import CLASSES, TARGET_CLASSES  # noqa: E402
+from studio_sep.util.errors import InputError  # noqa: E402
 
 TINY = {"width": 0.125, "depth": 4}
 SR = 16000
@@ -51,7 +51,7 @@ def _queried(seed: int = 0) -> QueriedClassNet:
         return QueriedClassNet(net=dict(TINY))
 
 
-# -- data set writer (the format of studio_sep.augment) -------------------------------------
+# -- data set writer (the format of studio_sep.data.augment) -------------------------------------
 def _band_noise(rng: np.random.Generator, n: int, lo_hz: float, hi_hz: float) -> np.ndarray:
     spec = np.fft.rfft(rng.standard_normal(n))
     f = np.fft.rfftfreq(n, 1 / SR)

@@ -8,9 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from studio_sep import fastmnmf2, spatial
-from studio_sep.backend import get_xp, to_host
-from studio_sep.stft import default_fft_size, istft, stft
+from studio_sep.dsp import geometry as spatial
+from studio_sep.dsp.backend import get_xp, to_host
+from studio_sep.dsp.stft import default_fft_size, istft, stft
+from studio_sep.separation import fastmnmf2
 
 from . import strict_xp
 
@@ -84,7 +85,7 @@ def test_images_sum_to_the_mixture(mixture) -> None:
 
 
 def test_separates_a_known_mixture_far_beyond_the_mixture(mixture) -> None:
-    from studio_sep.evaluate import si_sdr
+    from studio_sep.dsp.metrics import si_sdr
 
     x, truth = mixture
     X = stft(x, n_fft=N_FFT, hop=HOP)
@@ -174,8 +175,8 @@ def test_stft_round_trip_odd_length() -> None:
 
 
 def test_pure_modules_import_nothing_heavy() -> None:
-    code = ("import sys, studio_sep.fastmnmf2, studio_sep.stft, studio_sep.spatial, studio_sep.prior, "
-            "studio_sep.evaluate; heavy = {'torch', 'pedalboard', 'soundfile', 'cupy', 'pyroomacoustics'}; "
+    code = ("import sys, studio_sep.separation.fastmnmf2, studio_sep.dsp.stft, studio_sep.dsp.geometry, studio_sep.separation.nmf, "
+            "studio_sep.dsp.metrics; heavy = {'torch', 'pedalboard', 'soundfile', 'cupy', 'pyroomacoustics'}; "
             "print(sorted(heavy & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

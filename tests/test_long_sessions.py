@@ -8,11 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from studio_sep import audio_io, memory
-from studio_sep.errors import InputError
-from studio_sep.manifest import load_session
-from studio_sep.pipeline import (SeparationOptions, evaluate_run, load_mics, plan_memory, read_images,
-                                 separate_session)
+from studio_sep.io import audio as audio_io
+from studio_sep.session import load_mics, load_session
+from studio_sep.stages import (
+    SeparationOptions,
+    evaluate_run,
+    memory,
+    plan_memory,
+    read_images,
+    separate_session,
+)
+from studio_sep.util.errors import InputError
 
 SETTINGS = dict(sample_rate=16000, processing_sample_rate=16000, n_mics=7, n_sources=3, n_basis=8, n_fft=1024,
                 hop=256)
@@ -172,7 +178,7 @@ def test_an_interrupted_block_run_resumes_to_the_same_images(block_runs, tmp_pat
 
 
 def test_block_crossfade_weights_sum_to_one() -> None:
-    from studio_sep.pipeline import _crossfade_in
+    from studio_sep.stages.pipeline import _crossfade_in
 
     for n in (1, 2, 7, 5000):
         fade = _crossfade_in(n)
@@ -192,7 +198,7 @@ def test_evaluation_over_budget_scores_segments(block_runs) -> None:
 
 
 def test_segment_scores_are_medians_of_the_finite_values() -> None:
-    from studio_sep.pipeline import _median_over_segments
+    from studio_sep.stages.pipeline import _median_over_segments
 
     seg = [{k: np.array([v, 1.0]) for k in ("sdr", "sir", "sar", "si_sdr")} for v in (1.0, 5.0, np.inf, 2.0)]
     out = _median_over_segments(seg)

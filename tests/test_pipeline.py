@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from studio_sep import audio_io
-from studio_sep.cli import app
-from studio_sep.errors import InputError
-from studio_sep.manifest import load_session
-from studio_sep.pipeline import SeparationOptions, evaluate_run, load_mics, read_images, separate_session
+from studio_sep.cli.app import app
+from studio_sep.io import audio as audio_io
+from studio_sep.session import load_mics, load_session
+from studio_sep.stages import SeparationOptions, evaluate_run, read_images, separate_session
+from studio_sep.util.errors import InputError
 
 runner = CliRunner()
 
@@ -120,9 +120,10 @@ def test_processing_rate_below_native_writes_a_residual(rendered_session: Path, 
 def close_miked_session(tmp_path_factory) -> Path:
     """Three distinct noise-like sources, each with an omni spot mic 0.3 m away, plus a
     pair of room mics: a scene blind FastMNMF2 separates, to test naming end to end."""
-    from studio_sep import simulate
-    from studio_sep.manifest import Mic, Room, Session, Source, Truth, dump_session
     from scipy.signal import butter, sosfilt
+
+    from studio_sep.session import Mic, Room, Session, Source, Truth, dump_session
+    from studio_sep.sim import simulate
 
     folder = tmp_path_factory.mktemp("close")
     sr, n = 8000, 8000 * 5
@@ -179,7 +180,7 @@ def test_blind_runs_name_sources_the_same_way_across_seeds(close_miked_session: 
 
 
 def test_blind_naming_does_not_depend_on_output_order(rendered_session: Path, tmp_path: Path) -> None:
-    from studio_sep.pipeline import _assign, resolve_settings
+    from studio_sep.stages.pipeline import _assign, resolve_settings
 
     session = load_session(rendered_session)
     settings = resolve_settings(session, SeparationOptions(init=("circular",)))

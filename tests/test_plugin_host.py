@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from studio_sep.plugin_host import (
+from studio_sep.mixing.plugins.host import (
     TEST_FAULT_ENV,
     PluginError,
     PluginJobError,
@@ -23,7 +23,7 @@ from studio_sep.plugin_host import (
     scan_plugins,
     validate_chain,
 )
-from studio_sep.presets import PluginSpec
+from studio_sep.mixing.presets import PluginSpec
 
 VST3_DIR = Path("/usr/lib/vst3")
 ZAMCOMP = VST3_DIR / "ZamComp.vst3"        # mono (1 channel) compressor

@@ -12,8 +12,8 @@ import mido
 import numpy as np
 import pytest
 
-from studio_sep import simulate as sim
-from studio_sep.errors import SimulationError
+from studio_sep.sim import simulate as sim
+from studio_sep.util.errors import SimulationError
 
 SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
 pytestmark = pytest.mark.skipif(not SOUNDFONT.is_file(), reason="TimGM6mb.sf2 not installed")
@@ -233,7 +233,7 @@ def test_render_parts_stacks_render_midi():
 
 
 def test_pattern_table_matches_the_manifest():
-    from studio_sep import manifest
+    from studio_sep.session import manifest
 
     assert set(sim.MIC_PATTERN_P) == set(manifest.PATTERNS)
 
@@ -479,8 +479,8 @@ def _session_settings(**changes) -> sim.SimulationSettings:
 
 
 def test_session_streamed_in_small_blocks_is_the_one_block_session(tmp_path, monkeypatch):
-    from studio_sep import audio_io
-    from studio_sep.manifest import load_session
+    from studio_sep.io import audio as audio_io
+    from studio_sep.session import load_session
 
     whole = sim.simulate_session(tmp_path / "whole", _session_settings())
     monkeypatch.setattr(sim, "IMAGE_BLOCK_SAMPLES", 5003)  # 10 blocks
@@ -528,7 +528,7 @@ def test_an_interrupted_render_leaves_no_audio_under_a_final_name(tmp_path, monk
 
 
 def test_block_writer_writes_what_write_audio_writes(tmp_path):
-    from studio_sep import audio_io
+    from studio_sep.io import audio as audio_io
 
     x_CS = np.random.default_rng(3).standard_normal((3, 10007)) * 0.1
     audio_io.write_audio(tmp_path / "whole.wav", x_CS, FS)
@@ -543,8 +543,8 @@ def test_block_writer_writes_what_write_audio_writes(tmp_path):
 
 @pytest.mark.parametrize("failure", ["short", "too long", "nan", "exception"])
 def test_block_writer_leaves_the_previous_file_on_failure(tmp_path, failure):
-    from studio_sep import audio_io
-    from studio_sep.errors import AudioError
+    from studio_sep.io import audio as audio_io
+    from studio_sep.util.errors import AudioError
 
     path = tmp_path / "x.wav"
     audio_io.write_audio(path, np.full((2, 50), 0.25), FS)

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from studio_sep import prior
-from studio_sep.cli import app
-from studio_sep.errors import InputError
-from studio_sep.instruments import class_of_prompt, match_class
-from studio_sep.manifest import load_session
-from studio_sep.pipeline import SeparationOptions, separate_session
+from studio_sep.cli.app import app
+from studio_sep.data.instruments import class_of_prompt, match_class
+from studio_sep.separation import nmf as prior
+from studio_sep.session import load_session
+from studio_sep.stages import SeparationOptions, separate_session
+from studio_sep.util.errors import InputError
 
 runner = __import__("typer.testing", fromlist=["CliRunner"]).CliRunner()
 
@@ -87,13 +87,15 @@ def test_nmf_prior_run_records_what_ran_and_resumes(rendered_session: Path, tmp_
 
 
 def test_nmf_prior_without_references_uses_rendered_class_notes(rendered_session: Path, tmp_path: Path) -> None:
-    from studio_sep import spectral_prior, stft
+    from studio_sep.dsp import stft
+    from studio_sep.priors import spectral_prior
 
     session = load_session(rendered_session)
     session = type(session)(**{**session.__dict__, "sources": tuple(
         type(s)(**{**s.__dict__, "reference": None}) for s in session.sources)})
     spec = spectral_prior.resolve_prior(session, "nmf")
-    from studio_sep.pipeline import load_mics, resolve_settings
+    from studio_sep.session import load_mics
+    from studio_sep.stages import resolve_settings
 
     settings = resolve_settings(session, SeparationOptions(prior="nmf", device="cpu"))
     x = load_mics(session)
@@ -119,9 +121,9 @@ def test_a_prompt_the_prior_cannot_map_stops_before_work(rendered_session: Path,
 
 def test_classnet_prior_with_a_checkpoint_made_here(rendered_session: Path, tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
-    from studio_sep.atomic import file_sha256
     from studio_sep.classnet import save_checkpoint
     from studio_sep.classnet.query import QueriedClassNet
+    from studio_sep.util.atomic import file_sha256
 
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -157,10 +159,12 @@ def test_run_passes_the_prior_to_every_session(rendered_session: Path, tmp_path:
 def test_a_collapsed_prior_is_replaced_by_the_stem_mic(rendered_session: Path, tmp_path: Path) -> None:
     """A network whose mask is ~0 for a query would start that source silent: refused, recorded."""
     torch = pytest.importorskip("torch")
-    from studio_sep import spectral_prior, stft
     from studio_sep.classnet import save_checkpoint
     from studio_sep.classnet.query import QueriedClassNet
-    from studio_sep.pipeline import load_mics, resolve_settings
+    from studio_sep.dsp import stft
+    from studio_sep.priors import spectral_prior
+    from studio_sep.session import load_mics
+    from studio_sep.stages import resolve_settings
 
     with torch.random.fork_rng():
         torch.manual_seed(0)

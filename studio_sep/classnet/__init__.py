@@ -18,7 +18,7 @@ the pipeline imports it lazily.
 - :mod:`.train`: resumable training on ``studio-sep augment`` data.
 """
 
-from .checkpoint import (
+from studio_sep.classnet.checkpoint import (
     Checkpoint,
     ForeignLoad,
     load_checkpoint,
@@ -26,8 +26,15 @@ from .checkpoint import (
     save_checkpoint,
     weights_sha256,
 )
-from .model import ClassNet, Separation, chunk_weights, freeze_encoder, query_condition, separate_long
-from .query import LearnedQuery, QueriedClassNet, QueryEncoder
+from studio_sep.classnet.model import (
+    ClassNet,
+    Separation,
+    chunk_weights,
+    freeze_encoder,
+    query_condition,
+    separate_long,
+)
+from studio_sep.classnet.query import LearnedQuery, QueriedClassNet, QueryEncoder
 
 __all__ = [
     "Checkpoint",

@@ -36,7 +36,6 @@ needs arbitrary unpickling is refused with the way to re-save it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -50,10 +49,10 @@ import safetensors
 import safetensors.torch
 import torch
 
-from ..atomic import atomic_path
-from ..errors import InputError
-from .model import ClassNet
-from .query import QueriedClassNet
+from studio_sep.classnet.model import ClassNet, weights_sha256
+from studio_sep.classnet.query import QueriedClassNet
+from studio_sep.util.atomic import atomic_path
+from studio_sep.util.errors import InputError
 
 FORMAT = "studio-sep.classnet/1"
 #: Model classes a checkpoint may name.
@@ -74,16 +73,6 @@ class Checkpoint(NamedTuple):
     name: str
     kwargs: dict
     sha256: str
-
-
-def weights_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 over the tensors of a state dict: name, dtype, shape and bytes, in key order."""
-    digest = hashlib.sha256()
-    for key in sorted(state_dict):
-        t = state_dict[key].detach().to("cpu").contiguous()
-        digest.update(f"{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        digest.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
-    return digest.hexdigest()
 
 
 def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike) -> str:
@@ -115,7 +104,7 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     """Read a checkpoint written by :func:`save_checkpoint` and rebuild its model.
 
     The weights' SHA-256 is recomputed and must match the stored one. Raises
-    :class:`~studio_sep.errors.InputError` (one line naming the file and the fix) for a
+    :class:`~studio_sep.util.errors.InputError` (one line naming the file and the fix) for a
     missing, unreadable, foreign, tampered or inconsistent file.
     """
     path = Path(path)

@@ -80,11 +80,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.signal import resample_poly
 
-from ..atomic import file_sha256
-from ..errors import InputError
-from .model import query_condition
+from studio_sep.classnet.model import query_condition
+from studio_sep.dsp.resample import resample
+from studio_sep.util.atomic import file_sha256
+from studio_sep.util.errors import InputError
 
 #: Sample rate of the references given to :meth:`ClapQuery.condition` (CLASS-net's rate).
 REFERENCE_RATE_HZ = 16000
@@ -444,7 +444,7 @@ def prepare_reference(wave_S: torch.Tensor, *, sample_rate_hz: int = REFERENCE_R
     if x_S.shape[0] > keep:
         start = (x_S.shape[0] - keep) // 2
         x_S = x_S[start:start + keep]
-    y_S = resample_poly(x_S, up, 1)[:CLAP_CLIP_SAMPLES] if up > 1 else x_S
+    y_S = resample(x_S, sample_rate_hz, CLAP_RATE_HZ, n_samples=min(x_S.shape[0] * up, CLAP_CLIP_SAMPLES))
     if y_S.shape[0] < CLAP_CLIP_SAMPLES:
         y_S = np.tile(y_S, CLAP_CLIP_SAMPLES // y_S.shape[0])
         y_S = np.pad(y_S, (0, CLAP_CLIP_SAMPLES - y_S.shape[0]))

@@ -26,15 +26,16 @@ FiLM layers (256 → 2C → C each).
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
+from studio_sep.util.errors import InputError
 
 #: Output channels of the encoder levels of LASS-net (levels past the sixth keep 384).
 LASS_CHANNELS = (32, 64, 128, 256, 384, 384)
@@ -459,3 +460,13 @@ def separate_long(model: ClassNet, wave_BS: torch.Tensor, cond_BC: torch.Tensor,
     finally:
         model.train(was_training)
     return out
+
+
+def weights_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over the tensors of a state dict: name, dtype, shape and bytes, in key order."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key].detach().to("cpu").contiguous()
+        digest.update(f"{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        digest.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return digest.hexdigest()

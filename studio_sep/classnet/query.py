@@ -29,16 +29,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
-from ..instruments import CLASSES, TARGET_CLASSES, has_reject_word, match_class
-from .model import ClassNet, Separation, freeze_encoder, query_condition
+from studio_sep.classnet.model import ClassNet, Separation, freeze_encoder, query_condition, weights_sha256
+from studio_sep.data.instruments import CLASSES, TARGET_CLASSES, has_reject_word, match_class
+from studio_sep.util.errors import InputError
 
 #: Sampling rate (Hz) and length (s) of an audio reference, as CLAP takes it.
 REFERENCE_RATE = 16000
 REFERENCE_S = 10.0
 
 #: Canonical instrument classes and the prompt words that name them: the paper's target
-#: classes (§3.3.1) from :data:`studio_sep.instruments.CLASSES`, the one table that the
+#: classes (§3.3.1) from :data:`studio_sep.data.instruments.CLASSES`, the one table that the
 #: data augmentation and the prior use too.
 CLASS_KEYWORDS: dict[str, tuple[str, ...]] = {name: CLASSES[name].keywords for name in TARGET_CLASSES}
 DEFAULT_CLASSES = tuple(CLASS_KEYWORDS)
@@ -65,7 +65,7 @@ class QueryEncoder(Protocol):
 
         ``references`` are mono 16 kHz 1-D float tensors of any length, centre-cropped
         or zero-padded (centred) to 10 s (:func:`fit_reference`). Either of a pair may
-        be None, not both (:class:`~studio_sep.errors.InputError`). Text and audio
+        be None, not both (:class:`~studio_sep.util.errors.InputError`). Text and audio
         embeddings are combined by eq. 17 (:func:`query_condition`).
         """
         ...
@@ -75,7 +75,7 @@ def prompt_class(prompt: str, classes: Sequence[str] = DEFAULT_CLASSES) -> str:
     """The class among ``classes`` that a text prompt names, by keyword.
 
     ``"Tenor Saxophone"`` → ``"saxophone"``, ``"grand piano"`` → ``"piano"``. The rules
-    are :func:`studio_sep.instruments.match_class`'s (whole words, case-insensitive, the
+    are :func:`studio_sep.data.instruments.match_class`'s (whole words, case-insensitive, the
     longest matching keyword wins, "electric" / "synth" instruments match nothing), so
     prompts map here as they do in the augmentation data. A class the instrument table
     does not know is matched by its own name.
@@ -249,8 +249,7 @@ class LearnedQuery(nn.Module):
 
     @property
     def sha256(self) -> str:
-        """SHA-256 of the current weights (:func:`~studio_sep.classnet.checkpoint.weights_sha256`)."""
-        from .checkpoint import weights_sha256  # checkpoint imports this module
+        """SHA-256 of the current weights (:func:`~studio_sep.classnet.model.weights_sha256`)."""
 
         return weights_sha256(self.state_dict())
 

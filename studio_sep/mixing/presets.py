@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
-from .manifest import unknown_key_fix
+from studio_sep.util.errors import InputError
+from studio_sep.util.toml import unknown_key_fix
 
 ParamValue = float | int | bool | str
 

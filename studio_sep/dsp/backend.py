@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from studio_sep.util.errors import InputError
 
 DEVICES = ("cpu", "cuda", "auto")
 

@@ -2,7 +2,7 @@
 elsewhere (piped, ``CI=true``, ``--quiet``), JSON lines with ``--json``; and the
 final summary table.
 
-Each display is an event sink for :mod:`studio_sep.batch` (``display(event)``).
+Each display is an event sink for :mod:`studio_sep.batch.runner` (``display(event)``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .batch import STATUS_CURRENT, STATUS_DONE, SessionOutcome
+from studio_sep.batch.runner import STATUS_CURRENT, STATUS_DONE, SessionOutcome
 
 
 def _tag(event: dict, n_sessions: int) -> str:

@@ -4,7 +4,7 @@ A prior turns each source's query (its manifest ``prompt``, and its solo ``refer
 take when it has one) and one mic's signal into ``V_n`` (F × T, power, at the
 separation's STFT), which then starts FastMNMF2's spectral model: H by NNLS of ``V_n``
 on a dictionary W (paper eq. 11), or W and H by NMF of ``V_n``
-(:func:`studio_sep.pipeline.initial_model`).
+(:func:`studio_sep.stages.pipeline.initial_model`).
 
 Kinds (``--prior``):
 
@@ -35,15 +35,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import prior as nmf_tools
-from . import stft
-from .atomic import file_sha256
-from .errors import InputError
-from .instruments import CLASSES, class_of_prompt
-from .manifest import PRIORS
+from studio_sep.data.instruments import CLASSES, class_of_prompt
+from studio_sep.dsp import stft
+from studio_sep.dsp.resample import resample
+from studio_sep.separation import nmf as nmf_tools
+from studio_sep.session import PRIORS
+from studio_sep.util.atomic import file_sha256
+from studio_sep.util.errors import InputError
 
 #: The CLASS-net the project trains and ships (studio_sep/classnet/weights/MODEL_CARD.md).
-SHIPPED_MODEL = Path(__file__).parent / "classnet" / "weights" / "classnet-small.safetensors"
+SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "classnet" / "weights" / "classnet-small.safetensors"
 #: A source's prior holding less than this share of its stem mic's energy (dB) is not
 #: used: its stem mic's power takes its place (recorded in run.json, ``prior.rejected``).
 PRIOR_FLOOR_DB = -20.0
@@ -109,7 +110,7 @@ def resolve_prior(session, kind: str, *, model: str | Path | None = None, clap: 
                             classes=loaded.known_classes)
     clap_record = None
     if loaded.needs_clap:  # a plain ClassNet: conditioned by LAION-CLAP, whose files must be there
-        from .classnet.clap import resolve_clap_files
+        from studio_sep.classnet.clap import resolve_clap_files
 
         files = resolve_clap_files((clap or {}).get("checkpoint"), (clap or {}).get("roberta"))
         clap_record = {"checkpoint": str(files.checkpoint), "roberta": str(files.roberta_dir),
@@ -149,7 +150,7 @@ def compute_prior(spec: PriorSpec, session, settings, x_proc_MS: np.ndarray, X_F
 
 def nmf_prior(session, settings, X_FTM, mics: Sequence[int], spec: PriorSpec, *, callback=None) -> np.ndarray:
     """The ``nmf`` prior: supervised KL-NMF of each source's stem mic on the class dictionaries."""
-    from . import audio_io, pipeline
+    from studio_sep.io import audio as audio_io
 
     rng = np.random.default_rng([settings.seed, 3])
     dictionaries = []
@@ -157,7 +158,7 @@ def nmf_prior(session, settings, X_FTM, mics: Sequence[int], spec: PriorSpec, *,
     for n, source in enumerate(session.sources):
         if source.reference is not None:
             ref, sr = audio_io.read_audio(source.reference)
-            mag = np.abs(stft.stft(pipeline.resample(ref, sr, settings.processing_sample_rate),
+            mag = np.abs(stft.stft(resample(ref, sr, settings.processing_sample_rate),
                                    n_fft=settings.n_fft, hop=settings.hop)[:, :, 0])
         else:
             notes = class_notes(spec.queries[source.name], settings.processing_sample_rate)
@@ -181,7 +182,7 @@ def class_notes(name: str, sample_rate: int, soundfont: str | None = None) -> np
     :data:`NOTE_VELOCITIES`, rendered dry and in sequence (mono, float64)."""
     import mido
 
-    from .simulate import find_soundfont, render_midi
+    from studio_sep.sim.simulate import find_soundfont, render_midi
 
     cls = CLASSES[name]
     ticks = 480
@@ -223,7 +224,7 @@ class _LoadedClassNet:
 @functools.lru_cache(maxsize=2)
 def _load_classnet(path: str, file_sha: str) -> _LoadedClassNet:
     """The network and its query encoder from a checkpoint (cached per file content)."""
-    from .classnet import load_checkpoint
+    from studio_sep.classnet import load_checkpoint
 
     ckpt = load_checkpoint(path)
     model = ckpt.model
@@ -240,14 +241,14 @@ def classnet_prior(session, settings, x_proc_MS, mics: Sequence[int], spec: Prio
     at the network's rate, back at the processing rate, as a power spectrogram."""
     import torch
 
-    from . import audio_io, pipeline
-    from .classnet import separate_long
+    from studio_sep.classnet import separate_long
+    from studio_sep.io import audio as audio_io
 
     loaded = _load_classnet(str(spec.model), file_sha256(spec.model))
     net = loaded.net
     query = loaded.query
     if query is None:
-        from .classnet.clap import ClapQuery
+        from studio_sep.classnet.clap import ClapQuery
 
         query = ClapQuery(checkpoint=spec.clap["checkpoint"], roberta=spec.clap["roberta"])
     net_sr = net.sample_rate
@@ -257,17 +258,17 @@ def classnet_prior(session, settings, x_proc_MS, mics: Sequence[int], spec: Prio
         prompts.append(source.prompt)
         if source.reference is not None:
             ref, sr = audio_io.read_audio(source.reference)
-            references.append(torch.from_numpy(pipeline.resample(ref, sr, net_sr)[0]).float())
+            references.append(torch.from_numpy(resample(ref, sr, net_sr)[0]).float())
         else:
             references.append(None)
     out = []
     with torch.no_grad():
         cond = query.condition(prompts, references)
         for n, m in enumerate(mics):
-            wave = pipeline.resample(x_proc_MS[m:m + 1], proc_sr, net_sr)
+            wave = resample(x_proc_MS[m:m + 1], proc_sr, net_sr)
             peak = max(float(np.max(np.abs(wave))), 1e-9)  # the network was trained on normalised mixtures
             est = separate_long(net, torch.from_numpy(wave / peak).float(), cond[n:n + 1].float())
-            est_proc = pipeline.resample(est.double().numpy() * peak, net_sr, proc_sr,
+            est_proc = resample(est.double().numpy() * peak, net_sr, proc_sr,
                                          n_samples=x_proc_MS.shape[1])
             out.append(np.abs(stft.stft(est_proc, n_fft=settings.n_fft, hop=settings.hop)[:, :, 0]) ** 2)
             if callback:

@@ -12,7 +12,7 @@ docs/batch.md).
 
 Stages per session: validate → prior → separate → images → mix (remix + DAW export,
 per preset) → evaluate (when the session has ground truth). Each stage's result is
-recorded with a fingerprint in ``run.json`` (:mod:`studio_sep.runrecord`); a rerun
+recorded with a fingerprint in ``run.json`` (:mod:`studio_sep.stages.runrecord`); a rerun
 skips what is current and continues an interrupted fit from its checkpoint.
 
 This module imports no numpy at import time, so a process pool worker can set its
@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import InputError, StudioSepError
+from studio_sep.util.errors import InputError, StudioSepError
 
 #: ``emit(event)``: a dict with ``type`` (session_start, stage, progress, info,
 #: session_end), ``index`` (the job's position in the batch) and the event's fields.
@@ -201,7 +201,7 @@ def run_session(job: SessionJob, emit: EventSink | None = None) -> SessionOutcom
     event("session_start", manifest=str(job.manifest), folder=str(folder))
     log(f"studio-sep run: {job.manifest} → {folder}")
     try:
-        from .runrecord import session_lock
+        from studio_sep.stages import session_lock
 
         with session_lock(folder):
             _run_stages(job, folder, outcome, log, stage_start, stage_end, progress, event)
@@ -230,9 +230,8 @@ def run_session(job: SessionJob, emit: EventSink | None = None) -> SessionOutcom
 
 def _run_stages(job: SessionJob, folder: Path, outcome: SessionOutcome, log, stage_start, stage_end, progress,
                 event) -> None:
-    from . import pipeline
-    from .manifest import load_session
-    from .runrecord import WORK_DIR, FileHashes
+    from studio_sep.session import load_session
+    from studio_sep.stages import WORK_DIR, FileHashes, pipeline
 
     options = job.options
     stage_start("validate")
@@ -286,8 +285,8 @@ def _run_stages(job: SessionJob, folder: Path, outcome: SessionOutcome, log, sta
 
 def check_preset_routes(session, preset_path: Path, stem_mics) -> None:
     """The preset's routing fits this session (source names, @spot/@position mics)."""
-    from . import mixing
-    from .presets import load_preset
+    from studio_sep.mixing import render as mixing
+    from studio_sep.mixing.presets import load_preset
 
     mixing.resolve_routes(session, load_preset(preset_path), stem_mics, sample_rate=session.sample_rate)
 
@@ -295,8 +294,8 @@ def check_preset_routes(session, preset_path: Path, stem_mics) -> None:
 def check_presets(presets: Sequence[Path], *, sample_rate: int = 48000) -> None:
     """Load every preset and validate every plugin of it once, before any session runs
     (a bad preset concerns the whole batch: stop before any work)."""
-    from . import plugin_host
-    from .presets import load_preset
+    from studio_sep.mixing.plugins import host as plugin_host
+    from studio_sep.mixing.presets import load_preset
 
     for path in presets:
         preset = load_preset(path)

@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from . import __version__
-from .errors import InputError, StudioSepError
+from studio_sep import __version__
+from studio_sep.util.errors import InputError, StudioSepError
 
 app = typer.Typer(
     name="studio-sep",
@@ -106,7 +106,7 @@ def simulate(
     force: Annotated[bool, typer.Option(help="Overwrite a session.toml that differs from the one rendered.")] = False,
 ) -> None:
     """Render the reference trio session (MIDI → FluidSynth → simulated room) with ground truth."""
-    from .simulate import SimulationSettings, simulate_session
+    from studio_sep.sim.simulate import SimulationSettings, simulate_session
 
     with _user_errors():
         settings = SimulationSettings(seed=seed, duration_s=duration, sample_rate=sample_rate, rt60_s=rt60,
@@ -136,7 +136,7 @@ def augment(
 ) -> None:
     """Render CLASS-net training data by the paper's augmentation (§3.3.2): mixture, target,
     10 s reference and a JSON prompt per example."""
-    from .augment import build_stem_pool, generate_dataset
+    from studio_sep.data.augment import build_stem_pool, generate_dataset
 
     with _user_errors():
         with _StageProgress(console) as progress:
@@ -171,12 +171,12 @@ def train(
     clap_checkpoint: ClapCheckpointOpt = None, roberta_dir: RobertaDirOpt = None,
 ) -> None:
     """Train CLASS-net (full or decoder-only), resumable; validation SDR / SI-SDR each epoch."""
-    from .classnet.train import train as train_classnet
+    from studio_sep.classnet.train import train as train_classnet
 
     with _user_errors():
         encoder = None
         if query == "clap":
-            from .classnet.clap import ClapQuery
+            from studio_sep.classnet.clap import ClapQuery
 
             encoder = ClapQuery(checkpoint=clap_checkpoint, roberta=roberta_dir)
         with _StageProgress(console) as progress:
@@ -193,7 +193,7 @@ def validate(
     manifest: Annotated[Path, typer.Argument(help="The session.toml to check (or its folder).")],
 ) -> None:
     """Check a session manifest and its audio; print a short summary."""
-    from .manifest import load_session
+    from studio_sep.session import load_session
 
     with _user_errors():
         session = load_session(manifest)
@@ -238,8 +238,7 @@ MaxMemoryOpt = Annotated[str | None, typer.Option(help="Memory budget of the sep
 def _separation_options(init, iterations, n_basis, n_fft, hop, device, dtype, seed, processing_rate, stem_mic,
                         format, max_memory=None, prior=None, prior_model=None, clap_checkpoint=None,
                         roberta_dir=None):
-    from .memory import parse_size
-    from .pipeline import SeparationOptions
+    from studio_sep.stages import SeparationOptions, parse_size
 
     if format not in ("float32", "pcm24"):
         raise InputError(None, "--format", f"{format!r} is not float32 or pcm24", "pick one of those")
@@ -262,8 +261,8 @@ def separate(
     clap_checkpoint: ClapCheckpointOpt = None, roberta_dir: RobertaDirOpt = None,
 ) -> None:
     """Separate every source at every mic (FastMNMF2); write images, stems and run.json."""
-    from .manifest import load_session
-    from .pipeline import separate_session
+    from studio_sep.session import load_session
+    from studio_sep.stages import separate_session
 
     with _user_errors():
         options = _separation_options(init, iterations, n_basis, n_fft, hop, device, dtype, seed, processing_rate,
@@ -314,8 +313,15 @@ def _run_batch(sessions, out: Path, *, presets, evaluate: bool, force: bool, job
     work; run it with the right display; print the summary; return the outcomes."""
     import os
 
-    from .batch import RunOptions, SessionJob, check_presets, check_unique_names, find_sessions, run_batch
-    from .display import JsonDisplay, LiveDisplay, PlainDisplay, summary_json, summary_table
+    from studio_sep.batch.display import JsonDisplay, LiveDisplay, PlainDisplay, summary_json, summary_table
+    from studio_sep.batch.runner import (
+        RunOptions,
+        SessionJob,
+        check_presets,
+        check_unique_names,
+        find_sessions,
+        run_batch,
+    )
 
     with _user_errors():
         if jobs < 1:
@@ -324,7 +330,7 @@ def _run_batch(sessions, out: Path, *, presets, evaluate: bool, force: bool, job
         if jobs > 1 and options.max_memory is None:  # the machine's budget, shared by the jobs
             from dataclasses import replace
 
-            from .memory import default_budget_bytes
+            from studio_sep.stages import default_budget_bytes
 
             options = replace(options, max_memory=default_budget_bytes() // jobs)
         manifests = find_sessions(sessions)
@@ -367,8 +373,8 @@ def evaluate(
     reference_mic: Annotated[str | None, typer.Option(help="Mic to score at besides each stem mic (default: first mic).")] = None,
 ) -> None:
     """Score a separation against the ground truth (SDR, SIR, SAR, SI-SDR; fast-bss-eval)."""
-    from .manifest import load_session
-    from .pipeline import evaluate_run
+    from studio_sep.session import load_session
+    from studio_sep.stages import evaluate_run
 
     with _user_errors():
         session = load_session(manifest)
@@ -399,7 +405,7 @@ def _find_preset(preset: Path) -> Path:
     if preset.is_file():
         return preset
     name = preset.name if preset.suffix == ".toml" else f"{preset.name}.toml"
-    for folder in (DEFAULT_PRESETS_DIR, Path(__file__).resolve().parent.parent / "presets"):
+    for folder in (DEFAULT_PRESETS_DIR, Path(__file__).resolve().parents[2] / "presets"):
         if (folder / name).is_file():
             return folder / name
     return preset  # load_preset reports it missing
@@ -418,9 +424,9 @@ def mix(
     solo: Annotated[list[str] | None, typer.Option(help="Solo a source; repeatable.")] = None,
 ) -> None:
     """Render a stereo remix, DAW stems and a REAPER project from a preset."""
-    from .manifest import load_session
-    from .mixing import Overrides
-    from .pipeline import mix_session
+    from studio_sep.mixing.render import Overrides
+    from studio_sep.session import load_session
+    from studio_sep.stages import mix_session
 
     with _user_errors():
         overrides = Overrides(gain_db=_parse_levels(gain or [], "--gain"), pan=_parse_levels(pan or [], "--pan"),
@@ -446,7 +452,7 @@ def presets_command(
     folder: Annotated[Path, typer.Argument(help="Folder of presets.")] = DEFAULT_PRESETS_DIR,
 ) -> None:
     """List the mixing presets in a folder, one line each."""
-    from .presets import list_presets
+    from studio_sep.mixing.presets import list_presets
 
     with _user_errors():
         found = list_presets(folder)
@@ -465,7 +471,7 @@ def plugins_scan(
     directories: Annotated[list[Path] | None, typer.Argument(help="Folders to scan (default: the standard VST3 folders).")] = None,
 ) -> None:
     """List installed VST3 plugins and their parameters."""
-    from .plugin_host import scan_plugins
+    from studio_sep.mixing.plugins.host import scan_plugins
 
     with _user_errors():
         with console.status("loading plugins in worker processes…"):
@@ -509,8 +515,8 @@ def demo(
     """Render the built-in trio session (if needed), then `run` it: separate, mix, score."""
     import json
 
-    from .manifest import load_session
-    from .simulate import SimulationSettings, simulate_session
+    from studio_sep.session import load_session
+    from studio_sep.sim.simulate import SimulationSettings, simulate_session
 
     with _user_errors():
         settings = SimulationSettings(duration_s=duration, sample_rate=sample_rate)
@@ -532,7 +538,7 @@ def demo(
 
 
 def _print_separation(result) -> None:
-    from .pipeline import prior_label
+    from studio_sep.stages import prior_label
 
     sep = result.run["separation"]
     ll = result.run["log_likelihood"]
@@ -545,7 +551,7 @@ def _print_separation(result) -> None:
 
 
 def _print_metrics(metrics: dict, report_dir: Path) -> None:
-    from .pipeline import METRICS_HEADER, metrics_rows
+    from studio_sep.stages import METRICS_HEADER, metrics_rows
 
     table = Table(*METRICS_HEADER, title=f"separation metrics (dB): {metrics['session']}", title_justify="left")
     for row in metrics_rows(metrics):

@@ -24,9 +24,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .atomic import file_sha256, write_text_atomic
-from .errors import StudioSepError
+from studio_sep import __version__
+from studio_sep.util.atomic import file_sha256, write_text_atomic
+from studio_sep.util.errors import StudioSepError
 
 RUN_FILE = "run.json"
 WORK_DIR = ".studio-sep"

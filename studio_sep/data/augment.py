@@ -11,8 +11,8 @@ machine without the training stack. Three stages, data flowing one way:
      (:func:`compose_phrase`: a monophonic line for winds and strings, chords and a
      melody for piano, guitar and organ, random key, tempo, note lengths, velocities
      and rests) for every GM program of every class of
-     :data:`studio_sep.instruments.CLASSES`, rendered dry by
-     :func:`studio_sep.simulate.render_midi`;
+     :data:`studio_sep.data.instruments.CLASSES`, rendered dry by
+     :func:`studio_sep.sim.simulate.render_midi`;
    - solo reference takes: the ``reference`` of every source of the given session
      manifests (class from the source's prompt), or ``(wav, class)`` pairs. These are
      labelled ``"<class>_rec"`` (the paper's ``violin_rec`` ...); the prompt is the
@@ -73,7 +73,7 @@ machine without the training stack. Three stages, data flowing one way:
 
    Every file is written atomically. A second run with the same seed, settings and
    pool skips complete examples (resume, or more examples); any other folder that is
-   not empty is refused with an :class:`~studio_sep.errors.InputError`.
+   not empty is refused with an :class:`~studio_sep.util.errors.InputError`.
    :func:`load_dataset_index` reads a finished dataset.
 
 Progress: ``progress(stage, done, total)`` with stages ``"render"`` (GM programs; all
@@ -100,10 +100,11 @@ import numpy as np
 import scipy.signal
 import soundfile
 
-from .atomic import atomic_path, write_text_atomic
-from .audio_io import read_audio
-from .errors import AudioError, InputError
-from .instruments import CLASSES, TARGET_CLASSES, has_reject_word, match_class
+from studio_sep.data.instruments import CLASSES, TARGET_CLASSES, has_reject_word, match_class
+from studio_sep.dsp.resample import resample
+from studio_sep.io.audio import read_audio
+from studio_sep.util.atomic import atomic_path, write_text_atomic
+from studio_sep.util.errors import AudioError, InputError
 
 __all__ = [
     "FORMAT",
@@ -186,9 +187,8 @@ def _to_mono_rate(x_CS: np.ndarray, sample_rate: int, target_rate: int) -> np.nd
     w_S = np.asarray(x_CS, dtype=np.float64)
     if w_S.ndim == 2:
         w_S = w_S.mean(axis=0)
-    if sample_rate != target_rate:
-        g = math.gcd(int(sample_rate), int(target_rate))
-        w_S = scipy.signal.resample_poly(w_S, target_rate // g, sample_rate // g)
+    if sample_rate != target_rate:  # resample_poly's own length, ceil(S · target / rate)
+        w_S = resample(w_S, sample_rate, target_rate, n_samples=-(-w_S.shape[-1] * target_rate // sample_rate))
     return w_S
 
 
@@ -495,7 +495,7 @@ class StemPool:
 def classify_name(text: str) -> tuple[str | None, bool]:
     """``(family, acceptable)`` of an instrument name or prompt.
 
-    ``family`` is the class of :data:`studio_sep.instruments.CLASSES` the name matches
+    ``family`` is the class of :data:`studio_sep.data.instruments.CLASSES` the name matches
     once the words "electric"/"synth" are ignored (None: no class); ``acceptable`` is
     False when the name holds one of those words (§3.3.1.1).
 
@@ -601,7 +601,7 @@ def _slakh_stems(folder: Path, max_tracks: int | None, progress: Progress | None
 
 
 def _recording_entries(sessions: Iterable, recordings: Iterable) -> list[tuple[Path, str]]:
-    from .manifest import Session, load_session
+    from studio_sep.session import Session, load_session
 
     entries: list[tuple[Path, str]] = []
     for item in sessions:
@@ -642,13 +642,13 @@ def build_stem_pool(
     Parameters
     ----------
     soundfont : path-like, optional
-        GM SoundFont for the renders; default :func:`studio_sep.simulate.find_soundfont`.
+        GM SoundFont for the renders; default :func:`studio_sep.sim.simulate.find_soundfont`.
     phrases_per_program : int
         Random phrases rendered per GM program (0: no renders).
     phrase_s : (float, float)
         Phrase length in seconds, drawn uniformly in this range.
     classes : sequence of str, optional
-        Classes of :data:`studio_sep.instruments.CLASSES` to render (default all).
+        Classes of :data:`studio_sep.data.instruments.CLASSES` to render (default all).
     sessions : sequence of path-like or Session
         Session manifests whose sources' ``reference`` takes join as ``<class>_rec``.
     recordings : sequence of (path, class)
@@ -673,7 +673,7 @@ def build_stem_pool(
         A missing file or folder, an unknown class, a prompt without a class; a
         pool without any target stem.
     """
-    from .simulate import find_soundfont, render_midi
+    from studio_sep.sim.simulate import find_soundfont, render_midi
 
     names = list(CLASSES) if classes is None else list(classes)
     unknown = [c for c in names if c not in CLASSES]
@@ -955,7 +955,7 @@ def _example_files(folder: Path, split: str, index: int) -> dict[str, Path]:
 def _write_wav(path: Path, x_S: np.ndarray, sample_rate: int) -> None:
     """Mono float32 WAV, atomically, with the same bytes for the same samples.
 
-    Not :func:`studio_sep.audio_io.write_audio`: libsndfile puts a ``PEAK`` chunk
+    Not :func:`studio_sep.io.audio.write_audio`: libsndfile puts a ``PEAK`` chunk
     holding the wall-clock time of writing into float WAVs, so two writes of one
     signal differ; here that timestamp is set to 0 (the chunk is kept, peak values
     and all).

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 
-from .backend import get_xp
-from .errors import InputError
+from studio_sep.dsp.backend import get_xp
+from studio_sep.util.errors import InputError
 
 PAPER_WINDOW_S = 0.064  #: the paper's window: 1024 points at 16 kHz
 

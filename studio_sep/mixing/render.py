@@ -16,7 +16,7 @@ true peak (4× oversampled) exceeding the preset's ceiling. Every buffer is padd
 the preset's tail plus the longest feed delay before processing, so effect tails are
 kept; stems and remix all have ``n_samples + tail`` samples.
 
-Chains run through :mod:`studio_sep.plugin_host` (VST3 plugins in a fresh worker
+Chains run through :mod:`studio_sep.mixing.plugins.host` (VST3 plugins in a fresh worker
 process per chain render).
 """
 
@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import InputError
-from .manifest import Session
-from .presets import POSITION, SPOT, Preset, PresetError, SourceMix
+from studio_sep.mixing.presets import POSITION, SPOT, Preset, PresetError, SourceMix
+from studio_sep.session import Session
+from studio_sep.util.errors import InputError
 
 POSITION_PAN_WIDTH = 0.8  #: "@position" puts the outermost source at ±this pan
 TRUE_PEAK_OVERSAMPLING = 4

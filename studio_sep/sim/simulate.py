@@ -21,7 +21,7 @@ GB of memory.
 :func:`ircam_trio_geometry` gives the microphone and source layout of the paper's
 IRCAM trio session, shifted into the simulated room.
 
-Conventions (the package's, see :mod:`studio_sep.spatial`): positions in metres as
+Conventions (the package's, see :mod:`studio_sep.dsp.geometry`): positions in metres as
 ``(x, y, z)``; azimuth in degrees in the horizontal plane from +x towards +y;
 elevation in degrees, positive upwards. Axis letters: ``N`` sources, ``M`` mics,
 ``S`` samples, ``B`` samples of one block.
@@ -42,8 +42,8 @@ from pathlib import Path
 import mido
 import numpy as np
 
-from .errors import SimulationError
-from .spatial import PATTERN_COEFFICIENT, aim_angles
+from studio_sep.dsp.geometry import PATTERN_COEFFICIENT, aim_angles
+from studio_sep.util.errors import SimulationError
 
 __all__ = [
     "DEFAULT_DIMENSIONS_M",
@@ -1223,7 +1223,7 @@ def reference_session(folder: str | os.PathLike, settings: SimulationSettings = 
     """The manifest of the rendered reference session in ``folder`` (nothing is read
     or written). The shipped ``sessions/ircam_trio/session.toml`` is this manifest for
     the default settings."""
-    from .manifest import Mic, Room, Session, Source, Truth
+    from studio_sep.session import Mic, Room, Session, Source, Truth
 
     folder = Path(folder).resolve()
     aimed = {"trio_c": "piano", "spot_piano": "piano", "spot_sax": "sax", "spot_violin": "violin"}
@@ -1283,10 +1283,11 @@ def simulate_session(
     """
     import json
 
-    from . import __version__, audio_io
-    from .atomic import atomic_path, file_sha256, write_text_atomic
-    from .errors import StudioSepError
-    from .manifest import dump_session, load_session, session_to_dict
+    from studio_sep import __version__
+    from studio_sep.io import audio as audio_io
+    from studio_sep.session import dump_session, load_session, session_to_dict
+    from studio_sep.util.atomic import atomic_path, file_sha256, write_text_atomic
+    from studio_sep.util.errors import StudioSepError
 
     _check_settings(settings)
     soundfont = find_soundfont(settings.soundfont).resolve()

@@ -1,7 +1,7 @@
 """How much memory a separation takes, how much there is, and how to split a session.
 
 :func:`estimate_peak_bytes` models the peak resident memory of
-:func:`studio_sep.pipeline.separate_session` (all three stages, fresh run) as the
+:func:`studio_sep.stages.pipeline.separate_session` (all three stages, fresh run) as the
 largest of its phases, each a sum of the arrays alive at that moment:
 
 ==========  ==================================================================
@@ -12,8 +12,8 @@ stft        + the padded signal, the windowed frames (M·T·n_fft·8, twice) and
 prior       + the geometric demixer's output Qx (F·T·N·16), its power and the
             NMF temporaries (a few F·T·8)
 fit         + the normalised copy of X, x̃ (F·T·M), λ (N·F·T), H, and either the
-            x·xᴴ cache (F·T·M(M+1) reals, :func:`studio_sep.fastmnmf2.covariance_cache_bytes`,
-            kept when ≤ :data:`studio_sep.fastmnmf2.COVARIANCE_CACHE_BYTES`; built
+            x·xᴴ cache (F·T·M(M+1) reals, :func:`studio_sep.separation.fastmnmf2.covariance_cache_bytes`,
+            kept when ≤ :data:`studio_sep.separation.fastmnmf2.COVARIANCE_CACHE_BYTES`; built
             through complex temporaries of 3× its size) or the uncached Q·x
             temporaries
 images      + Q·x, λ, 1/ỹ, one source's mask and image (F·T·M), the inverse
@@ -48,7 +48,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
+from studio_sep.util.errors import InputError
 
 GiB = 1024**3
 MiB = 1024**2
@@ -79,7 +79,7 @@ def estimate_peak_bytes(
 ) -> int:
     """Estimated peak resident memory (bytes) of separating ``n_samples`` native samples
     in one pass (see the module docstring for what is counted)."""
-    from .fastmnmf2 import COVARIANCE_CACHE_BYTES, covariance_cache_bytes
+    from studio_sep.separation.fastmnmf2 import COVARIANCE_CACHE_BYTES, covariance_cache_bytes
 
     S, M, N, K = int(n_samples), int(n_mics), int(n_sources), int(n_basis)
     resampled = processing_sample_rate != sample_rate

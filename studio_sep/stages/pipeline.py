@@ -26,20 +26,21 @@ import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__, audio_io
-from .atomic import atomic_path, file_sha256, write_text_atomic
-from .backend import resolve_device, to_device, to_host, xp_for_device
-from .errors import InputError
-from .evaluate import METRICS
-from .manifest import INITS, Session
-from .memory import MemoryPlan, default_budget_bytes, plan_blocks
-from .runrecord import WORK_DIR, FileHashes, RunRecord, fingerprint
-from .stft import check_fft_settings, default_fft_size
+from studio_sep import __version__
+from studio_sep.dsp.backend import resolve_device, to_device, to_host, xp_for_device
+from studio_sep.dsp.metrics import METRICS
+from studio_sep.dsp.resample import resample
+from studio_sep.dsp.stft import check_fft_settings, default_fft_size
+from studio_sep.io import audio as audio_io
+from studio_sep.session import INITS, Session, load_mics
+from studio_sep.stages.memory import MemoryPlan, default_budget_bytes, plan_blocks
+from studio_sep.stages.runrecord import WORK_DIR, FileHashes, RunRecord, fingerprint
+from studio_sep.util.atomic import atomic_path, file_sha256, write_text_atomic
+from studio_sep.util.errors import InputError
 
 #: ``callback(stage, done, total, detail="")``: progress of a named stage.
 ProgressCallback = Callable[..., None]
@@ -64,10 +65,10 @@ class SeparationOptions:
     processing_sample_rate: int | None = None
     stem_mics: Mapping[str, str] = field(default_factory=dict)  #: source → mic ("*" for all)
     subtype: str = "float32"
-    #: Memory budget in bytes (None: :func:`studio_sep.memory.default_budget_bytes`). A
+    #: Memory budget in bytes (None: :func:`studio_sep.stages.memory.default_budget_bytes`). A
     #: session whose estimated peak exceeds it is separated in overlapping time blocks.
     max_memory: int | None = None
-    #: Spectral prior (:data:`studio_sep.spectral_prior.PRIORS`); None: the manifest's,
+    #: Spectral prior (:data:`studio_sep.priors.spectral_prior.PRIORS`); None: the manifest's,
     #: else "classnet" when the init has "prior", else "none".
     prior: str | None = None
     #: CLASS-net checkpoint for ``prior="classnet"`` (None: the shipped model).
@@ -134,7 +135,7 @@ def resolve_settings(session: Session, options: SeparationOptions = SeparationOp
     for name, value, minimum in (("n_iter", n_iter, 0), ("n_basis", n_basis, 1), ("seed", seed, 0)):
         if value < minimum:
             raise InputError(None, name, f"must be at least {minimum}, got {value}")
-    from .spectral_prior import resolve_prior
+    from studio_sep.priors.spectral_prior import resolve_prior
 
     prior = resolve_prior(session, prior_kind, model=options.prior_model,
                           clap=dict(options.clap) if options.clap else None)
@@ -199,7 +200,7 @@ CHECKPOINT_EVERY = 10
 def plan_memory(session: Session, options: SeparationOptions = SeparationOptions(), *,
                 settings: ResolvedSettings | None = None) -> MemoryPlan:
     """Estimated peak memory of separating ``session`` with these settings, the budget
-    (``options.max_memory``, else :func:`studio_sep.memory.default_budget_bytes`) and,
+    (``options.max_memory``, else :func:`studio_sep.stages.memory.default_budget_bytes`) and,
     when the estimate exceeds it, the overlapping time blocks :func:`separate_session`
     will use. Print its ``describe()`` before a separation."""
     settings = settings or resolve_settings(session, options)
@@ -306,7 +307,7 @@ def _prior_stage(session: Session, settings: ResolvedSettings, record: RunRecord
     x_proc, X_host = first_signals()
     prior_V = None
     if settings.prior["kind"] != "none":
-        from .spectral_prior import PriorSpec, compute_prior
+        from studio_sep.priors.spectral_prior import PriorSpec, compute_prior
 
         spec = PriorSpec.from_dict(settings.prior)
         result = compute_prior(spec, session, settings, x_proc, X_host,
@@ -494,7 +495,8 @@ def write_block_images(folder: Path, session: Session, settings: ResolvedSetting
     """
     from scipy.optimize import linear_sum_assignment
 
-    from . import fastmnmf2, stft
+    from studio_sep.dsp import stft
+    from studio_sep.separation import fastmnmf2
 
     xp = xp_for_device(settings.device)
     complex_dtype = np.result_type(np.dtype(settings.dtype), np.complex64)
@@ -617,7 +619,7 @@ def _publish_images(folder: Path, session: Session, settings: ResolvedSettings, 
 
 
 def _stft(x_proc: np.ndarray, settings: ResolvedSettings) -> np.ndarray:
-    from . import stft
+    from studio_sep.dsp import stft
 
     return stft.stft(x_proc, n_fft=settings.n_fft, hop=settings.hop)
 
@@ -634,7 +636,8 @@ def initial_model(session: Session, settings: ResolvedSettings, X_host: np.ndarr
     Drawn from its own random stream (``seed``, 1), so a run that reuses a saved
     initial model continues exactly as one that computed it.
     """
-    from . import fastmnmf2, spatial
+    from studio_sep.dsp import geometry as spatial
+    from studio_sep.separation import fastmnmf2
 
     rng = np.random.default_rng([settings.seed, 1])
     F, T, M = X_host.shape
@@ -688,10 +691,10 @@ def _fit(X_host, init, settings: ResolvedSettings, work: Path, fp: str, report, 
 
     ``carry`` (a fitted block's parameters, instead of ``init``) starts the fit from
     that spatial model and those bases, with activations fitted to this data
-    (:func:`studio_sep.fastmnmf2.fit_activations`). ``block = (b, n_blocks)`` numbers
+    (:func:`studio_sep.separation.fastmnmf2.fit_activations`). ``block = (b, n_blocks)`` numbers
     the progress over all blocks.
     """
-    from . import fastmnmf2
+    from studio_sep.separation import fastmnmf2
 
     xp = xp_for_device(settings.device)
     complex_dtype = np.result_type(np.dtype(settings.dtype), np.complex64)
@@ -728,7 +731,7 @@ def _fit(X_host, init, settings: ResolvedSettings, work: Path, fp: str, report, 
 
 
 def _load_checkpoint(path: Path, fp: str):
-    from . import fastmnmf2
+    from studio_sep.separation import fastmnmf2
 
     if not path.is_file():
         return None
@@ -751,7 +754,7 @@ def _save_params(path: Path, params, **extra) -> None:
 
 
 def _load_params(path: Path):
-    from . import fastmnmf2
+    from studio_sep.separation import fastmnmf2
 
     with np.load(path, allow_pickle=False) as data:
         params = fastmnmf2.Params(*(data[name] for name in ("Q_FMM", "G_NM", "W_NFK", "H_NKT")))
@@ -768,7 +771,8 @@ def write_source_images(folder: Path, session: Session, settings: ResolvedSettin
     only one source's images are in memory; once all are there and the outputs are
     matched to the manifest's sources, they are moved to their final names.
     """
-    from . import fastmnmf2, stft
+    from studio_sep.dsp import stft
+    from studio_sep.separation import fastmnmf2
 
     xp = xp_for_device(settings.device)
     complex_dtype = np.result_type(np.dtype(settings.dtype), np.complex64)
@@ -816,7 +820,8 @@ def spectral_from_power(power_NFT: np.ndarray, init, *, n_basis: int, rng: np.ra
     W and H are an NMF of it. Either way the spectral model starts consistent with the
     estimate instead of at random.
     """
-    from . import fastmnmf2, prior
+    from studio_sep.separation import fastmnmf2
+    from studio_sep.separation import nmf as prior
 
     N = init.G_NM.shape[0]
     if init.W_NFK is not None:
@@ -826,39 +831,10 @@ def spectral_from_power(power_NFT: np.ndarray, init, *, n_basis: int, rng: np.ra
     return fastmnmf2.Params(init.Q_FMM, init.G_NM, np.stack(W), np.stack(H) + 1e-3 * np.mean(H))
 
 
-def load_mics(session: Session, *, start: int = 0, stop: int | None = None,
-              mics: Sequence[int] | None = None) -> np.ndarray:
-    """The mic signals as ``(M, S)`` float64, in ``[[mics]]`` order (or the mics with
-    the given indices), samples ``[start, stop)``."""
-    chosen = [session.mics[i] for i in mics] if mics is not None else list(session.mics)
-    by_file: dict[Path, list[int]] = {}
-    for m in chosen:
-        by_file.setdefault(m.file, []).append(m.channel - 1)
-    data = {file: dict(zip(chans, audio_io.read_audio(file, channels=chans, start=start, stop=stop)[0]))
-            for file, chans in by_file.items()}
-    return np.stack([data[m.file][m.channel - 1] for m in chosen])
-
-
-def resample(x_CS: np.ndarray, from_sr: int, to_sr: int, *, n_samples: int | None = None) -> np.ndarray:
-    """Polyphase resampling of ``(C, S)`` signals; identity when the rates match."""
-    if from_sr == to_sr:
-        return x_CS if n_samples is None else _fit_length(x_CS, n_samples)
-    from scipy.signal import resample_poly
-
-    ratio = Fraction(to_sr, from_sr)
-    y = resample_poly(x_CS, ratio.numerator, ratio.denominator, axis=-1)
-    return _fit_length(y, n_samples if n_samples is not None else round(x_CS.shape[-1] * to_sr / from_sr))
-
-
-def _fit_length(x: np.ndarray, n: int) -> np.ndarray:
-    if x.shape[-1] >= n:
-        return x[..., :n]
-    return np.concatenate([x, np.zeros(x.shape[:-1] + (n - x.shape[-1],))], axis=-1)
-
-
 def learn_source_dictionary(session: Session, source, settings: ResolvedSettings, rng) -> np.ndarray:
     """NMF bases (F, K) of a source's solo reference take at the processing rate."""
-    from . import prior, stft
+    from studio_sep.dsp import stft
+    from studio_sep.separation import nmf as prior
 
     ref, sr = audio_io.read_audio(source.reference)
     ref = resample(ref, sr, settings.processing_sample_rate)
@@ -969,7 +945,7 @@ def evaluate_run(
     With ``force=False`` an up-to-date report (same images, truth and settings) is
     read back instead (its ``"skipped"`` key is then true).
     """
-    from .evaluate import bss_metrics
+    from studio_sep.dsp.metrics import bss_metrics
 
     if not session.has_truth_images:
         raise InputError(session.path, "truth.images", "the session has no ground-truth image for every source",
@@ -1160,9 +1136,10 @@ def mix_session(
     parameter) before anything is rendered. With ``force=False`` an up-to-date mix
     (same images, preset file, plugins and overrides) is not redone.
     """
-    from . import mixing, plugin_host
-    from .daw import Track, write_reaper_project
-    from .presets import load_preset
+    from studio_sep.io.daw import Track, write_reaper_project
+    from studio_sep.mixing import render as mixing
+    from studio_sep.mixing.plugins import host as plugin_host
+    from studio_sep.mixing.presets import load_preset
 
     preset = load_preset(preset_path)
     overrides = overrides or mixing.Overrides()

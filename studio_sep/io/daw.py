@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import write_text_atomic
+from studio_sep.util.atomic import write_text_atomic
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Instrument classes: the names prompts map to, their keywords and General-MIDI programs.
 
 One table for every part of the tool that turns a source's text prompt into an
-instrument class: the non-neural prior's dictionaries (:mod:`studio_sep.prior`), the
+instrument class: the non-neural prior's dictionaries (:mod:`studio_sep.separation.nmf`), the
 training-data augmentation and the in-project query encoder of CLASS-net.
 
 A prompt maps to the class whose keyword it contains (whole words, case-insensitive;
@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import InputError
+from studio_sep.util.errors import InputError
 
 
 @dataclass(frozen=True)

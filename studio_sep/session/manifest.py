@@ -7,14 +7,13 @@ separation settings and ground truth. The format is documented in
 ``docs/manifest.md``. Paths inside a manifest are relative to the manifest.
 
 :func:`load_session` checks everything a later stage relies on before any work is
-done, and raises :class:`~studio_sep.errors.ManifestError` with a message naming the
+done, and raises :class:`~studio_sep.util.errors.ManifestError` with a message naming the
 manifest, the field, the problem and the fix.
 """
 
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import os
 import re
@@ -24,16 +23,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import audio_io
-from .atomic import write_text_atomic
-from .errors import AudioError, ManifestError
-from .spatial import aim_angles
+from studio_sep.dsp.geometry import aim_angles
+from studio_sep.io import audio as audio_io
+from studio_sep.util.atomic import write_text_atomic
+from studio_sep.util.errors import AudioError, ManifestError
+from studio_sep.util.toml import to_toml, unknown_key_fix
 
 PATTERNS = ("omni", "cardioid", "subcardioid", "hypercardioid", "figure8")
 INITS = ("circular", "geometry", "dictionary", "prior")
 DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "float64")
-PRIORS = ("none", "nmf", "classnet")  #: spectral priors (studio_sep.spectral_prior)
+PRIORS = ("none", "nmf", "classnet")  #: spectral priors (studio_sep.priors.spectral_prior)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TOP_KEYS = ("session", "room", "mics", "sources", "separation", "truth")
 
@@ -173,12 +173,6 @@ def load_session(path: str | os.PathLike, *, check_audio: bool = True) -> Sessio
     if check_audio:
         session = _check_audio(session)
     return session
-
-
-def unknown_key_fix(key: str, allowed: tuple[str, ...]) -> str:
-    """The fix for a key that is not allowed: the closest valid key, else the list."""
-    close = difflib.get_close_matches(key, allowed, n=1)
-    return f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(allowed)}"
 
 
 class _Reader:
@@ -549,48 +543,3 @@ def dump_session(session: Session, path: str | os.PathLike | None = None) -> Pat
     session = replace(session, path=target.resolve())
     write_text_atomic(target, to_toml(session_to_dict(session)))
     return target
-
-
-def to_toml(doc: Mapping[str, Any]) -> str:
-    """Format a document of tables, arrays of tables and scalar/list values as TOML.
-
-    Small on purpose: it covers the shapes of manifests and presets, with positions
-    kept on one line (``position_m = [3.0, 0.0, 1.5]``) as a person would write them.
-    """
-    lines: list[str] = []
-
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, str):
-            return json.dumps(v, ensure_ascii=False)
-        if isinstance(v, (list, tuple)):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        raise TypeError(f"to_toml: cannot format {type(v).__name__}")
-
-    def table(header: str | None, body: Mapping[str, Any]) -> None:
-        scalars = {k: v for k, v in body.items() if not isinstance(v, Mapping) and not _is_table_array(v)}
-        if header is not None and (scalars or not body):
-            lines.extend(["", header] if lines else [header])
-        lines.extend(f"{_key(k)} = {value(v)}" for k, v in scalars.items())
-        for k, v in body.items():
-            name = k if header is None else f"{header.strip('[]')}.{_key(k)}"
-            if isinstance(v, Mapping):
-                table(f"[{name}]", v)
-            elif _is_table_array(v):
-                for item in v:
-                    lines.extend(["", f"[[{name}]]"])
-                    lines.extend(f"{_key(ik)} = {value(iv)}" for ik, iv in item.items())
-
-    table(None, doc)
-    return "\n".join(lines) + "\n"
-
-
-def _is_table_array(v: Any) -> bool:
-    return isinstance(v, list) and bool(v) and all(isinstance(x, Mapping) for x in v)
-
-
-def _key(k: str) -> str:
-    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)

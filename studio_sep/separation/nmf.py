@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import nnls
 
-from .errors import InputError
+from studio_sep.util.errors import InputError
 
 
 def nmf(

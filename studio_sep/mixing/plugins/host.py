@@ -64,8 +64,8 @@ from typing import Any
 
 import numpy as np
 
-from studio_sep.errors import InputError, StudioSepError
-from studio_sep.presets import PluginSpec
+from studio_sep.mixing.presets import PluginSpec
+from studio_sep.util.errors import InputError, StudioSepError
 
 __all__ = [
     "PluginError", "PluginJobError", "ParamInfo", "PluginInfo", "MIN_SAMPLE_RATE", "MAX_SAMPLE_RATE",
@@ -796,10 +796,10 @@ def _render_in_worker(specs: Sequence[PluginSpec], x_CS: np.ndarray, sample_rate
 def _start_worker(job: Path) -> tuple[subprocess.Popen, Any]:
     """Start ``python -c`` on :func:`_worker_main` for the job folder; stderr goes to a file."""
     env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parents[1])
+    package_root = str(Path(__file__).resolve().parents[3])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     stderr = open(job / "stderr.txt", "wb")  # noqa: SIM115 - closed by the caller
-    code = "import sys; from studio_sep.plugin_host import _worker_main; _worker_main(sys.argv[1])"
+    code = "import sys; from studio_sep.mixing.plugins.host import _worker_main; _worker_main(sys.argv[1])"
     proc = subprocess.Popen([sys.executable, "-c", code, str(job)], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=stderr, env=env, cwd=str(job))
     return proc, stderr

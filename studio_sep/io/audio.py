@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .atomic import atomic_path
-from .errors import AudioError
+from studio_sep.util.atomic import atomic_path
+from studio_sep.util.errors import AudioError
 
 #: Subtypes accepted by :func:`write_audio`, by short name.
 SUBTYPES = {"float32": "FLOAT", "float64": "DOUBLE", "pcm24": "PCM_24", "pcm16": "PCM_16"}

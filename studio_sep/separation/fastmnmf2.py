@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from .backend import get_xp, to_device, to_host
-from .errors import InputError
+from studio_sep.dsp.backend import get_xp, to_device, to_host
+from studio_sep.util.errors import InputError
 
 #: Floor on the non-negative factors W, H, G, relative to the unit-power data,
 #: so that a factor driven to zero by a silent region never divides by zero.

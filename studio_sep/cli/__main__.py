@@ -1,0 +1,3 @@
+from studio_sep.cli.app import app
+
+app()
