@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from studio_sep.cli.app import app
+from studio_sep.cli import app
 
 torch = pytest.importorskip("torch")
 SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")

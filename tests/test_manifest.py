@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from studio_sep.cli.app import app
+from studio_sep.cli import app
 from studio_sep.session import dump_session, load_session, session_to_dict
 from studio_sep.util.errors import ManifestError
 from studio_sep.util.toml import to_toml

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from studio_sep.cli.app import app
+from studio_sep.cli import app
 from studio_sep.io import audio as audio_io
 from studio_sep.io.daw import parse_reaper_project
 from studio_sep.mixing import render as mixing

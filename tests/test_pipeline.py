@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from studio_sep.cli.app import app
+from studio_sep.cli import app
 from studio_sep.io import audio as audio_io
 from studio_sep.session import load_mics, load_session
 from studio_sep.stages import SeparationOptions, evaluate_run, read_images, separate_session

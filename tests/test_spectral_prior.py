@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from studio_sep.cli.app import app
+from studio_sep.cli import app
 from studio_sep.data.instruments import class_of_prompt, match_class
 from studio_sep.separation import nmf as prior
 from studio_sep.session import load_session

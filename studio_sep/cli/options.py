@@ -1,0 +1,88 @@
+"""Options shared by several commands, and the parsing of their values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from studio_sep.util.errors import InputError
+
+
+InitOpt = Annotated[str | None, typer.Option(help="Comma-separated inits: circular, geometry, dictionary, "
+                                          "prior (default: geometry).")]
+PriorOpt = Annotated[str | None, typer.Option(help="Spectral prior: classnet (the CLASS-net network), nmf (class "
+                                           "dictionaries) or none (default: manifest, else none).")]
+PriorModelOpt = Annotated[str | None, typer.Option(help="CLASS-net checkpoint for --prior classnet (default: the "
+                                                "model shipped with studio-sep).")]
+ClapCheckpointOpt = Annotated[str | None, typer.Option(help="LAION-CLAP checkpoint (.pt) for a CLAP-conditioned "
+                                                    "--prior-model (else $STUDIO_SEP_CLAP_CHECKPOINT, else config).")]
+RobertaDirOpt = Annotated[str | None, typer.Option(help="Folder with the roberta-base tokenizer and config for CLAP "
+                                                "(else $STUDIO_SEP_ROBERTA_DIR, else config).")]
+IterationsOpt = Annotated[int | None, typer.Option(help="FastMNMF2 iterations (default 100).")]
+NBasisOpt = Annotated[int | None, typer.Option(help="NMF bases per source (default 8).")]
+NFftOpt = Annotated[int | None, typer.Option(help="STFT window in samples (default: ~64 ms at the processing rate).")]
+HopOpt = Annotated[int | None, typer.Option(help="STFT hop in samples (default n_fft/4).")]
+DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda or auto (default auto: cuda when cupy sees a GPU).")]
+DtypeOpt = Annotated[str | None, typer.Option(help="float32 or float64 (default float64).")]
+SeedOpt = Annotated[int | None, typer.Option(help="Seed of the random initial values (default 0).")]
+RateOpt = Annotated[int | None, typer.Option(help="Separate at this sample rate in Hz; outputs stay at the "
+                                             "session's rate (default: manifest, else native).")]
+StemMicOpt = Annotated[list[str] | None, typer.Option(help="Mic whose image becomes the stem: MIC for all sources "
+                                                      "or SOURCE=MIC; repeatable (default: spot_mic).")]
+FormatOpt = Annotated[str, typer.Option(help="Sample format of the written images and stems: float32 or pcm24.")]
+MaxMemoryOpt = Annotated[str | None, typer.Option(help="Memory budget of the separation, e.g. 8G; above it, long "
+                                                  "sessions are separated in overlapping time blocks "
+                                                  "(default: from the machine's available memory).")]
+
+
+def parse_stem_mics(values: list[str]) -> dict[str, str]:
+    chosen: dict[str, str] = {}
+    for value in values:
+        source, sep, mic = value.partition("=")
+        chosen[source if sep else "*"] = mic if sep else source
+    return chosen
+
+
+def separation_options(init, iterations, n_basis, n_fft, hop, device, dtype, seed, processing_rate, stem_mic,
+                        format, max_memory=None, prior=None, prior_model=None, clap_checkpoint=None,
+                        roberta_dir=None):
+    from studio_sep.stages import SeparationOptions, parse_size
+
+    if format not in ("float32", "pcm24"):
+        raise InputError(None, "--format", f"{format!r} is not float32 or pcm24", "pick one of those")
+    return SeparationOptions(
+        init=tuple(i.strip() for i in init.split(",") if i.strip()) if init else None,
+        n_iter=iterations, n_basis=n_basis, n_fft=n_fft, hop=hop, device=device, dtype=dtype, seed=seed,
+        processing_sample_rate=processing_rate, stem_mics=parse_stem_mics(stem_mic or []), subtype=format,
+        max_memory=None if max_memory is None else parse_size(max_memory), prior=prior, prior_model=prior_model,
+        clap={k: v for k, v in (("checkpoint", clap_checkpoint), ("roberta", roberta_dir)) if v} or None)
+
+
+def parse_levels(values: list[str], option: str) -> dict[str, float]:
+    levels = {}
+    for value in values:
+        name, sep, number = value.partition("=")
+        try:
+            levels[name] = float(number)
+        except ValueError:
+            raise InputError(None, option, f"{value!r} is not SOURCE=NUMBER", f"write e.g. {option} sax=+3") from None
+        if not sep or not name:
+            raise InputError(None, option, f"{value!r} is not SOURCE=NUMBER", f"write e.g. {option} sax=+3")
+    return levels
+
+
+DEFAULT_PRESETS_DIR = Path("presets")
+DEFAULT_PRESET = DEFAULT_PRESETS_DIR / "paper.toml"
+
+
+def find_preset(preset: Path) -> Path:
+    """A preset path as given, else ``presets/<name>.toml`` here, else in the source tree."""
+    if preset.is_file():
+        return preset
+    name = preset.name if preset.suffix == ".toml" else f"{preset.name}.toml"
+    for folder in (DEFAULT_PRESETS_DIR, Path(__file__).resolve().parents[2] / "presets"):
+        if (folder / name).is_file():
+            return folder / name
+    return preset  # load_preset reports it missing

@@ -1,0 +1,149 @@
+"""What the command line prints: the consoles, the one error handler, progress, result summaries.
+
+User text (paths, names) is printed with ``highlight=False``; :func:`user_errors` is the one place
+that turns the package's errors into a one-line message and an exit code (no traceback).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from studio_sep.util.errors import StudioSepError
+
+console = Console(soft_wrap=True)  # paths and one-line messages are never folded
+err_console = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a :class:`StudioSepError` into ``error: <one line>`` and its exit code."""
+    try:
+        yield
+    except StudioSepError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
+class StageProgress:
+    """A rich progress display fed by the library's ``callback(stage, done, total)``."""
+
+    def __init__(self, console: Console):
+        self.progress = Progress(
+            TextColumn("{task.description:<20}"), BarColumn(), TextColumn("{task.completed:>5.0f}/{task.total:<5.0f}"),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[detail]}"),
+            console=console, transient=False,
+            disable=not console.is_terminal,
+        )
+        self.tasks: dict[str, int] = {}
+        self.last_plain: dict[str, float] = {}
+        self.plain = not console.is_terminal
+        self.console = console
+
+    def __enter__(self) -> StageProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def __call__(self, stage: str, done: float, total: float, detail: str = "") -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total, detail=detail)
+            self.last_plain[stage] = -1.0
+        self.progress.update(self.tasks[stage], completed=done, total=total, detail=detail)
+        if self.plain:  # not a terminal: a plain line at the start, every 10 %, and the end
+            step = int(10 * done / total) if total else 10
+            if step > self.last_plain[stage] or done >= total:
+                if done >= total and self.last_plain[stage] >= 10:
+                    return
+                self.last_plain[stage] = 10 if done >= total else step
+                self.console.print(f"{stage}: {done:g}/{total:g} {detail}".rstrip(), highlight=False)
+
+
+def print_separation(result) -> None:
+    from studio_sep.stages import prior_label
+
+    sep = result.run["separation"]
+    ll = result.run["log_likelihood"]
+    t = result.run["timings_s"]
+    console.print(
+        f"separated [bold]{result.run['session']['name']}[/] → {result.folder}: init {'+'.join(sep['init'])}, "
+        f"{sep['n_iter']} iterations on {sep['device']} ({sep['dtype']}), {t['per_iteration_s']:.3f} s/iteration, "
+        f"log-likelihood {ll['initial']:.3f} → {ll['final']:.3f}", highlight=False)
+    console.print(f"prior: {prior_label(sep['prior'])}; spectral init: {sep['spectral_init']}", highlight=False)
+
+
+def print_metrics(metrics: dict, report_dir: Path) -> None:
+    from studio_sep.stages import METRICS_HEADER, metrics_rows
+
+    table = Table(*METRICS_HEADER, title=f"separation metrics (dB): {metrics['session']}", title_justify="left")
+    for row in metrics_rows(metrics):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"report: {report_dir / 'metrics.md'}, {report_dir / 'metrics.json'}", highlight=False)
+
+
+def print_simulation(result) -> None:
+    verb = "reused" if result.reused else "rendered"
+    console.print(
+        f"{verb} [bold]{result.manifest}[/] — RT60 requested {result.rt60_requested_s:.2f} s, "
+        f"measured {result.rt60_measured_s:.2f} s", highlight=False,
+    )
+
+
+def print_session(session) -> None:
+    fmt = lambda v: "(" + ", ".join(f"{x:g}" for x in v) + ")"  # noqa: E731
+    console.print(
+        f"[bold]{session.name}[/]: {len(session.sources)} sources, {len(session.mics)} mics, "
+        f"{session.duration_s:.2f} s at {session.sample_rate} Hz ({session.n_samples} samples)"
+        + (f", processing at {session.processing_sample_rate} Hz" if session.processing_sample_rate else ""),
+        highlight=False,
+    )
+    sources = Table("source", "prompt", "position (m)", "spot mic", "reference", title="sources", title_justify="left")
+    for s in session.sources:
+        sources.add_row(s.name, s.prompt, fmt(s.position_m), s.spot_mic or "-", "yes" if s.reference else "-")
+    mics = Table("mic", "pattern", "position (m)", "aim az/el (deg)", "signal", title="mics", title_justify="left")
+    for m in session.mics:
+        aim = "-" if m.pattern == "omni" else f"{m.aim_azimuth_deg:.0f} / {m.aim_elevation_deg:.0f}"
+        mics.add_row(m.name, m.pattern, fmt(m.position_m), aim, f"{m.file.name}:{m.channel}")
+    console.print(sources)
+    console.print(mics)
+    truth = "yes" if session.truth is not None and session.truth.images else "no"
+    room = session.room
+    room_text = "unknown" if room is None or room.dimensions_m is None else \
+        f"{fmt(room.dimensions_m)} m" + (f", RT60 {room.rt60_s:g} s" if room.rt60_s else "")
+    console.print(f"room: {room_text}; ground truth: {truth}", highlight=False)
+
+
+def print_mix(outcome) -> None:
+    r = outcome.report
+    console.print(f"remix: {outcome.remix} ({r['loudness_out_lufs']} LUFS, true peak {r['true_peak_out_dbtp']} dBTP, "
+                  f"gain {r['gain_db']:+.2f} dB)", highlight=False)
+    console.print(f"DAW project: {outcome.project} ({len(outcome.stems)} stems)", highlight=False)
+    for warning in r["warnings"]:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+def print_plugin(info) -> None:
+    if info.error:
+        console.print(f"[bold]{info.path}[/]: [red]failed[/] ({info.error})", highlight=False)
+        return
+    channels = "/".join(str(c) for c in info.channel_counts) or "?"
+    table = Table("parameter", "range", "default", "units", "settable",
+                  title=f"{info.name} — {info.path} ({channels} ch, latency {info.latency_samples} samples)",
+                  title_justify="left")
+    for p in info.parameters:
+        low, high = p.min_value, p.max_value
+        span = f"{low:g} … {high:g}" if low is not None and high is not None else \
+            (", ".join(map(str, p.valid_values[:4])) + (" …" if len(p.valid_values) > 4 else "")
+             if p.valid_values else "-")
+        default = f"{p.default:g}" if isinstance(p.default, (int, float)) else str(p.default)
+        table.add_row(p.name, span, default, p.label or "", "yes" if p.writable else "no (meter/host)")
+    console.print(table)

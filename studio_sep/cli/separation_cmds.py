@@ -1,0 +1,147 @@
+"""Commands that separate, evaluate and run whole sessions: separate, run, evaluate."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from studio_sep.cli.options import (
+    DEFAULT_PRESET, ClapCheckpointOpt, DeviceOpt, DtypeOpt, FormatOpt, HopOpt, InitOpt, IterationsOpt, MaxMemoryOpt,
+    NBasisOpt, NFftOpt, PriorModelOpt, PriorOpt, RateOpt, RobertaDirOpt, SeedOpt, StemMicOpt, find_preset,
+    separation_options,
+)
+from studio_sep.cli.printing import StageProgress, console, err_console, print_metrics, print_separation, user_errors
+from studio_sep.util.errors import InputError
+
+
+def separate(
+    manifest: Annotated[Path, typer.Argument(help="The session.toml (or its folder).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output root; results go to OUT/<session>/.")],
+    init: InitOpt = None, iterations: IterationsOpt = None, n_basis: NBasisOpt = None, n_fft: NFftOpt = None,
+    hop: HopOpt = None, device: DeviceOpt = None, dtype: DtypeOpt = None, seed: SeedOpt = None,
+    processing_rate: RateOpt = None, stem_mic: StemMicOpt = None, format: FormatOpt = "float32",
+    max_memory: MaxMemoryOpt = None, prior: PriorOpt = None, prior_model: PriorModelOpt = None,
+    clap_checkpoint: ClapCheckpointOpt = None, roberta_dir: RobertaDirOpt = None,
+) -> None:
+    """Separate every source at every mic (FastMNMF2); write images, stems and run.json."""
+    from studio_sep.session import load_session
+    from studio_sep.stages import separate_session
+
+    with user_errors():
+        options = separation_options(init, iterations, n_basis, n_fft, hop, device, dtype, seed, processing_rate,
+                                      stem_mic, format, max_memory, prior, prior_model, clap_checkpoint,
+                                      roberta_dir)
+        session = load_session(manifest)
+        with StageProgress(console) as progress:
+            result = separate_session(session, out, options, callback=progress)
+    print_separation(result)
+
+
+def run(
+    sessions: Annotated[list[str], typer.Argument(help="session.toml files, folders of sessions, or quoted globs.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output root; each session goes to OUT/<session>/.")],
+    preset: Annotated[list[Path] | None, typer.Option(help="Mixing preset (path or name in presets/); repeatable "
+                                                      "(default: paper).")] = None,
+    no_mix: Annotated[bool, typer.Option("--no-mix", help="Separate (and evaluate) only.")] = False,
+    no_evaluate: Annotated[bool, typer.Option("--no-evaluate", help="Do not score against ground truth.")] = False,
+    force: Annotated[bool, typer.Option(help="Redo every stage, even those up to date.")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Sessions run at once, in a local process pool.")] = 1,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only one line per session and the summary.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Progress and summary as JSON lines on stdout.")] = False,
+    init: InitOpt = None, iterations: IterationsOpt = None, n_basis: NBasisOpt = None, n_fft: NFftOpt = None,
+    hop: HopOpt = None, device: DeviceOpt = None, dtype: DtypeOpt = None, seed: SeedOpt = None,
+    processing_rate: RateOpt = None, stem_mic: StemMicOpt = None, format: FormatOpt = "float32",
+    max_memory: MaxMemoryOpt = None, prior: PriorOpt = None, prior_model: PriorModelOpt = None,
+    clap_checkpoint: ClapCheckpointOpt = None, roberta_dir: RobertaDirOpt = None,
+    reference_mic: Annotated[str | None, typer.Option(help="Mic to score at besides each stem mic (default: first).")] = None,
+) -> None:
+    """Run every stage of every session: validate → prior → separate → images → mix → DAW → evaluate.
+
+    Stages already done with the same inputs and settings are skipped (see run.json);
+    an interrupted run continues where it stopped. Exit code 1 if any session failed.
+    """
+    outcomes = run_batch(sessions, out, presets=[] if no_mix else (preset or [DEFAULT_PRESET]),
+                          evaluate=not no_evaluate, force=force, jobs=jobs, quiet=quiet, json_=json_,
+                          options_args=(init, iterations, n_basis, n_fft, hop, device, dtype, seed, processing_rate,
+                                        stem_mic, format, max_memory, prior, prior_model, clap_checkpoint,
+                                        roberta_dir), reference_mic=reference_mic)
+    if any(o.status not in ("done", "up to date") for o in outcomes):
+        raise typer.Exit(1)
+
+
+def run_batch(sessions, out: Path, *, presets, evaluate: bool, force: bool, jobs: int, quiet: bool, json_: bool,
+               options_args: tuple, reference_mic: str | None = None):
+    """Check the batch (sessions found, options, presets and their plugins) before any
+    work; run it with the right display; print the summary; return the outcomes."""
+    import os
+
+    from studio_sep.batch.display import JsonDisplay, LiveDisplay, PlainDisplay, summary_json, summary_table
+    from studio_sep.batch.runner import (
+        RunOptions,
+        SessionJob,
+        check_presets,
+        check_unique_names,
+        find_sessions,
+        run_batch,
+    )
+
+    with user_errors():
+        if jobs < 1:
+            raise InputError(None, "--jobs", f"{jobs} is not a number of processes", "use 1 or more")
+        options = separation_options(*options_args)
+        if jobs > 1 and options.max_memory is None:  # the machine's budget, shared by the jobs
+            from dataclasses import replace
+
+            from studio_sep.stages import default_budget_bytes
+
+            options = replace(options, max_memory=default_budget_bytes() // jobs)
+        manifests = find_sessions(sessions)
+        check_unique_names(manifests)
+        preset_paths = tuple(find_preset(p).resolve() for p in presets)
+        check_presets(preset_paths)
+    cores = os.cpu_count() or 1
+    run_options = RunOptions(separation=options, presets=preset_paths, force=force, evaluate=evaluate,
+                             reference_mic=reference_mic, blas_threads=max(1, cores // jobs) if jobs > 1 else None)
+    job_list = [SessionJob(index=i, manifest=m, out_root=out.resolve(), options=run_options)
+                for i, m in enumerate(manifests)]
+    plain = quiet or not console.is_terminal or os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    if json_:
+        display = JsonDisplay(sys.stdout)
+    elif plain:
+        display = PlainDisplay(sys.stdout, len(job_list), quiet=quiet)
+    else:
+        display = LiveDisplay(console, len(job_list))
+    interrupted = False
+    with display:
+        try:
+            outcomes = run_batch(job_list, n_jobs=jobs, emit=display)
+        except KeyboardInterrupt as exc:
+            outcomes, interrupted = getattr(exc, "outcomes", []), True
+    if json_:
+        print(summary_json(outcomes), flush=True)
+    else:
+        console.print(summary_table(outcomes, plain=plain))
+    if interrupted:
+        err_console.print("interrupted: finished stages are kept; run the same command again to continue",
+                          highlight=False)
+        raise typer.Exit(130)
+    return outcomes
+
+
+def evaluate(
+    manifest: Annotated[Path, typer.Argument(help="The session.toml (or its folder), with [truth.images].")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output root given to separate.")],
+    reference_mic: Annotated[str | None, typer.Option(help="Mic to score at besides each stem mic (default: first mic).")] = None,
+) -> None:
+    """Score a separation against the ground truth (SDR, SIR, SAR, SI-SDR; fast-bss-eval)."""
+    from studio_sep.session import load_session
+    from studio_sep.stages import evaluate_run
+
+    with user_errors():
+        session = load_session(manifest)
+        with StageProgress(console) as progress:
+            metrics = evaluate_run(session, out, reference_mic=reference_mic, callback=progress)
+    print_metrics(metrics, Path(out) / session.name / "report")
