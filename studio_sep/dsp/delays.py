@@ -1,0 +1,130 @@
+"""Time differences of arrival: measured on a recording (GCC-PHAT) and implied by a geometry.
+
+Conventions: a delay ``tau`` of ``y`` relative to ``x`` is positive when ``y`` hears a
+sound later than ``x``; delays are in samples unless the name says ``_s``; positions in
+metres (the package's convention, :mod:`studio_sep.dsp.geometry`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from studio_sep.dsp.geometry import SPEED_OF_SOUND_M_S
+
+#: Frame of the averaged cross-spectrum: long enough for any studio's inter-mic delay
+#: (±2048 samples), short enough to average over many frames.
+GCC_FRAME = 4096
+#: Interpolation of the cross-correlation: delays resolved to 1/8 sample.
+GCC_UPSAMPLE = 8
+
+
+def cross_correlation_phat(x_S: np.ndarray, y_S: np.ndarray, *, frame: int = GCC_FRAME,
+                           upsample: int = GCC_UPSAMPLE) -> tuple[np.ndarray, np.ndarray]:
+    """GCC-PHAT of ``y`` against ``x``: the phase transform of their cross-spectrum, averaged
+    over half-overlapping Hann frames, back in time at ``upsample`` points per sample.
+
+    Returns
+    -------
+    lags : ndarray, shape (L,)
+        Lags in samples (fractional), from ``-frame/2`` to ``frame/2``.
+    cc : ndarray, shape (L,)
+        The correlation at those lags (1 at a single clean delay).
+    """
+    x = np.asarray(x_S, dtype=np.float64)
+    y = np.asarray(y_S, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"cross_correlation_phat needs two signals of one length, got {x.shape} and {y.shape}")
+    frame = min(frame, 1 << int(np.log2(max(len(x), 2))))
+    hop = frame // 2
+    window = np.hanning(frame)
+    starts = range(0, max(len(x) - frame, 0) + 1, hop)
+    G = np.zeros(frame // 2 + 1, dtype=np.complex128)
+    for s in starts:
+        X = np.fft.rfft(window * x[s:s + frame])
+        Y = np.fft.rfft(window * y[s:s + frame])
+        G += Y * np.conj(X)
+    magnitude = np.abs(G)
+    G = np.where(magnitude > 1e-12 * max(magnitude.max(), 1e-300), G / np.maximum(magnitude, 1e-300), 0.0)
+    n = frame * upsample
+    cc = np.fft.irfft(G, n) * upsample
+    cc = np.concatenate([cc[-n // 2:], cc[:n // 2]])  # lags -frame/2 … frame/2
+    lags = (np.arange(n) - n // 2) / upsample
+    return lags, cc
+
+
+def gcc_phat_delay(x_S: np.ndarray, y_S: np.ndarray, *, window: tuple[float, float] | None = None,
+                   frame: int = GCC_FRAME, upsample: int = GCC_UPSAMPLE) -> tuple[float, float]:
+    """The delay of ``y`` relative to ``x`` (samples) at the GCC-PHAT peak, and the peak's height
+    (negative when ``y`` has the opposite polarity: a figure-8 mic's rear lobe).
+
+    ``window = (low, high)`` restricts the search to lags in that range (samples): with
+    several sources, each has its own peak, and the geometry says near where to look.
+    """
+    lags, cc = cross_correlation_phat(x_S, y_S, frame=frame, upsample=upsample)
+    keep = np.ones_like(lags, dtype=bool) if window is None else (lags >= window[0]) & (lags <= window[1])
+    if not keep.any():
+        raise ValueError(f"no lag within {window} samples (the frame covers ±{frame // 2})")
+    i = np.flatnonzero(keep)[np.argmax(np.abs(cc[keep]))]
+    return float(lags[i]), float(cc[i])
+
+
+def arrival_times_s(mic_positions_m, source_positions_m, *,
+                    speed_of_sound_m_s: float = SPEED_OF_SOUND_M_S) -> np.ndarray:
+    """Direct-path travel time from every source to every mic, ``(M, N)`` seconds."""
+    mics = np.asarray(mic_positions_m, dtype=float)
+    sources = np.asarray(source_positions_m, dtype=float)
+    return np.linalg.norm(mics[:, None, :] - sources[None, :, :], axis=-1) / speed_of_sound_m_s
+
+
+@dataclass(frozen=True)
+class DelayCheck:
+    """Measured against implied delays of every source, from its reference mic to every mic.
+
+    ``implied_s[m, n]`` and ``measured_s[m, n]``: delay at mic m relative to source n's
+    reference mic ``reference[n]`` (NaN at the reference mic itself). ``range_error_m``:
+    ``c · (measured − implied)`` with, for each source, the median over mics taken out (so
+    that an error of the reference mic itself, common to the source's every pair, does not
+    count against the others). ``mic_error_m[m]``: the median over sources of the absolute
+    range error at mic m, a lower bound on how far the mic is from where the manifest says.
+    ``peak[m, n]``: the GCC-PHAT peak height (a weak one is a less certain measurement).
+    """
+
+    reference: tuple[int, ...]
+    implied_s: np.ndarray
+    measured_s: np.ndarray
+    peak: np.ndarray
+    range_error_m: np.ndarray
+    mic_error_m: np.ndarray
+
+
+def check_delays(x_MS: np.ndarray, sample_rate: int, mic_positions_m, source_positions_m, reference: list[int], *,
+                 search_m: float = 0.5, speed_of_sound_m_s: float = SPEED_OF_SOUND_M_S) -> DelayCheck:
+    """Compare the delays a recording shows with those its geometry implies.
+
+    For every source n, the delay of each mic against the source's reference mic (its spot
+    mic, or the mic nearest to it: where it dominates) is measured by GCC-PHAT within
+    ``± search_m / c`` of the implied delay, so each source's own peak is found.
+    """
+    x = np.asarray(x_MS, dtype=np.float64)
+    M, N = x.shape[0], len(reference)
+    tau = arrival_times_s(mic_positions_m, source_positions_m, speed_of_sound_m_s=speed_of_sound_m_s)
+    implied = np.full((M, N), np.nan)
+    measured = np.full((M, N), np.nan)
+    peak = np.full((M, N), np.nan)
+    half = search_m / speed_of_sound_m_s * sample_rate
+    for n, r in enumerate(reference):
+        for m in range(M):
+            if m == r:
+                continue
+            implied[m, n] = tau[m, n] - tau[r, n]
+            centre = implied[m, n] * sample_rate
+            lag, height = gcc_phat_delay(x[r], x[m], window=(centre - half, centre + half))
+            measured[m, n], peak[m, n] = lag / sample_rate, height
+    error = speed_of_sound_m_s * (measured - implied)
+    with np.errstate(all="ignore"):
+        error = error - np.nanmedian(error, axis=0, keepdims=True) if M > 2 else error
+        mic_error = np.nanmedian(np.abs(error), axis=1)
+    return DelayCheck(reference=tuple(reference), implied_s=implied, measured_s=measured, peak=peak,
+                      range_error_m=error, mic_error_m=mic_error)

@@ -1,0 +1,73 @@
+"""GCC-PHAT delays and the geometry check on signals with known delays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from studio_sep.dsp.delays import arrival_times_s, check_delays, gcc_phat_delay
+
+RATE = 16000
+
+
+def _delayed(x_S: np.ndarray, delay: float) -> np.ndarray:
+    """``x`` delayed by a fractional number of samples (a phase ramp; circular, on a padded copy)."""
+    n = len(x_S) + 4096
+    X = np.fft.rfft(x_S, n)
+    f = np.fft.rfftfreq(n)
+    return np.fft.irfft(X * np.exp(-2j * np.pi * f * delay), n)[:len(x_S)]
+
+
+def _scene(mics_m, sources_m, seconds: float = 2.0, seed: int = 0) -> np.ndarray:
+    """Anechoic mixture: every source white noise, at every mic with its travel time and 1/d."""
+    rng = np.random.default_rng(seed)
+    tau = arrival_times_s(mics_m, sources_m)
+    s = rng.standard_normal((len(sources_m), int(seconds * RATE)))
+    return np.stack([sum(_delayed(s[n], tau[m, n] * RATE) / (343.0 * tau[m, n]) for n in range(len(sources_m)))
+                     for m in range(len(mics_m))])
+
+
+@pytest.mark.parametrize("delay", [0.0, 12.0, -37.0, 7.3, -101.6])
+def test_gcc_phat_recovers_a_known_delay_within_one_sample(delay: float) -> None:
+    x = np.random.default_rng(1).standard_normal(3 * RATE)
+    y = 0.6 * _delayed(x, delay) + 0.01 * np.random.default_rng(2).standard_normal(len(x))
+    found, peak = gcc_phat_delay(x, y)
+    assert abs(found - delay) < 1.0
+    assert abs(found - delay) <= 0.25  # the interpolated peak does better than the bar
+    assert peak > 0.5
+
+
+def test_gcc_phat_finds_an_inverted_copy_with_negative_peak() -> None:
+    x = np.random.default_rng(3).standard_normal(2 * RATE)
+    found, peak = gcc_phat_delay(x, -_delayed(x, 20.0))
+    assert found == pytest.approx(20.0, abs=0.25)
+    assert peak < -0.5
+
+
+def test_search_window_picks_the_peak_inside_it() -> None:
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal((2, 2 * RATE))
+    x = a + b
+    y = _delayed(a, 30.0) + _delayed(b, -50.0)
+    assert gcc_phat_delay(x, y, window=(10, 40))[0] == pytest.approx(30.0, abs=0.25)
+    assert gcc_phat_delay(x, y, window=(-60, -40))[0] == pytest.approx(-50.0, abs=0.25)
+
+
+MICS = np.array([[0.0, 0.0, 1.5], [0.3, 0.0, 1.5], [3.0, 2.0, 1.8], [1.0, 3.0, 1.2], [4.0, -1.0, 1.6]])
+SOURCES = np.array([[2.0, 1.0, 1.0], [1.0, -1.5, 1.2], [3.5, 0.5, 0.8]])
+
+
+def test_exact_geometry_has_no_range_error() -> None:
+    x = _scene(MICS, SOURCES)
+    check = check_delays(x, RATE, MICS, SOURCES, reference=[2, 0, 4])
+    assert np.nanmax(np.abs(check.measured_s - check.implied_s)) * RATE < 0.5
+    assert np.all(check.mic_error_m < 0.02)
+
+
+def test_a_misplaced_mic_stands_out() -> None:
+    x = _scene(MICS, SOURCES)  # recorded at the true positions
+    typed = MICS.copy()
+    typed[3] += [0.25, -0.1, 0.0]  # the manifest has mic 3 off by 27 cm
+    check = check_delays(x, RATE, typed, SOURCES, reference=[2, 0, 4])
+    assert check.mic_error_m[3] > 0.10
+    assert np.all(np.delete(check.mic_error_m, 3) < 0.03)
