@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from studio_sep import mixing
 from studio_sep.cli.app import app
 from studio_sep.io import audio as audio_io
 from studio_sep.io.daw import parse_reaper_project
-from studio_sep.mixing import render as mixing
 from studio_sep.mixing.presets import PresetError, load_preset
 from studio_sep.session import load_session
 from studio_sep.stages import mix_session
