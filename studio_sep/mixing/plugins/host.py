@@ -60,8 +60,8 @@ class RenderReport:
     wall_s : float
         Time of the whole job as the caller saw it (worker start-up included).
     startup_s : float
-        From starting the worker process to its entry point (interpreter, numpy, this
-        module); 0 in-process.
+        From starting the worker process to its entry point (interpreter, numpy, the
+        plugin host's modules); 0 in-process.
     load_s : float
         Importing pedalboard, loading every plugin and setting its parameters.
     render_s : float

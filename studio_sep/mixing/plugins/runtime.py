@@ -243,7 +243,7 @@ def run_stages(spec_dicts: list[dict[str, Any]], stages: list[list], x_CS: np.nd
 
 def _instantiate_chain(spec_dicts: list[dict[str, Any]], n_channels: int,
                        infos: dict[str, PluginInfo]) -> list[list]:
-    """Every stage's instances, in chain order."""
+    """Every stage's instances, in chain order (all are made before any is read back)."""
     return [instantiate(d, n_channels, infos) for d in spec_dicts]
 
 
