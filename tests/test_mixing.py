@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from studio_sep import mixing
 from studio_sep.cli import app
 from studio_sep.io import audio as audio_io
 from studio_sep.io.daw import parse_reaper_project
-from studio_sep.mixing import render as mixing
+from studio_sep.mixing.plugins.host import PluginError
 from studio_sep.mixing.presets import PresetError, load_preset
 from studio_sep.session import load_session
 from studio_sep.stages import mix_session
@@ -264,3 +265,24 @@ def test_cli_plugins_scan_lists_parameters(tmp_path: Path) -> None:
     result = runner.invoke(app, ["plugins", "scan", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "ZamCompX2" in result.stdout and "threshold_db" in result.stdout and "-80" in result.stdout
+
+
+def test_check_preset_covers_every_chain_or_only_the_routed_ones(rendered_session: Path, tmp_path: Path) -> None:
+    session = load_session(rendered_session)
+    spot = session.mics[0].name
+    # A per-mic chain for a mic no feed names: never routed, but still part of the preset.
+    text = UNITY.replace('feeds = [{ mic = "@spot" }]',
+                         'feeds = [{ mic = "@spot", chain = [{ plugin = "Gain", gain_db = 1.0 }] }]\n'
+                         'chain = [{ plugin = "HighpassFilter", cutoff_frequency_hz = 40.0 }]\n'
+                         '[defaults.feed_chains]\n"not_a_mic" = [{ plugin = "Reverbb" }]')
+    preset = load_preset(_preset(tmp_path, text))
+    routes = mixing.resolve_routes(session, preset, {s.name: spot for s in session.sources},
+                                   sample_rate=session.sample_rate)
+    n = len(session.sources)
+    routed = mixing.preset_chains(preset, routes)
+    assert [c for _, c in routed] == [1] * n + [2] * n + [2]
+    assert all(chain[0].name == "Gain" for chain, _ in routed[:n]) and routed[-1][0] == preset.master
+    assert [c for _, c in mixing.preset_chains(preset)] == [1, 1, 2, 2]  # feed, feed_chains entry; master, bus
+    mixing.check_preset(preset, sample_rate=session.sample_rate, routes=routes)  # the bad chain is not routed
+    with pytest.raises(PluginError, match="unknown built-in plugin 'Reverbb'"):
+        mixing.check_preset(preset, sample_rate=session.sample_rate)

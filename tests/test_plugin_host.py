@@ -1,8 +1,8 @@
 """plugin_host: built-in filter facts, VST3 parameters in fresh workers, latency, crashes, refusals.
 
 Real pedalboard and Debian's zam-plugins VST3s (apt-get install zam-plugins), no mocks.
-Crash, hang and cross-talk cases use the worker's test-only fault hook
-(``STUDIO_SEP_PLUGIN_HOST_TEST_FAULT``, read only inside render workers).
+Crash, hang and cross-talk cases start the workers through the test-only fault wrapper
+(tests/plugin_faults.py), which fails a render job on purpose or runs the real worker.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from studio_sep.mixing.plugins.host import (
-    TEST_FAULT_ENV,
     PluginError,
     PluginJobError,
     describe_plugin,
@@ -23,7 +22,9 @@ from studio_sep.mixing.plugins.host import (
     scan_plugins,
     validate_chain,
 )
-from studio_sep.mixing.presets import PluginSpec
+from studio_sep.mixing.plugins.spec import PluginSpec
+
+from . import plugin_faults
 
 VST3_DIR = Path("/usr/lib/vst3")
 ZAMCOMP = VST3_DIR / "ZamComp.vst3"        # mono (1 channel) compressor
@@ -135,7 +136,7 @@ def test_bad_audio_layout_is_refused() -> None:
 ])
 def test_bad_vst3_chain_fails_before_rendering(monkeypatch, spec: PluginSpec, message: str) -> None:
     # A worker would die at once: a PluginError proves nothing was rendered.
-    monkeypatch.setenv(TEST_FAULT_ENV, "exit")
+    plugin_faults.inject(monkeypatch, "exit")
     with pytest.raises(PluginError) as caught:
         render_chain([builtin("Gain", gain_db=0.0), spec], noise(2, 100), sample_rate=RATE)
     text = str(caught.value)
@@ -200,8 +201,8 @@ def test_two_instances_keep_their_own_values(monkeypatch) -> None:
     # The same stages as two jobs, each with a single instance in its own worker.
     reference = render_chain([second], render_chain([first], x_CS, sample_rate=RATE), sample_rate=RATE)
     np.testing.assert_allclose(y_CS, reference, atol=1e-6)
-    # Values swapped between instances (simulated by the test hook) are caught by read-back.
-    monkeypatch.setenv(TEST_FAULT_ENV, "crosstalk")
+    # Values swapped between instances (simulated by the fault wrapper) are caught by read-back.
+    plugin_faults.inject(monkeypatch, "crosstalk")
     with pytest.raises(PluginJobError, match=r"\[a\] failed: parameter read-back mismatch after setting"):
         render_chain([first, second], x_CS, sample_rate=RATE)
 
@@ -240,11 +241,11 @@ def test_reported_latency_is_compensated_to_the_sample() -> None:
 def test_crashing_or_hanging_job_fails_alone(monkeypatch, fault: str, message: str) -> None:
     spec = vst3(ZAMCOMPX2, where="mix.toml: master[0]", threshold_db=-20.0)
     x_CS = noise(2, 4800)
-    monkeypatch.setenv(TEST_FAULT_ENV, fault)
+    plugin_faults.inject(monkeypatch, fault)
     with pytest.raises(PluginJobError) as caught:
         render_chain([spec], x_CS, sample_rate=RATE, timeout_s=3.0)
     text = str(caught.value)
     assert message in text and "ZamCompX2 (mix.toml: master[0])" in text and "\n" not in text
-    monkeypatch.delenv(TEST_FAULT_ENV)
+    monkeypatch.undo()  # the real worker entry point again
     y_CS = render_chain([spec], x_CS, sample_rate=RATE)  # the next job runs fine
     assert y_CS.shape == x_CS.shape and np.all(np.isfinite(y_CS))

@@ -285,27 +285,20 @@ def _run_stages(job: SessionJob, folder: Path, outcome: SessionOutcome, log, sta
 
 def check_preset_routes(session, preset_path: Path, stem_mics) -> None:
     """The preset's routing fits this session (source names, @spot/@position mics)."""
-    from studio_sep.mixing import render as mixing
     from studio_sep.mixing.presets import load_preset
+    from studio_sep.mixing.routing import resolve_routes
 
-    mixing.resolve_routes(session, load_preset(preset_path), stem_mics, sample_rate=session.sample_rate)
+    resolve_routes(session, load_preset(preset_path), stem_mics, sample_rate=session.sample_rate)
 
 
 def check_presets(presets: Sequence[Path], *, sample_rate: int = 48000) -> None:
     """Load every preset and validate every plugin of it once, before any session runs
     (a bad preset concerns the whole batch: stop before any work)."""
-    from studio_sep.mixing.plugins import host as plugin_host
+    from studio_sep.mixing.check import check_preset
     from studio_sep.mixing.presets import load_preset
 
     for path in presets:
-        preset = load_preset(path)
-        mono, stereo = [], [preset.master]
-        for mix in (preset.defaults, *preset.sources.values()):
-            mono += [mix.chain_of(feed) for feed in mix.feeds] + list(mix.feed_chains.values())
-            stereo.append(mix.chain)
-        for chain, n_channels in [(c, 1) for c in mono] + [(c, 2) for c in stereo]:
-            if chain:
-                plugin_host.validate_chain(list(chain), sample_rate=sample_rate, n_channels=n_channels)
+        check_preset(load_preset(path), sample_rate=sample_rate)
 
 
 def _limit_blas_threads(n: int) -> None:

@@ -23,7 +23,7 @@ def mix(
     solo: Annotated[list[str] | None, typer.Option(help="Solo a source; repeatable.")] = None,
 ) -> None:
     """Render a stereo remix, DAW stems and a REAPER project from a preset."""
-    from studio_sep.mixing.render import Overrides
+    from studio_sep.mixing.routing import Overrides
     from studio_sep.session import load_session
     from studio_sep.stages import mix_session
 

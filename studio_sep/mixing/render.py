@@ -16,47 +16,25 @@ true peak (4× oversampled) exceeding the preset's ceiling. Every buffer is padd
 the preset's tail plus the longest feed delay before processing, so effect tails are
 kept; stems and remix all have ``n_samples + tail`` samples.
 
-Chains run through :mod:`studio_sep.mixing.plugins.host` (VST3 plugins in a fresh worker
-process per chain render).
+Routing (which mic images feed each source, pans and delays resolved against the
+session) is :mod:`studio_sep.mixing.routing`. Chains run through
+:mod:`studio_sep.mixing.plugins.host` (VST3 plugins in a fresh worker process per chain
+render).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-from studio_sep.mixing.presets import POSITION, SPOT, Preset, PresetError, SourceMix
-from studio_sep.session import Session
+from studio_sep.mixing.presets import Preset
+from studio_sep.mixing.routing import Route, balance_gains, pan_gains
 from studio_sep.util.errors import InputError
 
-POSITION_PAN_WIDTH = 0.8  #: "@position" puts the outermost source at ±this pan
 TRUE_PEAK_OVERSAMPLING = 4
-
-
-@dataclass(frozen=True)
-class Overrides:
-    """Command-line changes to a preset's faders: gain in dB, pan, mute, solo."""
-
-    gain_db: Mapping[str, float] = field(default_factory=dict)
-    pan: Mapping[str, float] = field(default_factory=dict)
-    mute: frozenset[str] = frozenset()
-    unmute: frozenset[str] = frozenset()
-    solo: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class Route:
-    """A source's resolved routing: feeds with real mic indices and numeric pans."""
-
-    source: str
-    feeds: tuple[tuple[int, float, float, int, tuple], ...]  #: (mic index, gain_db, pan, delay samples, chain)
-    chain: tuple
-    gain_db: float
-    pan: float
-    audible: bool
 
 
 @dataclass(frozen=True)
@@ -65,73 +43,6 @@ class MixResult:
     remix_2S: np.ndarray
     routes: tuple[Route, ...]
     report: dict
-
-
-def resolve_routes(session: Session, preset: Preset, stem_mics: Mapping[str, str],
-                   overrides: Overrides = Overrides(), *, sample_rate: int) -> tuple[Route, ...]:
-    """Check the preset against the session and resolve mics, pans and delays."""
-    mic_index = {m.name: i for i, m in enumerate(session.mics)}
-    names = [s.name for s in session.sources]
-    for key in preset.sources:
-        if key not in names:
-            raise PresetError(preset.path, f"sources.{key}", f"{key!r} is not a source of session {session.name}",
-                              f"sources: {', '.join(names)}")
-    for kind, table in (("gain", overrides.gain_db), ("pan", overrides.pan)):
-        for key in table:
-            if key not in names:
-                raise InputError(None, f"--{kind}", f"{key!r} is not a source of {session.name}",
-                                 f"sources: {', '.join(names)}")
-    for kind, group in (("mute", overrides.mute), ("unmute", overrides.unmute), ("solo", overrides.solo)):
-        for key in group:
-            if key not in names:
-                raise InputError(None, f"--{kind}", f"{key!r} is not a source of {session.name}",
-                                 f"sources: {', '.join(names)}")
-    for key, value in overrides.pan.items():
-        if not -1.0 <= value <= 1.0:
-            raise InputError(None, "--pan", f"{key}={value} is outside -1…1", "use -1 (left) to 1 (right)")
-    ys = [s.position_m[1] for s in session.sources]
-    spread = max(abs(y) for y in ys) or 1.0
-
-    def position_pan(source) -> float:
-        return -POSITION_PAN_WIDTH * source.position_m[1] / spread  # +y is stage left
-
-    solo = {s.name for s in session.sources if preset.for_source(s.name).solo} | set(overrides.solo)
-    routes = []
-    for source in session.sources:
-        mix: SourceMix = preset.for_source(source.name)
-        where = f"sources.{source.name}" if source.name in preset.sources else "defaults"
-        feeds = []
-        for i, feed in enumerate(mix.feeds):
-            mic = stem_mics[source.name] if feed.mic == SPOT else feed.mic
-            if mic not in mic_index:
-                if feed.optional:
-                    continue
-                raise PresetError(preset.path, f"{where}.feeds[{i}].mic",
-                                  f"{mic!r} is not a mic of session {session.name}",
-                                  f"use one of {', '.join(mic_index)} or \"@spot\", or set optional = true")
-            pan = position_pan(source) if feed.pan == POSITION else float(feed.pan)
-            delay = round(feed.delay_ms * sample_rate / 1000.0)
-            feeds.append((mic_index[mic], feed.gain_db, pan, delay, mix.chain_of(feed)))
-        if not feeds:
-            raise PresetError(preset.path, f"{where}.feeds", f"no feed of {source.name!r} exists in this session",
-                              "name at least one mic the session has")
-        muted = (mix.mute or source.name in overrides.mute) and source.name not in overrides.unmute
-        audible = (source.name in solo) if solo else not muted
-        pan = overrides.pan.get(source.name, position_pan(source) if mix.pan == POSITION else float(mix.pan))
-        routes.append(Route(source.name, tuple(feeds), mix.chain,
-                            overrides.gain_db.get(source.name, mix.gain_db), pan, audible))
-    return tuple(routes)
-
-
-def pan_gains(pan: float) -> tuple[float, float]:
-    """Constant-power pan of a mono signal: (left, right) gains; −3 dB each at 0."""
-    theta = (pan + 1.0) * math.pi / 4.0
-    return math.cos(theta), math.sin(theta)
-
-
-def balance_gains(pan: float) -> tuple[float, float]:
-    """Balance of a stereo signal: the far side attenuated linearly, unity at 0."""
-    return (1.0 - max(pan, 0.0), 1.0 + min(pan, 0.0))
 
 
 def db_to_gain(db: float) -> float:
@@ -156,25 +67,26 @@ def mix(
         Each source's image at every mic, in session order. Only the images the routes
         feed are read, one at a time (``pipeline.LazyImages`` reads them from files,
         so a long session's images are never all in memory).
-    routes : from :func:`resolve_routes`
+    routes : from :func:`studio_sep.mixing.routing.resolve_routes`
     render_chain : callable
         ``render_chain(specs, audio_CS, sample_rate=...) -> audio_CS`` (the plugin host).
     """
     report_progress = callback or (lambda stage, done, total, detail="": None)
     N, _, S = images_NMS.shape
-    max_delay = max((d for r in routes for (_, _, _, d, _) in r.feeds), default=0)
+    max_delay = max((feed.delay_samples for r in routes for feed in r.feeds), default=0)
     length = S + round(preset.tail_s * sample_rate) + max_delay
     stems = np.zeros((N, 2, length))
     for n, route in enumerate(routes):
         bus = np.zeros((2, length))
-        for mic, gain_db, pan, delay, chain in route.feeds:
+        for feed in route.feeds:
             x = np.zeros((1, length))
-            x[0, delay:delay + S] = images_NMS[n, mic]
-            if chain:
-                x = _checked(render_chain(list(chain), x, sample_rate=sample_rate), length, f"{route.source} feed")
+            x[0, feed.delay_samples:feed.delay_samples + S] = images_NMS[n, feed.mic]
+            if feed.chain:
+                x = _checked(render_chain(list(feed.chain), x, sample_rate=sample_rate), length,
+                             f"{route.source} feed")
                 x = x.mean(axis=0, keepdims=True) if x.shape[0] > 1 else x
-            left, right = pan_gains(pan)
-            bus += db_to_gain(gain_db) * np.concatenate([left * x, right * x])
+            left, right = pan_gains(feed.pan)
+            bus += db_to_gain(feed.gain_db) * np.concatenate([left * x, right * x])
         if route.chain:
             bus = _checked(render_chain(list(route.chain), bus, sample_rate=sample_rate), length, route.source)
         stems[n] = bus
@@ -193,8 +105,9 @@ def mix(
                              true_peak_dbtp=preset.true_peak_dbtp)
     report = {"length_samples": length, "tail_samples": length - S, "sample_rate": sample_rate, **level,
               "routes": [{"source": r.source, "gain_db": r.gain_db, "pan": round(r.pan, 4), "audible": r.audible,
-                          "feeds": [{"mic": m, "gain_db": g, "pan": round(p, 4), "delay_samples": d,
-                                     "chain": [spec.to_dict() for spec in c]} for m, g, p, d, c in r.feeds],
+                          "feeds": [{"mic": f.mic, "gain_db": f.gain_db, "pan": round(f.pan, 4),
+                                     "delay_samples": f.delay_samples, "chain": [spec.to_dict() for spec in f.chain]}
+                                    for f in r.feeds],
                           "chain": [spec.to_dict() for spec in r.chain]} for r in routes],
                "master": [spec.to_dict() for spec in preset.master]}
     return MixResult(stems_N2S=stems, remix_2S=remix, routes=routes, report=report)

@@ -1137,7 +1137,7 @@ def mix_session(
     (same images, preset file, plugins and overrides) is not redone.
     """
     from studio_sep.io.daw import Track, write_reaper_project
-    from studio_sep.mixing import render as mixing
+    from studio_sep import mixing
     from studio_sep.mixing.plugins import host as plugin_host
     from studio_sep.mixing.presets import load_preset
 
@@ -1159,11 +1159,10 @@ def mix_session(
         raise InputError(None, "--from", f"{source!r} is not run or truth", "pick one of those")
     sample_rate = session.sample_rate
     routes = mixing.resolve_routes(session, preset, stem_mics, overrides, sample_rate=sample_rate)
-    chains = [(feed[4], 1) for r in routes for feed in r.feeds] + [(r.chain, 2) for r in routes]
+    chains = mixing.preset_chains(preset, routes)
     record = RunRecord(folder)
     hashes = hashes or FileHashes(folder / WORK_DIR / "hashes.json")
-    plugins = sorted({str(spec.path) for chain, _ in [*chains, (preset.master, 2)] for spec in chain
-                      if spec.path is not None})
+    plugins = sorted({str(spec.path) for chain, _ in chains for spec in chain if spec.path is not None})
     inputs = (_images_identity(folder, session, record, hashes) if source == "run" else
               {s.name: hashes(session.truth.images[s.name]) for s in session.sources})
     fp = fingerprint("mix", source, inputs, hashes(preset.path), [_bundle_identity(p) for p in plugins],
@@ -1174,9 +1173,7 @@ def mix_session(
         report = json.loads(report_path.read_text())
         return MixOutcome(remix=Path(report["remix"]), project=Path(report["project"]),
                           stems=tuple(Path(p) for p in report["stems"]), report=report, skipped=True)
-    for chain, n_channels in [*chains, (preset.master, 2)]:
-        if chain:  # feeds are mono, buses and the master stereo
-            plugin_host.validate_chain(list(chain), sample_rate=sample_rate, n_channels=n_channels)
+    mixing.check_preset(preset, sample_rate=sample_rate, routes=routes)
     hashes.save()
     clock = time.perf_counter()
     record.begin(stage)
@@ -1185,7 +1182,7 @@ def mix_session(
     if source == "run":
         for route in routes:  # every image the preset feeds is there before any rendering
             for feed in route.feeds:
-                _image_path(folder, session, route.source, session.mics[feed[0]].name)
+                _image_path(folder, session, route.source, session.mics[feed.mic].name)
         read = lambda n, m: audio_io.read_audio(  # noqa: E731
             folder / "images" / names[n] / f"{session.mics[m].name}.wav")[0][0]
     else:
