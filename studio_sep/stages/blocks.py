@@ -33,6 +33,7 @@ def _seam_correlation(previous_NMS: np.ndarray, current_NMS: np.ndarray) -> np.n
     return (a @ b.T) / np.maximum(norms, 1e-30)
 
 
+# One loop over the blocks: the seam matching needs the previous block's tail and this one's head.
 def write_block_images(folder: Path, session: Session, settings: ResolvedSettings, plan: MemoryPlan, report):
     """Wiener images of every source at every mic, block by block, crossfaded at the seams.
 
@@ -114,6 +115,18 @@ def write_block_images(folder: Path, session: Session, settings: ResolvedSetting
         del heads, tails
     shutil.rmtree(staging / "block", ignore_errors=True)
 
+    outputs, order = _assemble(folder, session, settings, staging, raw, energy_NM, resampled)
+    return outputs, order, resampled, seams, shape
+
+
+def _assemble(folder: Path, session: Session, settings: ResolvedSettings, staging: Path, raw: list[list[Path]],
+              energy_NM: np.ndarray, resampled: bool) -> tuple[list[Path], np.ndarray]:
+    """Each (output, mic)'s raw staging file as a WAV, then published as manifest source
+    ``order``; returns the published files and the order."""
+    N = len(session.sources)
+    n_out = N + int(resampled)
+    store = np.float64 if settings.subtype == "float64" else np.float32
+    native_sr = settings.sample_rate
     order = assign_sources(session, settings, energy_NM)
     for n in range(n_out):  # one (source, mic) in memory at a time
         for m, mic in enumerate(session.mics):
@@ -126,4 +139,4 @@ def write_block_images(folder: Path, session: Session, settings: ResolvedSetting
             del samples
     outputs = publish_images(folder, session, settings, staging, order, resampled)
     shutil.rmtree(staging, ignore_errors=True)
-    return outputs, order, resampled, seams, shape
+    return outputs, order

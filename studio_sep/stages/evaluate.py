@@ -23,6 +23,7 @@ from studio_sep.util.atomic import write_text_atomic
 from studio_sep.util.errors import InputError
 
 
+# Long by its docstring and its checks; the scoring is in _score_at_mic.
 def evaluate_run(
     session: Session, out_root: str | Path, *, reference_mic: str | None = None, filter_length: int = 512,
     callback: ProgressCallback | None = None, force: bool = True, hashes: FileHashes | None = None,
@@ -43,8 +44,6 @@ def evaluate_run(
     With ``force=False`` an up-to-date report (same images, truth and settings) is
     read back instead (its ``"skipped"`` key is then true).
     """
-    from studio_sep.dsp.metrics import bss_metrics
-
     if not session.has_truth_images:
         raise InputError(session.path, "truth.images", "the session has no ground-truth image for every source",
                          "evaluate needs [truth.images] with one file per source")
@@ -85,22 +84,7 @@ def evaluate_run(
     result: dict = {"separated": {}, "mixture": {}, "improvement": {}}
     # one mic at a time: truth, estimates and mixture of that mic only (long sessions)
     for done, mic in enumerate(eval_mics):
-        m = mic_names.index(mic)
-        scores: dict[str, list] = {"sep": [], "mix": []}
-        for start in range(0, session.n_samples, segment):
-            stop = min(start + segment, session.n_samples)
-            if stop - start < filter_length * 4 and start > 0:
-                continue  # a last sliver too short to score
-            truth_NS = np.stack([audio_io.read_audio(session.truth.images[s.name], channels=[m], start=start,
-                                                     stop=stop)[0][0] for s in session.sources])
-            est_NS = np.stack([audio_io.read_audio(image_path(folder, session, s.name, mic), start=start,
-                                                   stop=stop)[0][0] for s in session.sources])
-            scores["sep"].append(bss_metrics(truth_NS, est_NS, filter_length=filter_length))
-            del est_NS
-            mix_NS = np.repeat(load_mics(session, mics=[m], start=start, stop=stop), N, axis=0)
-            scores["mix"].append(bss_metrics(truth_NS, mix_NS, filter_length=filter_length))
-            del truth_NS, mix_NS
-        sep, mix = (_median_over_segments(scores[k]) for k in ("sep", "mix"))
+        sep, mix = _score_at_mic(folder, session, mic_names.index(mic), mic, segment, filter_length)
         for n, s in enumerate(session.sources):
             for kind, values in (("separated", sep), ("mixture", mix)):
                 result[kind].setdefault(s.name, {})[mic] = {k: _db(values[k][n]) for k in METRICS}
@@ -128,6 +112,29 @@ def evaluate_run(
                   sdr_at_reference_mic=metrics["means"]["at_reference_mic"]["separated"]["sdr"])
     return metrics
 
+
+
+def _score_at_mic(folder: Path, session: Session, m: int, mic: str, segment: int, filter_length: int):
+    """The separated images' and the mixture's scores at mic ``m`` (named ``mic``), against
+    the truth there, segment by segment (median over segments when more than one)."""
+    from studio_sep.dsp.metrics import bss_metrics
+
+    N = len(session.sources)
+    scores: dict[str, list] = {"sep": [], "mix": []}
+    for start in range(0, session.n_samples, segment):
+        stop = min(start + segment, session.n_samples)
+        if stop - start < filter_length * 4 and start > 0:
+            continue  # a last sliver too short to score
+        truth_NS = np.stack([audio_io.read_audio(session.truth.images[s.name], channels=[m], start=start,
+                                                 stop=stop)[0][0] for s in session.sources])
+        est_NS = np.stack([audio_io.read_audio(image_path(folder, session, s.name, mic), start=start,
+                                               stop=stop)[0][0] for s in session.sources])
+        scores["sep"].append(bss_metrics(truth_NS, est_NS, filter_length=filter_length))
+        del est_NS
+        mix_NS = np.repeat(load_mics(session, mics=[m], start=start, stop=stop), N, axis=0)
+        scores["mix"].append(bss_metrics(truth_NS, mix_NS, filter_length=filter_length))
+        del truth_NS, mix_NS
+    return tuple(_median_over_segments(scores[k]) for k in ("sep", "mix"))
 
 #: Longest segment of the framewise scores of a session too long to score at once
 #: (the segment is the largest power of two of samples within it: 21.8 s at 48 kHz).

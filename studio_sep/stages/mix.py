@@ -28,6 +28,7 @@ class MixOutcome:
     skipped: bool = False  #: up to date: nothing was rendered
 
 
+# Long by its docstring and the checks that run before anything is rendered.
 def mix_session(
     session: Session,
     out_root: str | Path,
@@ -46,7 +47,6 @@ def mix_session(
     parameter) before anything is rendered. With ``force=False`` an up-to-date mix
     (same images, preset file, plugins and overrides) is not redone.
     """
-    from studio_sep.io.daw import Track, write_reaper_project
     from studio_sep.mixing import render as mixing
     from studio_sep.mixing.plugins import host as plugin_host
     from studio_sep.mixing.presets import load_preset
@@ -103,6 +103,22 @@ def mix_session(
     images = LazyImages(read, len(names), len(session.mics), session.n_samples)
     result = mixing.mix(images, routes, preset, sample_rate=sample_rate, render_chain=plugin_host.render_chain,
                         callback=callback)
+    remix_path, project, stems, warnings = _write_mix(folder, session, preset, result)
+    report = {"preset": str(preset.path), "preset_name": preset.name, "from": source, "format": preset.format,
+              **result.report, "warnings": warnings, "remix": str(remix_path), "project": str(project),
+              "stems": [str(p) for p in stems]}
+    write_text_atomic(report_path, json.dumps(report, indent=2))
+    record.finish(stage, fp, [remix_path, project, report_path, *stems], elapsed_s=time.perf_counter() - clock)
+    return MixOutcome(remix=remix_path, project=project, stems=tuple(stems), report=report)
+
+
+def _write_mix(folder: Path, session: Session, preset, result):
+    """The remix, the pre-fader DAW stems and the DAW project of a mix, clipped to the
+    preset's format; returns their paths and the mix's warnings."""
+    from studio_sep.io.daw import Track, write_reaper_project
+    from studio_sep.mixing import render as mixing
+
+    sample_rate = session.sample_rate
     warnings = list(result.report["warnings"])
     remix, clipped = mixing.clip_for_format(result.remix_2S, preset.format, "remix")
     warnings += clipped
@@ -125,12 +141,7 @@ def mix_session(
                             mute=not route.audible))
     project = write_reaper_project(daw_dir / f"{session.name}_{preset.name}.RPP", tracks, sample_rate=sample_rate,
                                    length_samples=result.remix_2S.shape[1])
-    report = {"preset": str(preset.path), "preset_name": preset.name, "from": source, "format": preset.format,
-              **result.report, "warnings": warnings, "remix": str(remix_path), "project": str(project),
-              "stems": [str(p) for p in stems]}
-    write_text_atomic(report_path, json.dumps(report, indent=2))
-    record.finish(stage, fp, [remix_path, project, report_path, *stems], elapsed_s=time.perf_counter() - clock)
-    return MixOutcome(remix=remix_path, project=project, stems=tuple(stems), report=report)
+    return remix_path, project, stems, warnings
 
 
 def _bundle_identity(path: str) -> list:
