@@ -46,7 +46,8 @@ def initial_model(X_FTM: np.ndarray, *, n_sources: int, init_kinds: Sequence[str
     spectral_init = "random W and H"
     if "geometry" in init_kinds:
         freqs = np.arange(F) * sample_rate / n_fft
-        A = spatial.steering_vectors(mic_positions, source_positions, freqs, patterns=patterns, aims_deg=aims_deg)
+        A = spatial.steering_vectors(mic_positions, source_positions, freqs, patterns=patterns,
+                                     aims_deg=aims_deg)
         Q, G = geometry_init(A)
         init = fastmnmf2.Params(Q_FMM=Q, G_NM=G)
     if "dictionary" in init_kinds:

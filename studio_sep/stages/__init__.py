@@ -9,7 +9,13 @@ runrecord.py records every stage.
 
 from studio_sep.stages.evaluate import evaluate_run
 from studio_sep.stages.images import read_images
-from studio_sep.stages.memory import default_budget_bytes, format_size, parse_size, peak_rss_bytes, plan_memory
+from studio_sep.stages.memory import (
+    default_budget_bytes,
+    format_size,
+    parse_size,
+    peak_rss_bytes,
+    plan_memory,
+)
 from studio_sep.stages.mix import MixOutcome, mix_session
 from studio_sep.stages.report import METRICS_HEADER, metrics_rows, prior_label
 from studio_sep.stages.runrecord import WORK_DIR, FileHashes, session_lock
@@ -17,6 +23,6 @@ from studio_sep.stages.separate import SeparationResult, separate_session
 from studio_sep.stages.settings import ResolvedSettings, SeparationOptions, resolve_settings
 
 __all__ = ["METRICS_HEADER", "WORK_DIR", "FileHashes", "MixOutcome", "ResolvedSettings", "SeparationOptions",
-           "SeparationResult", "default_budget_bytes", "evaluate_run", "format_size", "metrics_rows", "mix_session",
-           "parse_size", "peak_rss_bytes", "plan_memory", "prior_label", "read_images", "resolve_settings",
+           "SeparationResult", "default_budget_bytes", "evaluate_run", "format_size", "metrics_rows",
+           "mix_session", "parse_size", "peak_rss_bytes", "plan_memory", "prior_label", "read_images", "resolve_settings",
            "separate_session", "session_lock"]

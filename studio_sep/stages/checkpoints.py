@@ -16,6 +16,7 @@ def block_fit_path(work: Path, b: int) -> Path:
 
 
 def load_checkpoint(path: Path, fp: str):
+    """The checkpoint saved at ``path`` for fingerprint ``fp``, or None (missing, unreadable or stale)."""
     from studio_sep.separation import fastmnmf2
 
     if not path.is_file():
@@ -32,6 +33,7 @@ def load_checkpoint(path: Path, fp: str):
 
 
 def save_params(path: Path, params, **extra) -> None:
+    """The four parameter arrays and ``extra`` (as ``extra_<name>``) into one .npz, atomically."""
     arrays = {name: getattr(params, name) for name in ("Q_FMM", "G_NM", "W_NFK", "H_NKT")}
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
@@ -39,6 +41,7 @@ def save_params(path: Path, params, **extra) -> None:
 
 
 def load_params(path: Path):
+    """The parameters and the extras saved by :func:`save_params`."""
     from studio_sep.separation import fastmnmf2
 
     with np.load(path, allow_pickle=False) as data:

@@ -26,7 +26,7 @@ CARRY_H_ITERATIONS = 20
 
 
 def run_fit(X_host, init, settings: ResolvedSettings, work: Path, fp: str, report, *, resume: bool, carry=None,
-         block: tuple[int, int] = (0, 1)):
+            block: tuple[int, int] = (0, 1)):
     """Run (or continue) the fit, checkpointing to ``work/fit-checkpoint.npz``.
 
     ``carry`` (a fitted block's parameters, instead of ``init``) starts the fit from

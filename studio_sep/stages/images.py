@@ -77,7 +77,7 @@ def write_source_images(folder: Path, session: Session, settings: ResolvedSettin
 
 
 def publish_images(folder: Path, session: Session, settings: ResolvedSettings, staging: Path, order,
-                    has_residual: bool) -> list[Path]:
+                   has_residual: bool) -> list[Path]:
     """Move staged images (``staging/<output>/<mic>.wav``, ``staging/_residual``) to
     their final names, output ``order[n]`` becoming manifest source n; copy the stems."""
     outputs = []
@@ -126,6 +126,7 @@ def read_images(folder: Path, session: Session, *, sources: Sequence[str] | None
 
 
 def image_path(folder: Path, session: Session, source: str, mic: str) -> Path:
+    """The path of a separated image, which must exist."""
     path = folder / "images" / source / f"{mic}.wav"
     if not path.is_file():
         raise InputError(path, None, "separated image not found",

@@ -18,7 +18,7 @@ from studio_sep.stages.signals import reference_power
 
 
 def prior_stage(session: Session, settings: ResolvedSettings, record: RunRecord, fp: str, work: Path, report,
-                 first_signals: Callable[[], tuple[np.ndarray, np.ndarray]], *, force: bool) -> str:
+                first_signals: Callable[[], tuple[np.ndarray, np.ndarray]], *, force: bool) -> str:
     """The prior stage: the spectral prior (if any) and the initial model from the
     signals of the session (or of its first block: processing-rate mics and their
     STFT) into ``work/prior.npz``, unless it is current. Returns "ran" or "skipped"."""
@@ -41,11 +41,12 @@ def prior_stage(session: Session, settings: ResolvedSettings, record: RunRecord,
     init, spectral_init = initial_model(
         X_host, n_sources=len(session.sources), init_kinds=settings.init, n_basis=settings.n_basis,
         seed=settings.seed, sample_rate=settings.processing_sample_rate, n_fft=settings.n_fft,
-        mic_positions=[m.position_m for m in session.mics], source_positions=[s.position_m for s in session.sources],
-        patterns=[m.pattern for m in session.mics],
+        mic_positions=[m.position_m for m in session.mics],
+        source_positions=[s.position_m for s in session.sources], patterns=[m.pattern for m in session.mics],
         aims_deg=[(m.aim_azimuth_deg, m.aim_elevation_deg) for m in session.mics],
         reference_power=reference_power(session, settings) if "dictionary" in settings.init else None,
-        dictionary_iterations=settings.dictionary_iterations, prior_V_NFT=prior_V, prior_kind=settings.prior["kind"])
+        dictionary_iterations=settings.dictionary_iterations, prior_V_NFT=prior_V,
+        prior_kind=settings.prior["kind"])
     save_params(work / "prior.npz", init, spectral_init=spectral_init)
     record.finish("prior", fp, [work / "prior.npz"], elapsed_s=time.perf_counter() - clock,
                   spectral_init=spectral_init, prior=prior_record)

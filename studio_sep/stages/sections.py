@@ -19,8 +19,8 @@ from studio_sep.util.atomic import file_sha256
 
 
 def run_sections(session: Session, settings: ResolvedSettings, plan: MemoryPlan, record: RunRecord, shape_FTM,
-                  spectral_init: str, order, has_residual: bool, log_likelihood: dict, blocks: dict,
-                  images_s: float) -> dict:
+                 spectral_init: str, order, has_residual: bool, log_likelihood: dict, blocks: dict,
+                 images_s: float) -> dict:
     """The top-level sections of ``run.json`` written with the images stage."""
     fit_record = record.stage("separate") or {}
     return {

@@ -110,6 +110,7 @@ def _check_init(session: Session, init: tuple[str, ...]) -> None:
 
 
 def choose_stem_mics(session: Session, chosen: Mapping[str, str]) -> dict[str, str]:
+    """Every source's stem mic: the one chosen for it (or for "*"), else its spot mic, else the nearest."""
     mic_names = [m.name for m in session.mics]
     source_names = [s.name for s in session.sources]
     for source, mic in chosen.items():

@@ -13,6 +13,7 @@ from studio_sep.stages.settings import ResolvedSettings
 
 
 def stft_of(x_proc: np.ndarray, settings: ResolvedSettings) -> np.ndarray:
+    """STFT (F, T, M) of processing-rate signals with the run's n_fft and hop."""
     from studio_sep.dsp import stft
 
     return stft.stft(x_proc, n_fft=settings.n_fft, hop=settings.hop)
