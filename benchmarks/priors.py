@@ -3,7 +3,7 @@
 
 Renders the trio session (``studio_sep.sim.simulate``) at RT60 0.3 and 0.5 s for a few
 composition seeds (20 s at 16 kHz, the processing rate: no resampling), then runs
-FastMNMF2 through ``studio_sep.stages.pipeline.separate_session`` (M=7, N=3, K=8, 1024/256,
+FastMNMF2 through ``studio_sep.stages.separate.separate_session`` (M=7, N=3, K=8, 1024/256,
 float64, CPU, separation seed 0) in these configurations:
 
 ====================================  ===========================  ==========
@@ -22,7 +22,7 @@ classnet / geometry+classnet /        (as above)                   classnet
 geometry+dictionary+classnet
 ====================================  ===========================  ==========
 
-and scores each run with ``studio_sep.stages.pipeline.evaluate_run`` (fast-bss-eval, 512-tap
+and scores each run with ``studio_sep.stages.evaluate.evaluate_run`` (fast-bss-eval, 512-tap
 filter): SDR/SIR/SAR/SI-SDR at mic 1 (``trio_l``) and at each source's spot mic, mean
 over the 3 sources, then over the sessions; ΔSDR vs blind (paired per session, then
 averaged); the lowest and highest per-session mean.

@@ -9,7 +9,7 @@ same STFT (1024 points, hop 256), separates it with
   mean SDR at mic 1: an oracle matching that favours it);
 - studio-sep ``circular`` (blind; outputs assigned by the pipeline's own spot-mic energy
   rule; also scored with the oracle permutation, as pra is), ``geometry`` and
-  ``geometry+dictionary``, through ``studio_sep.stages.pipeline.separate_session``;
+  ``geometry+dictionary``, through ``studio_sep.stages.separate.separate_session``;
 - ``oracle``: a multichannel Wiener filter from the true images (``oracle_mwf.py``);
 
 all with M=7, N=3, K=8 and 100 iterations, and prints SDR/SIR/SAR/SI-SDR at mic 1
@@ -235,7 +235,7 @@ def run_worker(spec: dict, *, threads: int, work: Path, log) -> dict:
 def score(truth_NMS, est_NMS, spot_index: list[int], *, ref_mic: int = 0) -> dict:
     """Metrics of every source at mic ``ref_mic`` and at its own spot mic.
 
-    As ``studio_sep.stages.pipeline.evaluate_run``: at each mic, all sources are scored
+    As ``studio_sep.stages.evaluate.evaluate_run``: at each mic, all sources are scored
     together (SIR needs the others' true images at that mic).
     """
     from studio_sep.dsp.metrics import bss_metrics

@@ -12,6 +12,7 @@ from studio_sep.dsp import geometry as spatial
 from studio_sep.dsp.backend import get_xp, to_host
 from studio_sep.dsp.stft import default_fft_size, istft, stft
 from studio_sep.separation import fastmnmf2
+from studio_sep.separation.initial import geometry_init
 
 from . import strict_xp
 
@@ -123,7 +124,7 @@ def test_strict_device_arrays_run_the_same_code(mixture) -> None:
         np.asarray(X_dev)
     with pytest.raises(TypeError):
         np.sqrt(X_dev)
-    init = fastmnmf2.Params(*spatial.geometry_init(
+    init = fastmnmf2.Params(*geometry_init(
         spatial.steering_vectors(np.random.default_rng(0).uniform(0, 2, (5, 3)), [[3, 0, 1], [3, 1, 1], [3, -1, 1]],
                                  np.arange(X_host.shape[0]) * 8000 / N_FFT)))
     kwargs = dict(n_sources=3, n_basis=3, n_iter=4, init=init)
@@ -142,7 +143,7 @@ def test_geometry_init_diagonalises_the_steering_vectors() -> None:
     sources = rng.uniform(3, 6, (3, 3))
     A = spatial.steering_vectors(mics, sources, np.linspace(0, 8000, 33),
                                  patterns=["cardioid"] * 3 + ["omni"] * 4, aims_deg=[(0, 0)] * 7)
-    Q, G = spatial.geometry_init(A)
+    Q, G = geometry_init(A)
     QA = Q @ A  # (F, M, N): the first N rows pick out one source each, the rest see none
     for f in range(33):
         D = QA[f, :3] / np.diag(QA[f, :3])[None, :]
@@ -176,6 +177,7 @@ def test_stft_round_trip_odd_length() -> None:
 
 def test_pure_modules_import_nothing_heavy() -> None:
     code = ("import sys, studio_sep.separation.fastmnmf2, studio_sep.dsp.stft, studio_sep.dsp.geometry, studio_sep.separation.nmf, "
+            "studio_sep.separation.initial, "
             "studio_sep.dsp.metrics; heavy = {'torch', 'pedalboard', 'soundfile', 'cupy', 'pyroomacoustics'}; "
             "print(sorted(heavy & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -178,7 +178,7 @@ def test_an_interrupted_block_run_resumes_to_the_same_images(block_runs, tmp_pat
 
 
 def test_block_crossfade_weights_sum_to_one() -> None:
-    from studio_sep.stages.pipeline import _crossfade_in
+    from studio_sep.stages.blocks import _crossfade_in
 
     for n in (1, 2, 7, 5000):
         fade = _crossfade_in(n)
@@ -198,7 +198,7 @@ def test_evaluation_over_budget_scores_segments(block_runs) -> None:
 
 
 def test_segment_scores_are_medians_of_the_finite_values() -> None:
-    from studio_sep.stages.pipeline import _median_over_segments
+    from studio_sep.stages.evaluate import _median_over_segments
 
     seg = [{k: np.array([v, 1.0]) for k in ("sdr", "sir", "sar", "si_sdr")} for v in (1.0, 5.0, np.inf, 2.0)]
     out = _median_over_segments(seg)

@@ -180,14 +180,15 @@ def test_blind_runs_name_sources_the_same_way_across_seeds(close_miked_session: 
 
 
 def test_blind_naming_does_not_depend_on_output_order(rendered_session: Path, tmp_path: Path) -> None:
-    from studio_sep.stages.pipeline import _assign, resolve_settings
+    from studio_sep.stages import resolve_settings
+    from studio_sep.stages.images import assign_sources
 
     session = load_session(rendered_session)
     settings = resolve_settings(session, SeparationOptions(init=("circular",)))
     images = np.stack([audio_io.read_audio(session.truth.images[s.name])[0] for s in session.sources])
     for perm in ([0, 1, 2], [2, 0, 1], [1, 2, 0], [2, 1, 0]):
         shuffled = images[perm]
-        named = shuffled[_assign(session, settings, np.sum(shuffled**2, axis=-1))]
+        named = shuffled[assign_sources(session, settings, np.sum(shuffled**2, axis=-1))]
         np.testing.assert_array_equal(named, images)
 
 

@@ -44,7 +44,7 @@ STATUS_DONE, STATUS_CURRENT, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_NOT_RUN =
 class RunOptions:
     """What every session of a batch is run with."""
 
-    separation: object  #: pipeline.SeparationOptions
+    separation: object  #: studio_sep.stages.SeparationOptions
     presets: tuple[Path, ...] = ()
     force: bool = False
     evaluate: bool = True  #: score against the ground truth when the session has one
@@ -231,13 +231,13 @@ def run_session(job: SessionJob, emit: EventSink | None = None) -> SessionOutcom
 def _run_stages(job: SessionJob, folder: Path, outcome: SessionOutcome, log, stage_start, stage_end, progress,
                 event) -> None:
     from studio_sep.session import load_session
-    from studio_sep.stages import WORK_DIR, FileHashes, pipeline
+    from studio_sep.stages import WORK_DIR, FileHashes, evaluate_run, mix_session, resolve_settings, separate_session
 
     options = job.options
     stage_start("validate")
     session = load_session(job.manifest)
     outcome.duration_s = round(session.duration_s, 3)
-    settings = pipeline.resolve_settings(session, options.separation)
+    settings = resolve_settings(session, options.separation)
     for preset in options.presets:
         check_preset_routes(session, preset, settings.stem_mics)
     stage_end("validate", "ran")
@@ -257,8 +257,8 @@ def _run_stages(job: SessionJob, folder: Path, outcome: SessionOutcome, log, sta
             stage_start(stage)
         progress(stage, done, total, detail)
 
-    result = pipeline.separate_session(session, job.out_root, options.separation, callback=on_progress,
-                                       force=options.force, hashes=hashes)
+    result = separate_session(session, job.out_root, options.separation, callback=on_progress,
+                              force=options.force, hashes=hashes)
     for stage in names:  # what each stage did (a skipped stage reports no progress)
         if stage not in started:
             stage_start(stage)
@@ -267,17 +267,17 @@ def _run_stages(job: SessionJob, folder: Path, outcome: SessionOutcome, log, sta
     for preset in options.presets:
         stage = f"mix:{Path(preset).stem}"
         stage_start(stage)
-        mixed = pipeline.mix_session(session, job.out_root, preset, callback=progress, force=options.force,
-                                     hashes=hashes)
+        mixed = mix_session(session, job.out_root, preset, callback=progress, force=options.force,
+                            hashes=hashes)
         outcome.remixes.append(str(mixed.remix))
         outcome.projects.append(str(mixed.project))
         stage_end(stage, "skipped" if mixed.skipped else "ran", f"remix {mixed.remix}")
 
     if options.evaluate and session.has_truth_images:
         stage_start("evaluate")
-        metrics = pipeline.evaluate_run(session, job.out_root, reference_mic=options.reference_mic,
-                                        max_memory=options.separation.max_memory,
-                                        callback=progress, force=options.force, hashes=hashes)
+        metrics = evaluate_run(session, job.out_root, reference_mic=options.reference_mic,
+                               max_memory=options.separation.max_memory,
+                               callback=progress, force=options.force, hashes=hashes)
         outcome.sdr_db = metrics["means"]["at_reference_mic"]["separated"]["sdr"]
         stage_end("evaluate", "skipped" if metrics.get("skipped") else "ran",
                   f"mean SDR at {metrics['reference_mic']} {outcome.sdr_db} dB")

@@ -88,3 +88,11 @@ def to_host(x: Any) -> np.ndarray:
     if get is not None:  # cupy
         return get()
     return np.asarray(x)
+
+
+def device_spectrogram(X_host: np.ndarray, device: str, dtype: str) -> tuple[types.ModuleType, Any]:
+    """The array module of ``device`` and ``X_host`` on it, as the complex type of the real
+    ``dtype`` (float32 → complex64, float64 → complex128)."""
+    xp = xp_for_device(device)
+    complex_dtype = np.result_type(np.dtype(dtype), np.complex64)
+    return xp, to_device(X_host.astype(complex_dtype, copy=False), xp)

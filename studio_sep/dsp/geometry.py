@@ -1,4 +1,5 @@
-"""Geometry of mics and sources: aiming angles (steering vectors come with separation).
+"""Geometry of mics and sources: aiming angles, pattern gains and direct-path steering vectors
+(the geometric start of the separation built on them is in :mod:`studio_sep.separation.initial`).
 
 Conventions, used everywhere in studio-sep: positions in metres as ``(x, y, z)``;
 azimuth in degrees in the horizontal plane from +x towards +y; elevation in degrees,
@@ -87,34 +88,3 @@ def steering_vectors(
     freqs = np.asarray(freqs_hz, dtype=float)
     phase = np.exp(-2j * np.pi * freqs[:, None, None] * dist[None] / speed_of_sound_m_s)
     return phase * (gain / dist)[None]
-
-
-def geometry_init(A_FMN, *, g_floor: float = 1e-2):
-    """Initial ``Q`` and ``G`` from steering vectors (paper §3.1.2, eq. 12).
-
-    ``Q_f = [A_f^+ ; U_f^H]``: the pseudo-inverse of the mixing matrix (N rows, so the
-    n-th output of the diagonaliser is the n-th source), completed by an orthonormal
-    basis of the orthogonal complement of the sources' steering vectors (M − N rows).
-    Each row is scaled to unit norm so that no channel starts dominant by accident.
-    ``G`` is diagonally dominant: ``g_nn = 1``, every other weight ``g_floor``.
-
-    Returns
-    -------
-    Q_FMM : ndarray, shape (F, M, M), complex128
-    G_NM : ndarray, shape (N, M)
-    """
-    import numpy as np
-
-    A = np.asarray(A_FMN)
-    F, M, N = A.shape
-    if N > M:
-        raise ValueError(f"geometry init needs at least as many mics as sources (M={M}, N={N})")
-    U, s, Vh = np.linalg.svd(A, full_matrices=True)  # A = U[:, :, :N] diag(s) Vh
-    s_inv = np.where(s > s.max(axis=1, keepdims=True) * 1e-9, 1.0 / np.maximum(s, 1e-300), 0.0)
-    pinv = np.conj(np.swapaxes(Vh, 1, 2)) @ (s_inv[:, :, None] * np.conj(np.swapaxes(U[:, :, :N], 1, 2)))
-    null = np.conj(np.swapaxes(U[:, :, N:], 1, 2))  # (F, M-N, M)
-    Q = np.concatenate([pinv, null], axis=1)
-    Q = Q / np.linalg.norm(Q, axis=2, keepdims=True)
-    G = np.full((N, M), g_floor)
-    G[np.arange(N), np.arange(N)] = 1.0
-    return Q, G

@@ -65,7 +65,7 @@ def mix(
     images_NMS : ndarray, shape (N, M, S), or an object with that ``shape`` whose
         ``images_NMS[n, m]`` gives one (S,) image
         Each source's image at every mic, in session order. Only the images the routes
-        feed are read, one at a time (``pipeline.LazyImages`` reads them from files,
+        feed are read, one at a time (``studio_sep.stages.images.LazyImages`` reads them from files,
         so a long session's images are never all in memory).
     routes : from :func:`studio_sep.mixing.routing.resolve_routes`
     render_chain : callable

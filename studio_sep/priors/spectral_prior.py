@@ -4,7 +4,7 @@ A prior turns each source's query (its manifest ``prompt``, and its solo ``refer
 take when it has one) and one mic's signal into ``V_n`` (F × T, power, at the
 separation's STFT), which then starts FastMNMF2's spectral model: H by NNLS of ``V_n``
 on a dictionary W (paper eq. 11), or W and H by NMF of ``V_n``
-(:func:`studio_sep.stages.pipeline.initial_model`).
+(:func:`studio_sep.separation.initial.initial_model`).
 
 Kinds (``--prior``):
 

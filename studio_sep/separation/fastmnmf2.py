@@ -133,6 +133,8 @@ def params_to(params: Params, xp, dtype) -> Params:
     return Params(move(params.Q_FMM, "c"), move(params.G_NM, "r"), move(params.W_NFK, "r"), move(params.H_NKT, "r"))
 
 
+# Long by its docstring (every parameter) and one iteration loop whose update order is the
+# algorithm; splitting the loop would spread that order over several functions.
 def fit(
     X_FTM,
     *,

@@ -1,7 +1,7 @@
 """How much memory a separation takes, how much there is, and how to split a session.
 
 :func:`estimate_peak_bytes` models the peak resident memory of
-:func:`studio_sep.stages.pipeline.separate_session` (all three stages, fresh run) as the
+:func:`studio_sep.stages.separate.separate_session` (all three stages, fresh run) as the
 largest of its phases, each a sum of the arrays alive at that moment:
 
 ==========  ==================================================================
@@ -48,6 +48,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from studio_sep.session import Session
+from studio_sep.stages.settings import ResolvedSettings, SeparationOptions, resolve_settings
 from studio_sep.util.errors import InputError
 
 GiB = 1024**3
@@ -326,3 +328,20 @@ def peak_rss_bytes() -> int | None:
     except OSError:
         return None
     return None
+
+
+def plan_memory(session: Session, options: SeparationOptions = SeparationOptions(), *,
+                settings: ResolvedSettings | None = None) -> MemoryPlan:
+    """Estimated peak memory of separating ``session`` with these settings, the budget
+    (``options.max_memory``, else :func:`studio_sep.stages.memory.default_budget_bytes`) and,
+    when the estimate exceeds it, the overlapping time blocks
+    :func:`studio_sep.stages.separate.separate_session`
+    will use. Print its ``describe()`` before a separation."""
+    settings = settings or resolve_settings(session, options)
+    budget = options.max_memory if options.max_memory is not None else default_budget_bytes()
+    if budget <= 0:
+        raise InputError(None, "max-memory", f"{budget} bytes is not a budget", "give a positive size, e.g. 8G")
+    return plan_blocks(session.n_samples, budget_bytes=int(budget), sample_rate=settings.sample_rate,
+                       processing_sample_rate=settings.processing_sample_rate, n_mics=len(session.mics),
+                       n_sources=len(session.sources), n_basis=settings.n_basis, n_fft=settings.n_fft,
+                       hop=settings.hop, dtype=settings.dtype, device=settings.device)

@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,8 @@ from studio_sep import __version__
 from studio_sep.util.atomic import file_sha256, write_text_atomic
 from studio_sep.util.errors import StudioSepError
 
+#: ``callback(stage, done, total, detail="")``: progress of a named stage.
+ProgressCallback = Callable[..., None]
 RUN_FILE = "run.json"
 WORK_DIR = ".studio-sep"
 

@@ -1,0 +1,152 @@
+"""The fit's starting point, from arrays: the circular, geometric, dictionary and prior
+starts of the spatial and spectral model (:func:`initial_model`), the pieces it is made
+of, and the assignment of outputs to sources when they are not named by construction.
+
+Arrays in, arrays out: the stages read the audio (mics, solo reference takes) and pass
+their spectrograms here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from studio_sep.dsp import geometry as spatial
+from studio_sep.separation import fastmnmf2
+from studio_sep.separation import nmf as prior
+
+
+def initial_model(X_FTM: np.ndarray, *, n_sources: int, init_kinds: Sequence[str], n_basis: int, seed: int,
+                  sample_rate: int, n_fft: int, mic_positions=None, source_positions=None, patterns=None,
+                  aims_deg=None, reference_power: Sequence[np.ndarray] | None = None,
+                  dictionary_iterations: int = 200, prior_V_NFT: np.ndarray | None = None,
+                  prior_kind: str = "none"):
+    """The fit's starting point for the chosen init (``init_kinds``), and a description of it.
+
+    ``X_FTM`` is the mics' STFT at the processing ``sample_rate``. ``geometry`` needs the
+    mic and source positions (and the mics' patterns and aims); ``dictionary`` needs
+    ``reference_power``, the power spectrogram (F, T_n) of every source's solo take at
+    the processing rate, from which NMF bases are learned.
+
+    With a prior (``prior_V_NFT``: every source's power spectrogram estimate), the
+    spectral model starts from it: H by NNLS on the solo-take dictionary W with
+    ``dictionary`` (paper eq. 11), else W and H by NMF of it. With ``geometry`` too,
+    the prior is first brought to the demixer's scale in every frequency bin.
+
+    Drawn from its own random stream (``seed``, 1), so a run that reuses a saved
+    initial model continues exactly as one that computed it.
+    """
+    # One function so that every random draw keeps its place in the one stream.
+    rng = np.random.default_rng([seed, 1])
+    F, T, M = X_FTM.shape
+    N = n_sources
+    init = fastmnmf2.circular_init(F, M, N, n_basis, rng=rng)
+    init = fastmnmf2.Params(init.Q_FMM, init.G_NM, init.W_NFK, rng.uniform(size=(N, n_basis, T)))
+    spectral_init = "random W and H"
+    if "geometry" in init_kinds:
+        freqs = np.arange(F) * sample_rate / n_fft
+        A = spatial.steering_vectors(mic_positions, source_positions, freqs, patterns=patterns,
+                                     aims_deg=aims_deg)
+        Q, G = geometry_init(A)
+        init = fastmnmf2.Params(Q_FMM=Q, G_NM=G)
+    if "dictionary" in init_kinds:
+        W = np.stack([prior.learn_dictionary(power, n_basis=n_basis, n_iter=dictionary_iterations, rng=rng)
+                      for power in reference_power])
+        init = fastmnmf2.Params(init.Q_FMM, init.G_NM, W, rng.uniform(size=(N, n_basis, T)))
+        spectral_init = "dictionary W, random H"
+    if prior_V_NFT is not None:
+        power_NFT = prior_V_NFT
+        if "geometry" in init_kinds:
+            # Two independent estimates of each source, one spatial and one spectral: the
+            # prior at the demixer's scale in every bin, then their geometric mean.
+            # The bases come from the demixer's output (unless a dictionary gives them);
+            # the activations from NNLS of that output combined with the prior.
+            demixed_NFT = demixer_power(X_FTM, init.Q_FMM, N)
+            power_NFT = np.sqrt(demixed_NFT * power_NFT * (
+                demixed_NFT.sum(axis=(0, 2)) / np.maximum(power_NFT.sum(axis=(0, 2)), 1e-30))[None, :, None])
+            if init.W_NFK is None:
+                init = spectral_from_power(demixed_NFT, init, n_basis=n_basis, rng=rng)
+        init = spectral_from_power(power_NFT, init, n_basis=n_basis, rng=rng)
+        if "geometry" in init_kinds:
+            spectral_init = ("dictionary W" if "dictionary" in init_kinds else
+                             "W by NMF of the geometric demixer's output power") + (
+                f", H by NNLS of its geometric mean with the {prior_kind} prior")
+        else:
+            spectral_init = (f"dictionary W, H by NNLS of the {prior_kind} prior" if "dictionary" in init_kinds
+                             else f"W, H by NMF of the {prior_kind} prior")
+    elif "geometry" in init_kinds:
+        init = spectral_from_power(demixer_power(X_FTM, init.Q_FMM, N), init, n_basis=n_basis, rng=rng)
+        spectral_init = ("dictionary W, H by NNLS of the geometric demixer's output power" if "dictionary"
+                         in init_kinds else "W, H by NMF of the geometric demixer's output power")
+    return init, spectral_init
+
+
+def geometry_init(A_FMN, *, g_floor: float = 1e-2):
+    """Initial ``Q`` and ``G`` from steering vectors (paper §3.1.2, eq. 12).
+
+    ``Q_f = [A_f^+ ; U_f^H]``: the pseudo-inverse of the mixing matrix (N rows, so the
+    n-th output of the diagonaliser is the n-th source), completed by an orthonormal
+    basis of the orthogonal complement of the sources' steering vectors (M − N rows).
+    Each row is scaled to unit norm so that no channel starts dominant by accident.
+    ``G`` is diagonally dominant: ``g_nn = 1``, every other weight ``g_floor``.
+
+    Returns
+    -------
+    Q_FMM : ndarray, shape (F, M, M), complex128
+    G_NM : ndarray, shape (N, M)
+    """
+    A = np.asarray(A_FMN)
+    F, M, N = A.shape
+    if N > M:
+        raise ValueError(f"geometry init needs at least as many mics as sources (M={M}, N={N})")
+    U, s, Vh = np.linalg.svd(A, full_matrices=True)  # A = U[:, :, :N] diag(s) Vh
+    s_inv = np.where(s > s.max(axis=1, keepdims=True) * 1e-9, 1.0 / np.maximum(s, 1e-300), 0.0)
+    pinv = np.conj(np.swapaxes(Vh, 1, 2)) @ (s_inv[:, :, None] * np.conj(np.swapaxes(U[:, :, :N], 1, 2)))
+    null = np.conj(np.swapaxes(U[:, :, N:], 1, 2))  # (F, M-N, M)
+    Q = np.concatenate([pinv, null], axis=1)
+    Q = Q / np.linalg.norm(Q, axis=2, keepdims=True)
+    G = np.full((N, M), g_floor)
+    G[np.arange(N), np.arange(N)] = 1.0
+    return Q, G
+
+
+def demixer_power(X_FTM: np.ndarray, Q_FMM: np.ndarray, n_sources: int) -> np.ndarray:
+    """Output power ``|q_fn^H x_ft|²`` of the first ``n_sources`` rows of a demixer, (N, F, T)."""
+    Qx = np.matmul(X_FTM, np.swapaxes(Q_FMM, 1, 2)[:, :, :n_sources])  # (F, T, N)
+    return np.moveaxis(np.abs(Qx) ** 2, 2, 0)
+
+
+def spectral_from_power(power_NFT: np.ndarray, init, *, n_basis: int, rng: np.random.Generator):
+    """Start λ from a power estimate of every source (a prior's, or the geometric
+    demixer's output, :func:`demixer_power`).
+
+    With a dictionary W, H is its NNLS fit to that power (paper eq. 11); without one,
+    W and H are an NMF of it. Either way the spectral model starts consistent with the
+    estimate instead of at random.
+    """
+    N = init.G_NM.shape[0]
+    if init.W_NFK is not None:
+        H = np.stack([prior.nnls_activations(power_NFT[n], init.W_NFK[n]) for n in range(N)])
+        return fastmnmf2.Params(init.Q_FMM, init.G_NM, init.W_NFK, H + 1e-3 * H.mean())
+    W, H = zip(*(prior.nmf(power_NFT[n], n_basis=n_basis, n_iter=50, rng=rng) for n in range(N)))
+    return fastmnmf2.Params(init.Q_FMM, init.G_NM, np.stack(W), np.stack(H) + 1e-3 * np.mean(H))
+
+
+def assign_outputs(energy_NM: np.ndarray, stem_mic_index: Sequence[int]) -> np.ndarray:
+    """Order of the outputs so that output n is source n, when the init does not name them.
+
+    Each output goes to the source whose stem mic (``stem_mic_index[n]``: the mic index
+    of source n's stem mic) takes the largest share of that output's energy (Hungarian
+    assignment; ``energy_NM`` is each output's energy at each mic), which does not
+    depend on the random start.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    N = energy_NM.shape[0]
+    share_NM = energy_NM / np.maximum(energy_NM.sum(axis=0, keepdims=True), 1e-30)
+    score = np.stack([share_NM[:, m] for m in stem_mic_index], axis=1)
+    outputs, sources = linear_sum_assignment(-score)  # score[output, source]
+    order = np.empty(N, dtype=int)
+    order[sources] = outputs
+    return order

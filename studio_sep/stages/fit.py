@@ -1,0 +1,101 @@
+"""The separate stage's fit: FastMNMF2 from the initial model (or, for a later time block,
+from the previous block's model), checkpointed so that an interrupted fit continues
+where it stopped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from studio_sep.dsp.backend import device_spectrogram, to_host
+from studio_sep.session import Session
+from studio_sep.stages.checkpoints import block_fit_path, load_checkpoint, load_params, save_params
+from studio_sep.stages.memory import MemoryPlan
+from studio_sep.stages.runrecord import fingerprint
+from studio_sep.stages.settings import ResolvedSettings
+from studio_sep.stages.signals import mic_signals
+
+
+#: The fit writes a checkpoint every this many iterations (resume after a kill).
+CHECKPOINT_EVERY = 10
+
+
+#: H updates that start a block's activations from the previous block's model.
+CARRY_H_ITERATIONS = 20
+
+
+def run_fit(X_host, init, settings: ResolvedSettings, work: Path, fp: str, report, *, resume: bool, carry=None,
+            block: tuple[int, int] = (0, 1)):
+    """Run (or continue) the fit, checkpointing to ``work/fit-checkpoint.npz``.
+
+    ``carry`` (a fitted block's parameters, instead of ``init``) starts the fit from
+    that spatial model and those bases, with activations fitted to this data
+    (:func:`studio_sep.separation.fastmnmf2.fit_activations`). ``block = (b, n_blocks)`` numbers
+    the progress over all blocks.
+    """
+    from studio_sep.separation import fastmnmf2
+
+    _, X = device_spectrogram(X_host, settings.device, settings.dtype)
+    checkpoint_path = work / "fit-checkpoint.npz"
+    start = load_checkpoint(checkpoint_path, fp) if resume else None
+    if carry is not None and start is None:
+        H = fastmnmf2.fit_activations(X, carry, n_iter=CARRY_H_ITERATIONS)
+        init = fastmnmf2.Params(carry.Q_FMM, carry.G_NM, carry.W_NFK, H)
+        del H
+
+    def save_checkpoint(cp) -> None:
+        save_params(checkpoint_path, cp.params, fingerprint=fp, iteration=cp.iteration,
+                     log_likelihood=cp.log_likelihood, ll_iterations=cp.ll_iterations)
+
+    b, n_blocks = block
+    where = f"block {b + 1}/{n_blocks}, " if n_blocks > 1 else ""
+    offset, overall = b * settings.n_iter, n_blocks * settings.n_iter
+
+    def on_iteration(it: int, total: int, ll: float) -> None:
+        report("separate", offset + it, overall, detail=f"{where}log-lik {ll:.4f}")
+
+    first = start.iteration if start else 0
+    report("separate", offset + first, overall,
+           detail=f"{where}resumed at iteration {first}" if start else where.rstrip(", "))
+    n_sources = (start.params if start else init).G_NM.shape[0]
+    fit = fastmnmf2.fit(X, n_sources=n_sources, n_basis=settings.n_basis, n_iter=settings.n_iter,
+                        init=init, normalize_every=settings.normalize_every, rng=np.random.default_rng([settings.seed, 2]),
+                        callback=on_iteration, log_likelihood_every=settings.log_likelihood_every, resume=start,
+                        checkpoint_every=CHECKPOINT_EVERY, on_checkpoint=save_checkpoint)
+    params = fastmnmf2.Params(*(np.array(to_host(a)) for a in (fit.params.Q_FMM, fit.params.G_NM,
+                                                                  fit.params.W_NFK, fit.params.H_NKT)))
+    return fastmnmf2.FitResult(params, fit.log_likelihood, fit.ll_iterations), first
+
+
+def fit_blocks(session: Session, settings: ResolvedSettings, plan: MemoryPlan, work: Path, fp: str, report, *,
+                force: bool) -> tuple[list[Path], list[int], int]:
+    """Fit every block in turn, each from the one before; keep each block's result.
+
+    Returns the block files, the blocks found finished (not refitted) and the number
+    of iterations run here.
+    """
+    files, done_before, iterations_run, previous = [], [], 0, None
+    for b, (start, stop) in enumerate(plan.bounds()):
+        path = block_fit_path(work, b)
+        fp_b = fingerprint("block", fp, b)
+        files.append(path)
+        if not force:
+            saved = load_checkpoint(path, fp_b)
+            if saved is not None:
+                previous = saved.params
+                done_before.append(b + 1)
+                report("separate", (b + 1) * settings.n_iter, plan.n_blocks * settings.n_iter,
+                       detail=f"block {b + 1}/{plan.n_blocks} done earlier")
+                continue
+        X_host = mic_signals(session, settings, start, stop)[2]
+        init = load_params(work / "prior.npz")[0] if b == 0 else None
+        fit, first = run_fit(X_host, init, settings, work, fp_b, report, resume=not force, carry=previous,
+                          block=(b, plan.n_blocks))
+        iterations_run += settings.n_iter - first
+        save_params(path, fit.params, fingerprint=fp_b, iteration=settings.n_iter,
+                     log_likelihood=fit.log_likelihood, ll_iterations=fit.ll_iterations, n_frames=X_host.shape[1])
+        (work / "fit-checkpoint.npz").unlink(missing_ok=True)
+        previous = fit.params
+        del X_host
+    return files, done_before, iterations_run

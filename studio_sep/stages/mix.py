@@ -1,0 +1,148 @@
+"""The mix stage: a session's separated (or ground-truth) images mixed with a preset into
+the remix, the DAW stems and the DAW project."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from studio_sep import __version__
+from studio_sep.io import audio as audio_io
+from studio_sep.session import Session
+from studio_sep.stages.images import LazyImages, image_path, images_identity
+from studio_sep.stages.runrecord import WORK_DIR, FileHashes, ProgressCallback, RunRecord, fingerprint
+from studio_sep.stages.settings import choose_stem_mics
+from studio_sep.util.atomic import write_text_atomic
+from studio_sep.util.errors import InputError
+
+
+@dataclass(frozen=True)
+class MixOutcome:
+    remix: Path
+    project: Path
+    stems: tuple[Path, ...]
+    report: dict
+    skipped: bool = False  #: up to date: nothing was rendered
+
+
+# Long by its docstring and the checks that run before anything is rendered.
+def mix_session(
+    session: Session,
+    out_root: str | Path,
+    preset_path: str | Path,
+    *,
+    source: str = "run",
+    overrides=None,
+    callback: ProgressCallback | None = None,
+    force: bool = True,
+    hashes: FileHashes | None = None,
+) -> MixOutcome:
+    """Mix a session's separated images (``source="run"``) or its ground-truth images
+    (``source="truth"``) with a preset; write the remix, the DAW stems and project.
+
+    Everything is checked (preset, routing against the session, every plugin and
+    parameter) before anything is rendered. With ``force=False`` an up-to-date mix
+    (same images, preset file, plugins and overrides) is not redone.
+    """
+    from studio_sep import mixing
+    from studio_sep.mixing.plugins import host as plugin_host
+    from studio_sep.mixing.presets import load_preset
+
+    preset = load_preset(preset_path)
+    overrides = overrides or mixing.Overrides()
+    folder = Path(out_root) / session.name
+    if source == "run":
+        run_path = folder / "run.json"
+        if not run_path.is_file():
+            raise InputError(run_path, None, "no separation run to mix",
+                             f"run `studio-sep separate {session.path} --out {out_root}` first, or mix --from truth")
+        stem_mics = json.loads(run_path.read_text())["separation"]["stem_mics"]
+    elif source == "truth":
+        if not session.has_truth_images:
+            raise InputError(session.path, "truth.images", "no ground-truth image for every source",
+                             "mix --from run (the separated images) instead")
+        stem_mics = choose_stem_mics(session, {})
+    else:
+        raise InputError(None, "--from", f"{source!r} is not run or truth", "pick one of those")
+    sample_rate = session.sample_rate
+    routes = mixing.resolve_routes(session, preset, stem_mics, overrides, sample_rate=sample_rate)
+    chains = mixing.preset_chains(preset, routes)
+    record = RunRecord(folder)
+    hashes = hashes or FileHashes(folder / WORK_DIR / "hashes.json")
+    plugins = sorted({str(spec.path) for chain, _ in chains for spec in chain if spec.path is not None})
+    inputs = (images_identity(folder, session, record, hashes) if source == "run" else
+              {s.name: hashes(session.truth.images[s.name]) for s in session.sources})
+    fp = fingerprint("mix", source, inputs, hashes(preset.path), [_bundle_identity(p) for p in plugins],
+                     asdict(overrides), stem_mics, sample_rate)
+    stage = f"mix:{preset.name}"
+    report_path = folder / "remix" / f"{preset.name}.json"
+    if not force and record.is_current(stage, fp):
+        report = json.loads(report_path.read_text())
+        return MixOutcome(remix=Path(report["remix"]), project=Path(report["project"]),
+                          stems=tuple(Path(p) for p in report["stems"]), report=report, skipped=True)
+    mixing.check_preset(preset, sample_rate=sample_rate, routes=routes)
+    hashes.save()
+    clock = time.perf_counter()
+    record.begin(stage)
+
+    names = [s.name for s in session.sources]
+    if source == "run":
+        for route in routes:  # every image the preset feeds is there before any rendering
+            for feed in route.feeds:
+                image_path(folder, session, route.source, session.mics[feed.mic].name)
+        read = lambda n, m: audio_io.read_audio(  # noqa: E731
+            folder / "images" / names[n] / f"{session.mics[m].name}.wav")[0][0]
+    else:
+        read = lambda n, m: audio_io.read_audio(session.truth.images[names[n]], channels=[m])[0][0]  # noqa: E731
+    images = LazyImages(read, len(names), len(session.mics), session.n_samples)
+    result = mixing.mix(images, routes, preset, sample_rate=sample_rate, render_chain=plugin_host.render_chain,
+                        callback=callback)
+    remix_path, project, stems, warnings = _write_mix(folder, session, preset, result)
+    report = {"preset": str(preset.path), "preset_name": preset.name, "from": source, "format": preset.format,
+              **result.report, "warnings": warnings, "remix": str(remix_path), "project": str(project),
+              "stems": [str(p) for p in stems]}
+    write_text_atomic(report_path, json.dumps(report, indent=2))
+    record.finish(stage, fp, [remix_path, project, report_path, *stems], elapsed_s=time.perf_counter() - clock)
+    return MixOutcome(remix=remix_path, project=project, stems=tuple(stems), report=report)
+
+
+def _write_mix(folder: Path, session: Session, preset, result):
+    """The remix, the pre-fader DAW stems and the DAW project of a mix, clipped to the
+    preset's format; returns their paths and the mix's warnings."""
+    from studio_sep import mixing
+    from studio_sep.io.daw import Track, write_reaper_project
+
+    sample_rate = session.sample_rate
+    warnings = list(result.report["warnings"])
+    remix, clipped = mixing.clip_for_format(result.remix_2S, preset.format, "remix")
+    warnings += clipped
+    stamp = _dt.datetime.now(_dt.timezone.utc)
+    remix_path = audio_io.write_audio(folder / "remix" / f"{preset.name}.wav", remix, sample_rate,
+                                      subtype=preset.format)
+    daw_dir = folder / "daw" / preset.name
+    stems, tracks = [], []
+    for n, route in enumerate(result.routes):
+        stem, clipped = mixing.clip_for_format(result.stems_N2S[n], preset.format, f"stem {route.source}")
+        warnings += clipped
+        path = daw_dir / f"{n + 1:02d}_{route.source}.wav"
+        bext = audio_io.Bext(description=f"{session.name} {route.source} ({preset.name}, pre-fader)",
+                             originator_reference=f"studio-sep {__version__}",
+                             origination_date=stamp.strftime("%Y-%m-%d"),
+                             origination_time=stamp.strftime("%H:%M:%S"), time_reference=0,
+                             coding_history=f"A=PCM,F={sample_rate},T=studio-sep mix {preset.name}")
+        stems.append(audio_io.write_audio(path, stem, sample_rate, subtype=preset.format, bext=bext))
+        tracks.append(Track(name=f"{n + 1:02d} {route.source}", file=path, gain_db=route.gain_db, pan=route.pan,
+                            mute=not route.audible))
+    project = write_reaper_project(daw_dir / f"{session.name}_{preset.name}.RPP", tracks, sample_rate=sample_rate,
+                                   length_samples=result.remix_2S.shape[1])
+    return remix_path, project, stems, warnings
+
+
+def _bundle_identity(path: str) -> list:
+    """A plugin bundle (file or .vst3 folder) by its files' names, sizes and times."""
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    return [[str(p.relative_to(root.parent)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]

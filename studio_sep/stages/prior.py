@@ -1,0 +1,54 @@
+"""The prior stage: the spectral prior (if any) and the fit's initial model, from the
+signals of the session (or of its first time block), into ``.studio-sep/prior.npz``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from studio_sep.separation.initial import initial_model
+from studio_sep.session import Session
+from studio_sep.stages.checkpoints import save_params
+from studio_sep.stages.runrecord import RunRecord
+from studio_sep.stages.settings import ResolvedSettings
+from studio_sep.stages.signals import reference_power
+
+
+def prior_stage(session: Session, settings: ResolvedSettings, record: RunRecord, fp: str, work: Path, report,
+                first_signals: Callable[[], tuple[np.ndarray, np.ndarray]], *, force: bool) -> str:
+    """The prior stage: the spectral prior (if any) and the initial model from the
+    signals of the session (or of its first block: processing-rate mics and their
+    STFT) into ``work/prior.npz``, unless it is current. Returns "ran" or "skipped"."""
+    if not force and record.is_current("prior", fp):
+        return "skipped"
+    clock = time.perf_counter()
+    record.begin("prior")
+    report("prior", 0, 1)
+    x_proc, X_host = first_signals()
+    prior_V = None
+    if settings.prior["kind"] != "none":
+        from studio_sep.priors.spectral_prior import PriorSpec, compute_prior
+
+        spec = PriorSpec.from_dict(settings.prior)
+        result = compute_prior(spec, session, settings, x_proc, X_host,
+                               callback=lambda done, total: report("prior", done, total + 1, detail=spec.kind))
+        prior_V, prior_record = result.V_NFT, result.record
+    else:
+        prior_record = settings.prior
+    init, spectral_init = initial_model(
+        X_host, n_sources=len(session.sources), init_kinds=settings.init, n_basis=settings.n_basis,
+        seed=settings.seed, sample_rate=settings.processing_sample_rate, n_fft=settings.n_fft,
+        mic_positions=[m.position_m for m in session.mics],
+        source_positions=[s.position_m for s in session.sources], patterns=[m.pattern for m in session.mics],
+        aims_deg=[(m.aim_azimuth_deg, m.aim_elevation_deg) for m in session.mics],
+        reference_power=reference_power(session, settings) if "dictionary" in settings.init else None,
+        dictionary_iterations=settings.dictionary_iterations, prior_V_NFT=prior_V,
+        prior_kind=settings.prior["kind"])
+    save_params(work / "prior.npz", init, spectral_init=spectral_init)
+    record.finish("prior", fp, [work / "prior.npz"], elapsed_s=time.perf_counter() - clock,
+                  spectral_init=spectral_init, prior=prior_record)
+    report("prior", 1, 1)
+    return "ran"

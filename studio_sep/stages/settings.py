@@ -1,0 +1,129 @@
+"""The settings of a separation run: the command line's and the manifest's
+(:class:`SeparationOptions`, one type for both) merged over the defaults and checked
+into one concrete, frozen :class:`ResolvedSettings`; the choice of every source's stem mic."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from studio_sep.dsp.backend import resolve_device
+from studio_sep.dsp.stft import check_fft_settings, default_fft_size
+from studio_sep.session import INITS, SeparationSettings, Session
+from studio_sep.util.errors import InputError
+
+#: Settings given on the command line; ``None`` defers to the manifest, then defaults. The
+#: same type as the manifest's ``[separation]`` table (:class:`studio_sep.session.SeparationSettings`).
+SeparationOptions = SeparationSettings
+
+
+#: Measured best on the rendered trio (benchmarks/README.md): the geometric demixer with
+#: the spectral model started from its output beats adding a solo-take dictionary.
+DEFAULT_INIT = ("geometry",)
+
+
+@dataclass(frozen=True)
+class ResolvedSettings:
+    """Every setting of a separation run, concrete."""
+
+    init: tuple[str, ...]
+    n_iter: int
+    n_basis: int
+    n_fft: int
+    hop: int
+    device: str
+    dtype: str
+    seed: int
+    sample_rate: int
+    processing_sample_rate: int
+    stem_mics: dict[str, str]
+    subtype: str
+    prior: dict = field(default_factory=lambda: {"kind": "none"})  #: PriorSpec.describe()
+    normalize_every: int = 10
+    log_likelihood_every: int = 5
+    dictionary_iterations: int = 200
+
+
+def resolve_settings(session: Session, options: SeparationOptions = SeparationOptions()) -> ResolvedSettings:
+    """Merge command line, manifest and defaults (field by field, in that order); check the
+    result before any work."""
+    chosen = options.over(session.separation)
+    pick = lambda name, default: default if getattr(chosen, name) is None else getattr(chosen, name)  # noqa: E731
+    native = session.sample_rate
+    if native is None:
+        raise ValueError("resolve_settings needs a session loaded with its audio checked")
+    proc_sr = chosen.processing_sample_rate or session.processing_sample_rate or native
+    if proc_sr > native:
+        raise InputError(session.path, "processing_sample_rate",
+                         f"{proc_sr} Hz is above the recording's {native} Hz", f"use at most {native}")
+    default_fft, default_hop = default_fft_size(proc_sr)
+    n_fft = pick("n_fft", default_fft)
+    hop = pick("hop", n_fft // 4 if n_fft != default_fft else default_hop)
+    try:
+        check_fft_settings(n_fft, hop)
+    except InputError as exc:
+        raise InputError(session.path, f"separation.{exc.field}", exc.problem, exc.fix) from None
+    init = tuple(dict.fromkeys(pick("init", DEFAULT_INIT)))
+    prior_kind = pick("prior", "classnet" if "prior" in init else "none")
+    if prior_kind != "none" and "prior" not in init:
+        init = init + ("prior",)
+    if prior_kind == "none" and "prior" in init:
+        raise InputError(session.path, "separation.init", "the prior init needs a prior, and the prior is none",
+                         "use --prior nmf or --prior classnet, or drop prior from init")
+    _check_init(session, init)
+    stem_mics = choose_stem_mics(session, chosen.stem_mics or {})
+    device = resolve_device(pick("device", "auto"))
+    dtype = pick("dtype", "float64")
+    if dtype not in ("float32", "float64"):
+        raise InputError(None, "dtype", f"{dtype!r} is not float32 or float64", "pick one of those")
+    n_iter, n_basis, seed = pick("n_iter", 100), pick("n_basis", 8), pick("seed", 0)
+    for name, value, minimum in (("n_iter", n_iter, 0), ("n_basis", n_basis, 1), ("seed", seed, 0)):
+        if value < minimum:
+            raise InputError(None, name, f"must be at least {minimum}, got {value}")
+    from studio_sep.priors.spectral_prior import resolve_prior
+
+    prior = resolve_prior(session, prior_kind, model=chosen.prior_model,
+                          clap=dict(chosen.clap) if chosen.clap else None)
+    return ResolvedSettings(init=init, n_iter=n_iter, n_basis=n_basis, n_fft=n_fft, hop=hop, device=device,
+                            dtype=dtype, seed=seed, sample_rate=native, processing_sample_rate=proc_sr,
+                            stem_mics=stem_mics, subtype=chosen.subtype or "float32", prior=prior.describe())
+
+
+def _check_init(session: Session, init: tuple[str, ...]) -> None:
+    unknown = [i for i in init if i not in INITS]
+    if unknown:
+        raise InputError(None, "init", f"unknown init {unknown[0]!r}", f"use a combination of {', '.join(INITS)}")
+    if "circular" in init and "geometry" in init:
+        raise InputError(None, "init", "circular and geometry both set the spatial model", "pick one of them")
+    if "geometry" in init and len(session.sources) > len(session.mics):
+        raise InputError(session.path, "separation.init",
+                         f"geometry init needs at least as many mics as sources ({len(session.mics)} < "
+                         f"{len(session.sources)})", "use init circular, or add mics")
+    if "dictionary" in init:
+        missing = [i for i, s in enumerate(session.sources) if s.reference is None]
+        if missing:
+            raise InputError(session.path, f"sources[{missing[0]}].reference",
+                             f"dictionary init needs a solo reference take of every source; "
+                             f"{session.sources[missing[0]].name!r} has none",
+                             "add reference = \"path.wav\" or drop dictionary from init")
+
+
+def choose_stem_mics(session: Session, chosen: Mapping[str, str]) -> dict[str, str]:
+    """Every source's stem mic: the one chosen for it (or for "*"), else its spot mic, else the nearest."""
+    mic_names = [m.name for m in session.mics]
+    source_names = [s.name for s in session.sources]
+    for source, mic in chosen.items():
+        if source != "*" and source not in source_names:
+            raise InputError(None, "stem-mic", f"{source!r} is not a source of {session.name}",
+                             f"sources: {', '.join(source_names)}")
+        if mic not in mic_names:
+            raise InputError(None, "stem-mic", f"{mic!r} is not a mic of {session.name}",
+                             f"mics: {', '.join(mic_names)}")
+    result = {}
+    for s in session.sources:
+        mic = chosen.get(s.name) or chosen.get("*") or s.spot_mic
+        if mic is None:
+            mic = min(session.mics, key=lambda m: math.dist(m.position_m, s.position_m)).name
+        result[s.name] = mic
+    return result
