@@ -11,6 +11,7 @@ from dataclasses import asdict
 import numpy as np
 
 from studio_sep import __version__
+from studio_sep.dsp.backend import xp_for_device
 from studio_sep.session import Session
 from studio_sep.stages.memory import MemoryPlan
 from studio_sep.stages.runrecord import FileHashes, RunRecord, fingerprint
@@ -70,7 +71,5 @@ def versions(device: str) -> dict[str, str]:
     versions = {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
                 "machine": platform.machine(), "platform": platform.platform(terse=True)}
     if device == "cuda":
-        import cupy
-
-        versions["cupy"] = cupy.__version__
+        versions["cupy"] = xp_for_device(device).__version__
     return versions
