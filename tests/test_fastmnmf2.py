@@ -11,7 +11,7 @@ import pytest
 from studio_sep.dsp import geometry as spatial
 from studio_sep.dsp.backend import get_xp, to_host
 from studio_sep.dsp.stft import default_fft_size, istft, stft
-from studio_sep.separation import fastmnmf2
+from studio_sep.separation import fastmnmf2, wiener
 from studio_sep.separation.initial import geometry_init
 
 from . import strict_xp
@@ -78,7 +78,7 @@ def test_images_sum_to_the_mixture(mixture) -> None:
     x, _ = mixture
     X = stft(x, n_fft=N_FFT, hop=HOP)
     result = fastmnmf2.fit(X, n_sources=3, n_basis=4, n_iter=5, rng=np.random.default_rng(0))
-    images = [istft(fastmnmf2.source_image(X, result.params, n), n_fft=N_FFT, hop=HOP, n_samples=x.shape[1])
+    images = [istft(wiener.source_image(X, result.params, n), n_fft=N_FFT, hop=HOP, n_samples=x.shape[1])
               for n in range(3)]
     np.testing.assert_allclose(np.sum(images, axis=0), x, atol=1e-10 * np.abs(x).max())
     for image in images:  # and no source is trivially everything or nothing
@@ -91,7 +91,7 @@ def test_separates_a_known_mixture_far_beyond_the_mixture(mixture) -> None:
     x, truth = mixture
     X = stft(x, n_fft=N_FFT, hop=HOP)
     result = fastmnmf2.fit(X, n_sources=3, n_basis=4, n_iter=60, rng=np.random.default_rng(0))
-    est = np.stack([istft(fastmnmf2.source_image(X, result.params, n), n_fft=N_FFT, hop=HOP,
+    est = np.stack([istft(wiener.source_image(X, result.params, n), n_fft=N_FFT, hop=HOP,
                           n_samples=x.shape[1]) for n in range(3)])
     gains = []
     for s in range(3):  # best matching output for each true source, at mic 0
@@ -107,8 +107,8 @@ def test_float32_and_float64_agree(mixture) -> None:
     r32 = fastmnmf2.fit(X.astype(np.complex64), n_sources=3, n_basis=4, n_iter=15, rng=np.random.default_rng(2))
     assert r32.params.W_NFK.dtype == np.float32 and r32.params.Q_FMM.dtype == np.complex64
     np.testing.assert_allclose(r32.log_likelihood, r64.log_likelihood, rtol=2e-3, atol=2e-3)
-    s64 = istft(fastmnmf2.source_image(X, r64.params, 0), n_fft=N_FFT, hop=HOP, n_samples=x.shape[1])
-    s32 = istft(fastmnmf2.source_image(X.astype(np.complex64), r32.params, 0), n_fft=N_FFT, hop=HOP,
+    s64 = istft(wiener.source_image(X, r64.params, 0), n_fft=N_FFT, hop=HOP, n_samples=x.shape[1])
+    s32 = istft(wiener.source_image(X.astype(np.complex64), r32.params, 0), n_fft=N_FFT, hop=HOP,
                 n_samples=x.shape[1])
     assert s32.dtype == np.float32
     assert np.sum((s32 - s64) ** 2) / np.sum(s64**2) < 1e-3
@@ -132,8 +132,8 @@ def test_strict_device_arrays_run_the_same_code(mixture) -> None:
     dev = fastmnmf2.fit(X_dev, rng=np.random.default_rng(5), block_bins=5, **kwargs)  # blocks on device arrays
     assert isinstance(dev.params.Q_FMM, strict_xp.StrictArray)
     np.testing.assert_allclose(dev.log_likelihood, host.log_likelihood, rtol=1e-12)
-    image_dev = istft(fastmnmf2.source_image(X_dev, dev.params, 1), n_fft=N_FFT, hop=HOP, n_samples=4000)
-    image_host = istft(fastmnmf2.source_image(X_host, host.params, 1), n_fft=N_FFT, hop=HOP, n_samples=4000)
+    image_dev = istft(wiener.source_image(X_dev, dev.params, 1), n_fft=N_FFT, hop=HOP, n_samples=4000)
+    image_host = istft(wiener.source_image(X_host, host.params, 1), n_fft=N_FFT, hop=HOP, n_samples=4000)
     np.testing.assert_allclose(to_host(image_dev), image_host, rtol=1e-9, atol=1e-12)
 
 
@@ -237,9 +237,9 @@ def test_activations_under_a_fixed_model_carry_it_to_new_data(mixture) -> None:
     assert H.shape == (3, 4, X2.shape[1]) and np.all(H > 0)
     carried = fastmnmf2.Params(first.params.Q_FMM, first.params.G_NM, first.params.W_NFK, H)
     est_carried = [istft(S, n_fft=N_FFT, hop=HOP, n_samples=x.shape[1] - half)[0]
-                   for S in fastmnmf2.source_images(X2, carried)]
+                   for S in wiener.source_images(X2, carried)]
     est_first = [istft(S, n_fft=N_FFT, hop=HOP, n_samples=half)[0]
-                 for S in fastmnmf2.source_images(stft(x[:, :half], n_fft=N_FFT, hop=HOP), first.params)]
+                 for S in wiener.source_images(stft(x[:, :half], n_fft=N_FFT, hop=HOP), first.params)]
     # output n of the carried model is the same true source as output n of the first half's fit
     best = lambda est, part: [int(np.argmax([abs(np.corrcoef(e, images[k, 0, part])[0, 1]) for k in range(3)]))  # noqa: E731
                               for e in est]

@@ -33,7 +33,7 @@ def _seam_correlation(previous_NMS: np.ndarray, current_NMS: np.ndarray) -> np.n
     return (a @ b.T) / np.maximum(norms, 1e-30)
 
 
-# One loop over the blocks: the seam matching needs the previous block's tail and this one's head.
+# Long: one loop over the blocks, since the seam matching needs the previous block's tail and this one's head.
 def write_block_images(folder: Path, session: Session, settings: ResolvedSettings, plan: MemoryPlan, report):
     """Wiener images of every source at every mic, block by block, crossfaded at the seams.
 

@@ -30,11 +30,11 @@ def native_images(X_host: np.ndarray, params, settings: ResolvedSettings, n_proc
     rate, one source at a time (only one is in memory); ``n_proc`` is the signal's length
     at the processing rate."""
     from studio_sep.dsp import stft
-    from studio_sep.separation import fastmnmf2
+    from studio_sep.separation import fastmnmf2, wiener
 
     xp, X = device_spectrogram(X_host, settings.device, settings.dtype)
     p = fastmnmf2.params_to(params, xp, np.dtype(settings.dtype))
-    for S_FTM in fastmnmf2.source_images(X, p):
+    for S_FTM in wiener.source_images(X, p):
         image_proc = to_host(stft.istft(S_FTM, n_fft=settings.n_fft, hop=settings.hop,
                                         n_samples=n_proc)).astype(np.float64)
         image = resample(image_proc, settings.processing_sample_rate, settings.sample_rate, n_samples=n_samples)
