@@ -18,12 +18,11 @@ device; progress goes through ``callback``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from studio_sep.dsp.backend import get_xp, to_device, to_host
+from studio_sep.separation.params import Checkpoint, FitResult, Params, params_to
 from studio_sep.util.errors import InputError
 
 #: Floor on the non-negative factors W, H, G, relative to the unit-power data,
@@ -55,52 +54,6 @@ def covariance_cache_bytes(shape_FTM, real_dtype) -> int:
     return F * T * M * (M + 1) * np.dtype(real_dtype).itemsize
 
 
-@dataclass(frozen=True)
-class Params:
-    """FastMNMF2 parameters (arrays of one backend). ``None`` fields, in an initial
-    value, are filled by :func:`fit`'s default (circular) initialisation."""
-
-    Q_FMM: Any = None
-    G_NM: Any = None
-    W_NFK: Any = None
-    H_NKT: Any = None
-
-
-@dataclass(frozen=True)
-class FitResult:
-    """What :func:`fit` returns.
-
-    Attributes
-    ----------
-    params : Params
-        The fitted parameters, for the data as given (not the normalised copy).
-    log_likelihood : ndarray
-        Log-likelihood (up to an additive constant, per time-frequency bin) before the
-        first iteration and after the iterations in ``ll_iterations``, on the host.
-    ll_iterations : ndarray of int
-        The iteration after which each value was computed (0: the start).
-    """
-
-    params: Params
-    log_likelihood: np.ndarray
-    ll_iterations: np.ndarray
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """The fit after ``iteration`` iterations: enough to continue it exactly.
-
-    ``params`` are host arrays for the data scaled to unit mean power (the fit's
-    internal scale; :func:`fit` recomputes that scale from the same data on resume).
-    Continuing from a checkpoint gives the same numbers as never stopping.
-    """
-
-    iteration: int
-    params: Params
-    log_likelihood: np.ndarray
-    ll_iterations: np.ndarray
-
-
 def circular_init(
     n_freq: int, n_mics: int, n_sources: int, n_basis: int, *, rng: np.random.Generator,
     dtype=np.float64, g_floor: float = 5e-2,
@@ -119,18 +72,6 @@ def circular_init(
     W = rng.uniform(size=(n_sources, n_freq, n_basis)).astype(dtype)
     H = rng.uniform(size=(n_sources, n_basis, 1)).astype(dtype)  # filled per frame by fit
     return Params(Q_FMM=Q, G_NM=G, W_NFK=W, H_NKT=H)
-
-
-def params_to(params: Params, xp, dtype) -> Params:
-    """Move host parameters to the backend ``xp`` with the given real dtype."""
-    complex_dtype = np.result_type(dtype, np.complex64)
-
-    def move(a, kind):
-        if a is None:
-            return None
-        return to_device(np.asarray(to_host(a), dtype=complex_dtype if kind == "c" else dtype), xp)
-
-    return Params(move(params.Q_FMM, "c"), move(params.G_NM, "r"), move(params.W_NFK, "r"), move(params.H_NKT, "r"))
 
 
 # Long by its docstring (every parameter) and one iteration loop whose update order is the

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from studio_sep.dsp.backend import get_xp
-from studio_sep.separation.fastmnmf2 import Params
+from studio_sep.separation.params import Params
 
 
 def source_images(X_FTM, params: Params):
