@@ -71,6 +71,7 @@ def _fluid_write_float():
 
 
 def check_sample_rate(sample_rate: int) -> int:
+    """``sample_rate`` as an int, if it is an integer FluidSynth accepts (8-96 kHz)."""
     if isinstance(sample_rate, bool) or int(sample_rate) != sample_rate:
         raise SimulationError(None, "sample_rate", f"sample_rate={sample_rate!r} must be an integer in Hz",
                               "pass e.g. 48000")
@@ -82,6 +83,7 @@ def check_sample_rate(sample_rate: int) -> int:
 
 
 def check_soundfont(soundfont: str | os.PathLike) -> Path:
+    """``soundfont`` as a Path, if the file exists."""
     path = Path(soundfont)
     if not path.is_file():
         raise SimulationError(path, "soundfont", "SoundFont file not found",
