@@ -2,7 +2,7 @@
 """Control for the spectral-prior benchmark: the stem mic's own power as the "prior".
 
 The classnet and nmf priors are single-channel estimates from each source's stem mic,
-and a collapsed prior falls back to that mic's power (``spectral_prior.PRIOR_FLOOR_DB``).
+and a collapsed prior falls back to that mic's power (``studio_sep.priors.spec.PRIOR_FLOOR_DB``).
 This control gives *every* source its stem mic's power as the prior (no network, no
 dictionary), through the same initial-model code, so the priors' gains can be told
 apart from what the spot mics alone give. Runs on the sessions ``priors.py`` rendered.
@@ -29,16 +29,17 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=100)
     args = parser.parse_args()
 
-    from studio_sep.priors import spectral_prior
+    import studio_sep.priors
+    from studio_sep.priors.spec import PriorResult
     from studio_sep.session import load_session
     from studio_sep.stages import SeparationOptions, evaluate_run, separate_session
 
     def mic_power_prior(spec, session, settings, x_proc_MS, X_FTM, *, callback=None):
         index = {m.name: i for i, m in enumerate(session.mics)}
         V = np.stack([np.abs(X_FTM[:, :, index[settings.stem_mics[s.name]]]) ** 2 for s in session.sources])
-        return spectral_prior.PriorResult(V, {**spec.describe(), "control": "stem mic power"})
+        return PriorResult(V, {**spec.describe(), "control": "stem mic power"})
 
-    spectral_prior.compute_prior = mic_power_prior  # the control replaces the prior, nothing else
+    studio_sep.priors.compute_prior = mic_power_prior  # the control replaces the prior, nothing else
     rows = []
     for manifest in sorted(args.scenes.glob("*/session.toml")):
         session = load_session(manifest)

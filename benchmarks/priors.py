@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Spectral-prior benchmark: the paper's §4.2 comparison of inits and priors.
 
-Renders the trio session (``studio_sep.sim.simulate``) at RT60 0.3 and 0.5 s for a few
+Renders the trio session (``studio_sep.sim.trio``) at RT60 0.3 and 0.5 s for a few
 composition seeds (20 s at 16 kHz, the processing rate: no resampling), then runs
 FastMNMF2 through ``studio_sep.stages.separate.separate_session`` (M=7, N=3, K=8, 1024/256,
 float64, CPU, separation seed 0) in these configurations:
@@ -30,7 +30,7 @@ averaged); the lowest and highest per-session mean.
 The ``nmf`` prior learns each source's dictionary from its solo reference take when the
 manifest has one. The "GM-note dictionaries" rows run on a copy of the manifest with the
 ``reference`` keys removed (same audio), so the dictionaries come from General-MIDI
-renders of the class's notes (``spectral_prior.class_notes``). ``--cross-soundfont SF2``
+renders of the class's notes (``studio_sep.priors.nmf.class_notes``). ``--cross-soundfont SF2``
 adds those rows again with the notes rendered from another SoundFont (through
 ``$STUDIO_SEP_SOUNDFONT``; the sessions stay rendered with ``--soundfont``).
 
@@ -125,7 +125,7 @@ def render(work: Path, *, seed: int, rt60_s: float, duration_s: float, soundfont
            reference_duration_s: float) -> dict:
     """Render one session; return its manifest and a copy without solo takes."""
     from studio_sep.session import dump_session, load_session
-    from studio_sep.sim.simulate import SimulationSettings, simulate_session
+    from studio_sep.sim import SimulationSettings, simulate_session
 
     folder = work / "scenes" / f"seed{seed}-rt60_{rt60_s:g}-{duration_s:g}s-{SAMPLE_RATE}Hz-{Path(soundfont).stem}"
     t0 = time.perf_counter()
@@ -146,7 +146,7 @@ def render(work: Path, *, seed: int, rt60_s: float, duration_s: float, soundfont
 
 def run_one(scene: dict, row: str, *, init, prior: str, variant: str, n_iter: int, work: Path,
             classnet_model: str | None, notes_soundfont: str | None) -> dict:
-    from studio_sep.priors import spectral_prior
+    from studio_sep.priors import nmf as nmf_prior
     from studio_sep.session import load_session
     from studio_sep.stages import SeparationOptions, evaluate_run, separate_session
 
@@ -162,7 +162,7 @@ def run_one(scene: dict, row: str, *, init, prior: str, variant: str, n_iter: in
     else:
         os.environ.pop("STUDIO_SEP_SOUNDFONT", None)
     if previous_env != os.environ.get("STUDIO_SEP_SOUNDFONT"):
-        spectral_prior.class_notes.cache_clear()
+        nmf_prior.class_notes.cache_clear()
     options = SeparationOptions(init=tuple(init), prior=prior, prior_model=classnet_model, n_iter=n_iter,
                                 n_basis=N_BASIS, n_fft=N_FFT, hop=HOP, device="cpu", dtype="float64", seed=0,
                                 processing_sample_rate=SAMPLE_RATE)

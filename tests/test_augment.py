@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from studio_sep.data import augment as A
+from studio_sep.data import active, instruments, stems
+from studio_sep.data import dataset as D
 from studio_sep.util.errors import InputError
 
 SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
-FS = A.SAMPLE_RATE
+FS = stems.SAMPLE_RATE
 needs_soundfont = pytest.mark.skipif(not SOUNDFONT.is_file(), reason="TimGM6mb.sf2 not installed")
 
 
@@ -29,16 +30,16 @@ def tone(seconds: float, fs: int = FS, f0: float = 440.0, amplitude: float = 0.5
 def test_active_region_removes_exactly_the_silent_gaps():
     parts = [tone(1.0), np.zeros(FS), tone(1.5), np.zeros(FS // 2), tone(1.0)]
     w = np.concatenate(parts)
-    mask = A.active_mask(w, FS, cutoff_hz=10.0, threshold_db=-40.0)
+    mask = active.active_mask(w, FS, cutoff_hz=10.0, threshold_db=-40.0)
     edges = np.cumsum([0] + [p.size for p in parts])
     margin = int(0.1 * FS)  # envelope smearing of a 10 Hz zero-phase low-pass
     for k, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
         inner = mask[a + margin: b - margin]
         assert inner.all() if k % 2 == 0 else not inner.any(), f"part {k}"
-    kept = A.extract_active(w, FS)
+    kept = active.extract_active(w, FS)
     assert kept.dtype == np.float32
     assert abs(kept.size - 3.5 * FS) <= 4 * margin
-    assert A.extract_active(np.zeros(FS), FS).size == 0
+    assert active.extract_active(np.zeros(FS), FS).size == 0
 
 
 # ---------------------------------------------------------------------------- scattering
@@ -52,7 +53,7 @@ def test_scatter_statistics_over_many_draws():
     draws, placed = 0, 0
     n_runs = 600
     for _ in range(n_runs):
-        track, insertions, wanted = A.scatter(stem, rng, n_samples=n_samples, sample_rate=FS)
+        track, insertions, wanted = active.scatter(stem, rng, n_samples=n_samples, sample_rate=FS)
         assert track.shape == (n_samples,) and len(wanted) == n_bins
         draws += sum(wanted)
         placed += len(insertions)
@@ -78,12 +79,12 @@ def test_scatter_statistics_over_many_draws():
 
 
 def test_keyword_filter_rejects_electric_and_synth():
-    assert A.classify_name("Acoustic Grand Piano") == ("piano", True)
-    assert A.classify_name("Violin") == ("violin", True)
-    assert A.classify_name("Tenor Sax") == ("saxophone", True)
-    assert A.classify_name("Electric Piano 1") == ("piano", False)
-    assert A.classify_name("Synth Strings 1") == ("violin", False)
-    assert A.classify_name("Distortion Guitar")[0] == "guitar"
+    assert stems.classify_name("Acoustic Grand Piano") == ("piano", True)
+    assert stems.classify_name("Violin") == ("violin", True)
+    assert stems.classify_name("Tenor Sax") == ("saxophone", True)
+    assert stems.classify_name("Electric Piano 1") == ("piano", False)
+    assert stems.classify_name("Synth Strings 1") == ("violin", False)
+    assert stems.classify_name("Distortion Guitar")[0] == "guitar"
 
 
 SLAKH_META = """UUID: 0123
@@ -146,14 +147,14 @@ def test_slakh_folder_keyword_filter_and_resampling(tmp_path):
     track = tmp_path / "Track00001"
     (track / "stems").mkdir(parents=True)
     (track / "metadata.yaml").write_text(SLAKH_META)
-    entries = A.parse_slakh_metadata(SLAKH_META)
+    entries = stems.parse_slakh_metadata(SLAKH_META)
     assert entries["S05"]["is_drum"] is True and entries["S04"]["program_num"] == 66
     assert entries["S07"]["midi_program_name"] == "Acoustic Guitar (nylon)"
     # 2 s of tone, 1 s of silence, at Slakh's 44.1 kHz
     audio = np.concatenate([tone(2.0, 44100), np.zeros(44100)]).astype(np.float32)
     for stem_id in ("S00", "S01", "S02", "S03", "S04", "S05", "S07"):  # S06 was not rendered
         sf.write(track / "stems" / f"{stem_id}.flac", audio, 44100)
-    pool = A.build_stem_pool(phrases_per_program=0, slakh=tmp_path)
+    pool = stems.build_stem_pool(phrases_per_program=0, slakh=tmp_path)
     by_file = {Path(s.source).stem: s for s in pool.stems}
     assert sorted(by_file) == ["S00", "S01", "S02", "S03", "S04", "S07"]
     roles = {k: (s.label, s.family, s.is_target) for k, s in by_file.items()}
@@ -166,7 +167,7 @@ def test_slakh_folder_keyword_filter_and_resampling(tmp_path):
     assert pool.target_classes() == ["violin", "saxophone", "piano"]
     active = pool.active_audio(by_file["S00"])
     assert abs(active.size - 2 * FS) < 0.1 * FS  # resampled to 16 kHz, silence cut
-    ex = A.make_example(pool, np.random.default_rng(0))
+    ex = D.make_example(pool, np.random.default_rng(0))
     target = next(s for s in pool.stems if s.source == ex.meta["target_source"])
     assert target.is_target
     assert all(i["class"] != ex.meta["class"] for i in ex.meta["interferers"])
@@ -174,7 +175,7 @@ def test_slakh_folder_keyword_filter_and_resampling(tmp_path):
 
 def test_missing_slakh_folder_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="Slakh2100 folder not found"):
-        A.build_stem_pool(phrases_per_program=0, slakh=tmp_path / "nope")
+        stems.build_stem_pool(phrases_per_program=0, slakh=tmp_path / "nope")
 
 
 # ---------------------------------------------------------------------------- a seeded dataset
@@ -193,7 +194,7 @@ def pool(tmp_path_factory):
         path = folder / f"violin_take{k}.wav"
         sf.write(path, x, 48000)
         recordings.append((path, "violin"))
-    return A.build_stem_pool(soundfont=SOUNDFONT, phrases_per_program=1, phrase_s=(5.0, 7.0),
+    return stems.build_stem_pool(soundfont=SOUNDFONT, phrases_per_program=1, phrase_s=(5.0, 7.0),
                              recordings=recordings, seed=0)
 
 
@@ -201,7 +202,7 @@ def pool(tmp_path_factory):
 def dataset(pool, tmp_path_factory):
     out = tmp_path_factory.mktemp("ds") / "data"
     seen = []
-    meta = A.generate_dataset(out, pool, n_train=16, n_val=2, n_test=2, seed=3,
+    meta = D.generate_dataset(out, pool, n_train=16, n_val=2, n_test=2, seed=3,
                               progress=lambda stage, done, total: seen.append((stage, done, total)))
     return out, meta, seen
 
@@ -223,12 +224,12 @@ def test_dataset_files_and_metadata(dataset):
     assert seen[-1] == ("test", 2, 2) and ("train", 16, 16) in seen
     on_disk = json.loads((out / "dataset.json").read_text())
     assert on_disk == meta
-    loaded, examples = A.load_dataset_index(out)
-    assert loaded == meta and [len(examples[s]) for s in A.SPLITS] == [16, 2, 2]
+    loaded, examples = D.load_dataset_index(out)
+    assert loaded == meta and [len(examples[s]) for s in D.SPLITS] == [16, 2, 2]
     for split, docs in examples.items():
         for i, doc in enumerate(docs):
             assert doc["id"] == f"{i:06d}" and doc["split"] == split
-            assert doc["prompt"] == doc["class"] in A.TARGET_CLASSES
+            assert doc["prompt"] == doc["class"] in instruments.TARGET_CLASSES
             assert doc["target_label"] in (doc["class"], doc["class"] + "_rec")
             assert 1 <= len(doc["interferers"]) <= 3
             assert all(it["class"] != doc["class"] for it in doc["interferers"])
@@ -253,9 +254,9 @@ def test_dataset_files_and_metadata(dataset):
 
 def test_mixture_is_target_plus_interferers(pool, dataset):
     out, _, _ = dataset
-    _, examples = A.load_dataset_index(out)
+    _, examples = D.load_dataset_index(out)
     for i in range(4):
-        ex = A.make_example(pool, np.random.default_rng([3, 0, i]))  # train example i
+        ex = D.make_example(pool, np.random.default_rng([3, 0, i]))  # train example i
         doc = examples["train"][i]
         mixture, _ = sf.read(doc["mixture"], dtype="float32")
         target, _ = sf.read(doc["target"], dtype="float32")
@@ -273,25 +274,25 @@ def test_mixture_is_target_plus_interferers(pool, dataset):
 def test_same_seed_same_bytes_other_seed_other_examples(pool, dataset, tmp_path):
     out, _, _ = dataset
     again = tmp_path / "again"
-    A.generate_dataset(again, pool, n_train=3, seed=3)  # fewer examples: the first ones are the same
+    D.generate_dataset(again, pool, n_train=3, seed=3)  # fewer examples: the first ones are the same
     for name in ("000000_mixture.wav", "000001_target.wav", "000002_reference.wav", "000002.json"):
         assert (again / "train" / name).read_bytes() == (out / "train" / name).read_bytes()
     other = tmp_path / "other"
-    A.generate_dataset(other, pool, n_train=2, seed=4)
+    D.generate_dataset(other, pool, n_train=2, seed=4)
     assert (other / "train" / "000000_mixture.wav").read_bytes() != (out / "train" / "000000_mixture.wav").read_bytes()
 
 
 def test_resume_skips_complete_examples(pool, tmp_path):
     out = tmp_path / "ds"
-    A.generate_dataset(out, pool, n_train=4, seed=7)
+    D.generate_dataset(out, pool, n_train=4, seed=7)
     complete = {p.name: p.stat().st_mtime_ns for p in (out / "train").glob("000000*")}
     original = (out / "train" / "000002_mixture.wav").read_bytes()
     (out / "train" / "000002.json").unlink()  # example 2 interrupted before its JSON
     (out / "train" / "000002_mixture.wav").unlink()
     (out / "dataset.json").unlink()
     with pytest.raises(InputError, match="did not finish"):
-        A.load_dataset_index(out)
-    meta = A.generate_dataset(out, pool, n_train=5, seed=7)  # resume, and one more
+        D.load_dataset_index(out)
+    meta = D.generate_dataset(out, pool, n_train=5, seed=7)  # resume, and one more
     assert {p.name: p.stat().st_mtime_ns for p in (out / "train").glob("000000*")} == complete
     assert (out / "train" / "000002_mixture.wav").read_bytes() == original
     assert meta["splits"]["train"] == 5 and (out / "train" / "000004.json").is_file()
@@ -299,37 +300,37 @@ def test_resume_skips_complete_examples(pool, tmp_path):
 
 def test_other_settings_into_the_same_folder_are_refused(pool, tmp_path):
     out = tmp_path / "ds"
-    A.generate_dataset(out, pool, n_train=1, seed=7)
+    D.generate_dataset(out, pool, n_train=1, seed=7)
     with pytest.raises(InputError, match="other settings") as info:
-        A.generate_dataset(out, pool, n_train=1, seed=8)
+        D.generate_dataset(out, pool, n_train=1, seed=8)
     assert str(out) in str(info.value) and "seed" in str(info.value)
     with pytest.raises(InputError, match="other settings"):
-        A.generate_dataset(out, pool, n_train=1, seed=7, settings=A.AugmentSettings(max_interferers=2))
+        D.generate_dataset(out, pool, n_train=1, seed=7, settings=D.AugmentSettings(max_interferers=2))
     stranger = tmp_path / "stranger"
     stranger.mkdir()
     (stranger / "notes.txt").write_text("mine")
     with pytest.raises(InputError, match="holds no augmentation dataset"):
-        A.generate_dataset(stranger, pool, n_train=1)
+        D.generate_dataset(stranger, pool, n_train=1)
     with pytest.raises(InputError, match="not found"):
-        A.load_dataset_index(tmp_path / "missing")
+        D.load_dataset_index(tmp_path / "missing")
 
 
 @needs_soundfont
 def test_session_references_join_as_rec_variants(rendered_session):
-    pool = A.build_stem_pool(phrases_per_program=0, sessions=[rendered_session])
+    pool = stems.build_stem_pool(phrases_per_program=0, sessions=[rendered_session])
     assert sorted(pool.counts()) == ["piano_rec", "saxophone_rec", "violin_rec"]
     assert all(s.is_target for s in pool.stems)
-    ex = A.make_example(pool, np.random.default_rng(0))
+    ex = D.make_example(pool, np.random.default_rng(0))
     assert ex.meta["prompt"] == ex.meta["class"] and ex.meta["target_label"] == ex.meta["class"] + "_rec"
     assert ex.meta["reference_same_stem"]  # one take per class: the reference is the target's own stem
     assert all(i["class"] != ex.meta["class"] for i in ex.meta["interferers"])
 
 
-def test_importing_augment_does_not_need_torch():
+def test_importing_the_augmentation_does_not_need_torch():
     import subprocess
     import sys
 
-    code = ("import sys; import studio_sep.data.augment; "
+    code = ("import sys; import studio_sep.data.dataset, studio_sep.data.stems; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -338,9 +339,9 @@ def test_wav_bytes_do_not_depend_on_the_time_of_writing(tmp_path):
     import time
 
     x = np.linspace(-0.5, 0.5, 1000).astype(np.float32)
-    A._write_wav(tmp_path / "a.wav", x, FS)
+    D._write_wav(tmp_path / "a.wav", x, FS)
     time.sleep(1.1)  # libsndfile's PEAK chunk holds the time in seconds
-    A._write_wav(tmp_path / "b.wav", x, FS)
+    D._write_wav(tmp_path / "b.wav", x, FS)
     assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
     y, fs = sf.read(tmp_path / "a.wav", dtype="float32")
     assert fs == FS and np.array_equal(x, y)

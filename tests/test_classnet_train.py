@@ -51,7 +51,7 @@ def _queried(seed: int = 0) -> QueriedClassNet:
         return QueriedClassNet(net=dict(TINY))
 
 
-# -- data set writer (the format of studio_sep.data.augment) -------------------------------------
+# -- data set writer (the format of studio_sep.data.dataset) -------------------------------------
 def _band_noise(rng: np.random.Generator, n: int, lo_hz: float, hi_hz: float) -> np.ndarray:
     spec = np.fft.rfft(rng.standard_normal(n))
     f = np.fft.rfftfreq(n, 1 / SR)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from studio_sep.cli import app
 from studio_sep.io import audio as audio_io
 from studio_sep.session import load_session, session_to_dict
-from studio_sep.sim.simulate import SimulationSettings, reference_session, simulate_session
+from studio_sep.sim import SimulationSettings, reference_session, simulate_session
 from studio_sep.util.errors import SimulationError
 
 from .conftest import SESSION_RATE, SESSION_SECONDS, SOUNDFONT

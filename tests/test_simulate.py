@@ -12,7 +12,12 @@ import mido
 import numpy as np
 import pytest
 
-from studio_sep.sim import simulate as sim
+from studio_sep import sim
+from studio_sep.data import compose
+from studio_sep.data.instruments import INSTRUMENTS
+from studio_sep.dsp.geometry import aim_angles
+from studio_sep.io import synth
+from studio_sep.sim import trio
 from studio_sep.util.errors import SimulationError
 
 SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
@@ -66,9 +71,9 @@ def messages(parts: dict[str, mido.MidiFile]) -> dict[str, list]:
 
 
 def test_compose_is_deterministic_per_seed_and_differs_across_seeds():
-    a = sim.compose_parts(seed=7, duration_s=10.0)
-    b = sim.compose_parts(seed=7, duration_s=10.0)
-    c = sim.compose_parts(seed=8, duration_s=10.0)
+    a = compose.compose_parts(seed=7, duration_s=10.0)
+    b = compose.compose_parts(seed=7, duration_s=10.0)
+    c = compose.compose_parts(seed=8, duration_s=10.0)
     assert list(a) == ["piano", "sax", "violin"]
     assert messages(a) == messages(b)
     for name in a:
@@ -76,23 +81,23 @@ def test_compose_is_deterministic_per_seed_and_differs_across_seeds():
 
 
 def test_reference_passage_is_the_offset_seed_and_differs_from_the_session():
-    session = sim.compose_parts(seed=7, duration_s=10.0)
-    reference = sim.compose_reference_parts(seed=7, duration_s=10.0)
-    offset = sim.compose_parts(seed=7 + sim.REFERENCE_SEED_OFFSET, duration_s=10.0)
+    session = compose.compose_parts(seed=7, duration_s=10.0)
+    reference = compose.compose_reference_parts(seed=7, duration_s=10.0)
+    offset = compose.compose_parts(seed=7 + compose.REFERENCE_SEED_OFFSET, duration_s=10.0)
     assert messages(reference) == messages(offset)
     for name in session:
         assert [n[2] for n in notes_of(reference[name])] != [n[2] for n in notes_of(session[name])]
 
 
 def test_a_part_does_not_depend_on_the_other_parts_requested():
-    full = sim.compose_parts(seed=3, duration_s=8.0)
-    alone = sim.compose_parts(seed=3, duration_s=8.0, names=("violin",))
+    full = compose.compose_parts(seed=3, duration_s=8.0)
+    alone = compose.compose_parts(seed=3, duration_s=8.0, names=("violin",))
     assert list(alone) == ["violin"]
     assert messages(alone)["violin"] == messages(full)["violin"]
 
 
 def test_programs_channels_and_tempo_at_time_zero():
-    parts = sim.compose_parts(seed=11, duration_s=6.0)
+    parts = compose.compose_parts(seed=11, duration_s=6.0)
     channels = set()
     for name, program in (("piano", 0), ("sax", 66), ("violin", 40)):
         track_messages = [m for track in parts[name].tracks for m in track]
@@ -112,7 +117,7 @@ def test_programs_channels_and_tempo_at_time_zero():
 
 @pytest.mark.parametrize("duration_s", [2.5, 20.0])
 def test_notes_end_before_the_tail_and_fill_the_passage(duration_s):
-    parts = sim.compose_parts(seed=5, duration_s=duration_s)
+    parts = compose.compose_parts(seed=5, duration_s=duration_s)
     music_s = duration_s - 0.5
     grids = []
     for midi in parts.values():
@@ -132,11 +137,11 @@ def test_parts_overlap_in_pitch_range():
     """Over 20 passages of 20 s, the pitch ranges played overlap pairwise."""
     shared = {("piano", "sax"): [], ("piano", "violin"): [], ("sax", "violin"): []}
     for seed in range(20):
-        parts = sim.compose_parts(seed=seed, duration_s=20.0)
+        parts = compose.compose_parts(seed=seed, duration_s=20.0)
         ranges = {}
         for name, midi in parts.items():
             keys = [key for _, _, key in notes_of(midi)]
-            spec = sim.INSTRUMENTS[name]
+            spec = INSTRUMENTS[name]
             assert spec.low_note <= min(keys) and max(keys) <= spec.high_note
             ranges[name] = (min(keys), max(keys))
         for a, b in shared:
@@ -150,9 +155,9 @@ def test_parts_overlap_in_pitch_range():
 
 def test_compose_rejects_bad_settings():
     with pytest.raises(SimulationError, match="unknown part"):
-        sim.compose_parts(seed=0, duration_s=5.0, names=("piano", "drums"))
+        compose.compose_parts(seed=0, duration_s=5.0, names=("piano", "drums"))
     with pytest.raises(SimulationError, match="too short"):
-        sim.compose_parts(seed=0, duration_s=1.0)
+        compose.compose_parts(seed=0, duration_s=1.0)
 
 
 # ------------------------------------------------------------------------ rendering
@@ -160,11 +165,11 @@ def test_compose_rejects_bad_settings():
 
 @pytest.mark.parametrize("sample_rate", [16000, 48000])
 def test_render_is_deterministic_exact_length_and_unclipped(sample_rate):
-    parts = sim.compose_parts(seed=2, duration_s=2.5)
+    parts = compose.compose_parts(seed=2, duration_s=2.5)
     n_samples = round(2.5 * sample_rate)
     for midi in parts.values():
-        a = sim.render_midi(midi, sample_rate=sample_rate, soundfont=SOUNDFONT, n_samples=n_samples)
-        b = sim.render_midi(midi, sample_rate=sample_rate, soundfont=SOUNDFONT, n_samples=n_samples)
+        a = synth.render_midi(midi, sample_rate=sample_rate, soundfont=SOUNDFONT, n_samples=n_samples)
+        b = synth.render_midi(midi, sample_rate=sample_rate, soundfont=SOUNDFONT, n_samples=n_samples)
         assert a.shape == (n_samples,) and a.dtype == np.float64
         assert np.array_equal(a, b)
         peak = np.abs(a).max()
@@ -173,8 +178,8 @@ def test_render_is_deterministic_exact_length_and_unclipped(sample_rate):
 
 
 def test_default_length_is_midi_length_plus_tail():
-    midi = sim.compose_parts(seed=2, duration_s=3.0)["sax"]
-    dry = sim.render_midi(midi, sample_rate=FS, soundfont=SOUNDFONT, tail_s=0.75)
+    midi = compose.compose_parts(seed=2, duration_s=3.0)["sax"]
+    dry = synth.render_midi(midi, sample_rate=FS, soundfont=SOUNDFONT, tail_s=0.75)
     assert dry.shape == (round((midi.length + 0.75) * FS),)
 
 
@@ -183,7 +188,7 @@ def test_default_length_is_midi_length_plus_tail():
 def test_note_starts_at_its_time(sample_rate, start_s):
     # The violin sample starts at once (TimGM6mb's piano has ~6 ms of leading silence).
     midi = single_note_midi(69, 40, start_s=start_s, length_s=0.5)
-    dry = sim.render_midi(midi, sample_rate=sample_rate, soundfont=SOUNDFONT, n_samples=sample_rate)
+    dry = synth.render_midi(midi, sample_rate=sample_rate, soundfont=SOUNDFONT, n_samples=sample_rate)
     at = round(start_s * sample_rate)
     assert not dry[:at].any()  # silent before the note
     # FluidSynth starts a voice at its next 64-sample block (and its first sample is 0)
@@ -194,7 +199,7 @@ def test_note_starts_at_its_time(sample_rate, start_s):
 def test_single_note_has_its_pitch(sample_rate):
     # A4 (440 Hz) on the piano, from 0.5 s to 1.5 s.
     midi = single_note_midi(69, 0, start_s=0.5, length_s=1.0)
-    dry = sim.render_midi(midi, sample_rate=sample_rate, soundfont=SOUNDFONT, n_samples=2 * sample_rate)
+    dry = synth.render_midi(midi, sample_rate=sample_rate, soundfont=SOUNDFONT, n_samples=2 * sample_rate)
     segment = dry[int(0.6 * sample_rate) : int(1.4 * sample_rate)]
     spectrum = np.abs(np.fft.rfft(segment * np.hanning(len(segment))))
     peak_hz = np.argmax(spectrum) * sample_rate / len(segment)
@@ -203,29 +208,29 @@ def test_single_note_has_its_pitch(sample_rate):
 
 
 def test_program_changes_the_timbre():
-    piano = sim.render_midi(single_note_midi(69, 0, start_s=0.1, length_s=1.0), sample_rate=FS,
+    piano = synth.render_midi(single_note_midi(69, 0, start_s=0.1, length_s=1.0), sample_rate=FS,
                             soundfont=SOUNDFONT, n_samples=FS)
-    violin = sim.render_midi(single_note_midi(69, 40, start_s=0.1, length_s=1.0), sample_rate=FS,
+    violin = synth.render_midi(single_note_midi(69, 40, start_s=0.1, length_s=1.0), sample_rate=FS,
                              soundfont=SOUNDFONT, n_samples=FS)
     correlation = np.dot(piano, violin) / (np.linalg.norm(piano) * np.linalg.norm(violin))
     assert abs(correlation) < 0.5
 
 
 def test_render_rejects_a_missing_soundfont(tmp_path):
-    midi = sim.compose_parts(seed=0, duration_s=2.0)["piano"]
+    midi = compose.compose_parts(seed=0, duration_s=2.0)["piano"]
     with pytest.raises(SimulationError, match="SoundFont file not found"):
-        sim.render_midi(midi, sample_rate=FS, soundfont=tmp_path / "missing.sf2", n_samples=FS)
+        synth.render_midi(midi, sample_rate=FS, soundfont=tmp_path / "missing.sf2", n_samples=FS)
     bad = tmp_path / "bad.sf2"
     bad.write_bytes(b"not a soundfont")
     with pytest.raises(SimulationError, match="cannot load"):
-        sim.render_midi(midi, sample_rate=FS, soundfont=bad, n_samples=FS)
+        synth.render_midi(midi, sample_rate=FS, soundfont=bad, n_samples=FS)
 
 
 def test_render_parts_stacks_render_midi():
-    parts = sim.compose_parts(seed=4, duration_s=2.0)
-    dry_NS = sim.render_parts(parts, sample_rate=FS, soundfont=SOUNDFONT, n_samples=2 * FS)
+    parts = compose.compose_parts(seed=4, duration_s=2.0)
+    dry_NS = synth.render_parts(parts, sample_rate=FS, soundfont=SOUNDFONT, n_samples=2 * FS)
     assert dry_NS.shape == (3, 2 * FS)
-    violin = sim.render_midi(parts["violin"], sample_rate=FS, soundfont=SOUNDFONT, n_samples=2 * FS)
+    violin = synth.render_midi(parts["violin"], sample_rate=FS, soundfont=SOUNDFONT, n_samples=2 * FS)
     assert np.array_equal(dry_NS[2], violin)
 
 
@@ -261,8 +266,8 @@ def test_ircam_geometry_is_shifted_into_the_room_and_spots_aim_at_their_sources(
 
 
 def test_aim_angles_convention():
-    assert sim.aim_angles((0, 0, 0), (0, 1, 0)) == pytest.approx((90.0, 0.0))
-    assert sim.aim_angles((0, 0, 0), (1, 0, -1)) == pytest.approx((0.0, -45.0))
+    assert aim_angles((0, 0, 0), (0, 1, 0)) == pytest.approx((90.0, 0.0))
+    assert aim_angles((0, 0, 0), (1, 0, -1)) == pytest.approx((0.0, -45.0))
 
 
 # ------------------------------------------------------------------------ room
@@ -302,8 +307,8 @@ def test_calibrate_rejects_an_unreachable_rt60():
 @pytest.fixture(scope="module")
 def trio_images(room_05):
     """Equal-RMS dry parts (3 s) in the IRCAM trio geometry, RT60 0.5 s."""
-    parts = sim.compose_parts(seed=3, duration_s=3.0)
-    dry_NS = sim.render_parts(parts, sample_rate=FS, soundfont=SOUNDFONT, n_samples=3 * FS)
+    parts = compose.compose_parts(seed=3, duration_s=3.0)
+    dry_NS = synth.render_parts(parts, sample_rate=FS, soundfont=SOUNDFONT, n_samples=3 * FS)
     dry_NS /= np.sqrt(np.mean(dry_NS**2, axis=1, keepdims=True))  # same energy: geometry decides
     mics, sources = sim.ircam_trio_geometry()
     before = dry_NS.copy()
@@ -483,7 +488,7 @@ def test_session_streamed_in_small_blocks_is_the_one_block_session(tmp_path, mon
     from studio_sep.session import load_session
 
     whole = sim.simulate_session(tmp_path / "whole", _session_settings())
-    monkeypatch.setattr(sim, "IMAGE_BLOCK_SAMPLES", 5003)  # 10 blocks
+    monkeypatch.setattr(trio, "IMAGE_BLOCK_SAMPLES", 5003)  # 10 blocks
     streamed = sim.simulate_session(tmp_path / "streamed", _session_settings())
     assert whole.render["room"]["image_block_samples"] > 3 * FS
     assert streamed.render["room"]["image_block_samples"] == 5003
@@ -506,7 +511,7 @@ def test_session_streamed_in_small_blocks_is_the_one_block_session(tmp_path, mon
 
 
 def test_an_interrupted_render_leaves_no_audio_under_a_final_name(tmp_path, monkeypatch):
-    monkeypatch.setattr(sim, "IMAGE_BLOCK_SAMPLES", FS // 2)
+    monkeypatch.setattr(trio, "IMAGE_BLOCK_SAMPLES", FS // 2)
 
     class Interrupted(Exception):
         pass

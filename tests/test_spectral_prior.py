@@ -88,12 +88,12 @@ def test_nmf_prior_run_records_what_ran_and_resumes(rendered_session: Path, tmp_
 
 def test_nmf_prior_without_references_uses_rendered_class_notes(rendered_session: Path, tmp_path: Path) -> None:
     from studio_sep.dsp import stft
-    from studio_sep.priors import spectral_prior
+    from studio_sep.priors import compute_prior, nmf, resolve_prior
 
     session = load_session(rendered_session)
     session = type(session)(**{**session.__dict__, "sources": tuple(
         type(s)(**{**s.__dict__, "reference": None}) for s in session.sources)})
-    spec = spectral_prior.resolve_prior(session, "nmf")
+    spec = resolve_prior(session, "nmf")
     from studio_sep.session import load_mics
     from studio_sep.stages import resolve_settings
 
@@ -101,13 +101,13 @@ def test_nmf_prior_without_references_uses_rendered_class_notes(rendered_session
     x = load_mics(session)
     X = stft.stft(x, n_fft=settings.n_fft, hop=settings.hop)
     calls = []
-    result = spectral_prior.compute_prior(spec, session, settings, x, X, callback=lambda d, t: calls.append((d, t)))
+    result = compute_prior(spec, session, settings, x, X, callback=lambda d, t: calls.append((d, t)))
     N, F = len(session.sources), settings.n_fft // 2 + 1
     assert result.V_NFT.shape[:2] == (N, F) and np.all(result.V_NFT >= 0)
     assert calls[-1] == (2 * N, 2 * N)
-    notes = spectral_prior.class_notes("violin", 16000)
+    notes = nmf.class_notes("violin", 16000)
     assert notes.ndim == 1 and np.abs(notes).max() > 0.01
-    np.testing.assert_array_equal(notes, spectral_prior.class_notes.__wrapped__("violin", 16000))
+    np.testing.assert_array_equal(notes, nmf.class_notes.__wrapped__("violin", 16000))
 
 
 def test_a_prompt_the_prior_cannot_map_stops_before_work(rendered_session: Path, tmp_path: Path) -> None:
@@ -162,7 +162,8 @@ def test_a_collapsed_prior_is_replaced_by_the_stem_mic(rendered_session: Path, t
     from studio_sep.classnet import save_checkpoint
     from studio_sep.classnet.query import QueriedClassNet
     from studio_sep.dsp import stft
-    from studio_sep.priors import spectral_prior
+    from studio_sep.priors import PriorSpec, compute_prior
+    from studio_sep.priors.spec import PRIOR_FLOOR_DB
     from studio_sep.session import load_mics
     from studio_sep.stages import resolve_settings
 
@@ -177,9 +178,9 @@ def test_a_collapsed_prior_is_replaced_by_the_stem_mic(rendered_session: Path, t
     settings = resolve_settings(session, SeparationOptions(prior="classnet", prior_model=str(path), device="cpu"))
     x = load_mics(session)
     X = stft.stft(x, n_fft=settings.n_fft, hop=settings.hop)
-    result = spectral_prior.compute_prior(spectral_prior.PriorSpec.from_dict(settings.prior), session, settings, x, X)
+    result = compute_prior(PriorSpec.from_dict(settings.prior), session, settings, x, X)
     assert set(result.record["rejected"]) == {"piano", "sax", "violin"}
-    assert all(level < spectral_prior.PRIOR_FLOOR_DB for level in result.record["level_db"].values())
+    assert all(level < PRIOR_FLOOR_DB for level in result.record["level_db"].values())
     mics = [m.name for m in session.mics]
     for n, s in enumerate(session.sources):
         m = mics.index(s.spot_mic)

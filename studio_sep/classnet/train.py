@@ -1,12 +1,12 @@
 """Training CLASS-net on the augmentation data set: full or decoder-only, resumable.
 
-Data: the folder written by :mod:`studio_sep.data.augment` (format ``studio-sep.augment/1``)::
+Data: the folder written by :mod:`studio_sep.data.dataset` (format ``studio-sep.augment/1``)::
 
     DATA/dataset.json                 {"format", "sample_rate": 16000, "classes", "splits": {...}, ...}
     DATA/<split>/<id>.json            {"id": "000012", "prompt": "violin", "class": "violin", ...}
     DATA/<split>/<id>_mixture.wav     mono float WAV, 16 kHz (10 s); also _target.wav, _reference.wav
 
-read by :func:`read_dataset_index` (through :func:`studio_sep.data.augment.load_dataset_index`).
+read by :func:`read_dataset_index` (through :func:`studio_sep.data.dataset.load_dataset_index`).
 
 Loss (paper eq. 18): mean absolute error between the estimate's magnitude
 ``mask · |X|`` and the target's magnitude ``|STFT(target)|``, with the model's STFT
@@ -91,14 +91,14 @@ class DatasetIndex:
 
 
 def read_dataset_index(folder: str | os.PathLike) -> DatasetIndex:
-    """Read the augmentation data set in ``folder`` (:func:`studio_sep.data.augment.load_dataset_index`).
+    """Read the augmentation data set in ``folder`` (:func:`studio_sep.data.dataset.load_dataset_index`).
 
     Adds the check that it is 16 kHz and the SHA-256 of its ``dataset.json`` (which
     identifies the data in the training settings). Raises
     :class:`~studio_sep.util.errors.InputError` naming the file for a missing, unfinished
     or foreign data set.
     """
-    from studio_sep.data.augment import load_dataset_index  # scipy and mido: loaded only to train
+    from studio_sep.data.dataset import load_dataset_index  # scipy and mido: loaded only to train
 
     meta, examples = load_dataset_index(folder)
     meta_path = Path(folder).resolve() / "dataset.json"
@@ -201,7 +201,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: str
     Parameters
     ----------
     data_dir : path-like
-        A folder written by :mod:`studio_sep.data.augment` (:func:`read_dataset_index`);
+        A folder written by :mod:`studio_sep.data.dataset` (:func:`read_dataset_index`);
         needs train and val examples.
     out_dir : path-like
         Where the checkpoints, history and training state go (module docstring). If it
