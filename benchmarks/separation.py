@@ -324,7 +324,7 @@ def machine_info(threads: int) -> dict:
 
 
 def render(work: Path, *, rt60_s: float, seed: int, duration_s: float, soundfont: str, log) -> Path:
-    from studio_sep.sim.simulate import SimulationSettings, simulate_session
+    from studio_sep.sim import SimulationSettings, simulate_session
 
     folder = work / "scenes" / f"seed{seed}-rt60_{rt60_s:g}-{duration_s:g}s"
     t0 = time.perf_counter()

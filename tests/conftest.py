@@ -14,7 +14,7 @@ SESSION_RATE = 16000
 @pytest.fixture(scope="session")
 def rendered_session(tmp_path_factory) -> Path:
     """A 6 s, 16 kHz render of the reference trio (TimGM6mb, seed 0); returns its manifest."""
-    from studio_sep.sim.simulate import SimulationSettings, simulate_session
+    from studio_sep.sim import SimulationSettings, simulate_session
 
     if not SOUNDFONT.is_file():
         pytest.skip("TimGM6mb.sf2 not installed (apt-get install timgm6mb-soundfont)")

@@ -123,7 +123,7 @@ def close_miked_session(tmp_path_factory) -> Path:
     from scipy.signal import butter, sosfilt
 
     from studio_sep.session import Mic, Room, Session, Source, Truth, dump_session
-    from studio_sep.sim import simulate
+    from studio_sep.sim.room import calibrate_room, render_images
 
     folder = tmp_path_factory.mktemp("close")
     sr, n = 8000, 8000 * 5
@@ -140,8 +140,8 @@ def close_miked_session(tmp_path_factory) -> Path:
     # output, but in an order unrelated to the sources', so only the naming step can
     # put the outputs in manifest order.
     mics = [spots[1], spots[2], spots[0], (3.0, 0.5, 1.5), (3.2, 0.5, 1.5)]
-    room = simulate.calibrate_room(dimensions_m=(6.0, 4.0, 3.0), rt60_s=0.2, sample_rate=sr)
-    images = simulate.render_images(dry, source_positions_m=np.array(sources),
+    room = calibrate_room(dimensions_m=(6.0, 4.0, 3.0), rt60_s=0.2, sample_rate=sr)
+    images = render_images(dry, source_positions_m=np.array(sources),
                                     mics=[(p, "omni", 0.0, 0.0) for p in mics], calibration=room, sample_rate=sr)
     names, mic_names = ["low", "mid", "high"], ["spot_mid", "spot_high", "spot_low", "room_a", "room_b"]
     audio_io.write_audio(folder / "mics.wav", images.sum(axis=0), sr)

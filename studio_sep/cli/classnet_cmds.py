@@ -25,12 +25,12 @@ def augment(
                                                    "(default: $STUDIO_SEP_SOUNDFONT, then FluidR3_GM).")] = None,
     phrases_per_program: Annotated[int, typer.Option(help="Random phrases rendered per GM program.")] = 8,
     classes: Annotated[str | None, typer.Option(help="Comma-separated instrument classes to render (default: "
-                                                "all of studio_sep/instruments.py; interferers come from these "
+                                                "all of studio_sep/data/instruments.py; interferers come from these "
                                                 "too).")] = None,
 ) -> None:
     """Render CLASS-net training data by the paper's augmentation (§3.3.2): mixture, target,
     10 s reference and a JSON prompt per example."""
-    from studio_sep.data.augment import build_stem_pool, generate_dataset
+    from studio_sep.data import build_stem_pool, generate_dataset
 
     with user_errors():
         with StageProgress(console) as progress:

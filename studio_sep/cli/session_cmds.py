@@ -26,7 +26,7 @@ def simulate(
     force: Annotated[bool, typer.Option(help="Overwrite a session.toml that differs from the one rendered.")] = False,
 ) -> None:
     """Render the reference trio session (MIDI → FluidSynth → simulated room) with ground truth."""
-    from studio_sep.sim.simulate import SimulationSettings, simulate_session
+    from studio_sep.sim import SimulationSettings, simulate_session
 
     with user_errors():
         settings = SimulationSettings(seed=seed, duration_s=duration, sample_rate=sample_rate, rt60_s=rt60,
@@ -62,7 +62,7 @@ def demo(
     import json
 
     from studio_sep.session import load_session
-    from studio_sep.sim.simulate import SimulationSettings, simulate_session
+    from studio_sep.sim import SimulationSettings, simulate_session
 
     with user_errors():
         settings = SimulationSettings(duration_s=duration, sample_rate=sample_rate)

@@ -19,7 +19,7 @@ PATTERNS = ("omni", "cardioid", "subcardioid", "hypercardioid", "figure8")
 INITS = ("circular", "geometry", "dictionary", "prior")
 DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "float64")
-PRIORS = ("none", "nmf", "classnet")  #: spectral priors (studio_sep.priors.spectral_prior)
+PRIORS = ("none", "nmf", "classnet")  #: spectral priors (studio_sep.priors)
 
 
 @dataclass(frozen=True)

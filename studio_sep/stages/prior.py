@@ -30,7 +30,7 @@ def prior_stage(session: Session, settings: ResolvedSettings, record: RunRecord,
     x_proc, X_host = first_signals()
     prior_V = None
     if settings.prior["kind"] != "none":
-        from studio_sep.priors.spectral_prior import PriorSpec, compute_prior
+        from studio_sep.priors import PriorSpec, compute_prior
 
         spec = PriorSpec.from_dict(settings.prior)
         result = compute_prior(spec, session, settings, x_proc, X_host,

@@ -81,7 +81,7 @@ def resolve_settings(session: Session, options: SeparationOptions = SeparationOp
     for name, value, minimum in (("n_iter", n_iter, 0), ("n_basis", n_basis, 1), ("seed", seed, 0)):
         if value < minimum:
             raise InputError(None, name, f"must be at least {minimum}, got {value}")
-    from studio_sep.priors.spectral_prior import resolve_prior
+    from studio_sep.priors import resolve_prior
 
     prior = resolve_prior(session, prior_kind, model=chosen.prior_model,
                           clap=dict(chosen.clap) if chosen.clap else None)
