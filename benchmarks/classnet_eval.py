@@ -44,7 +44,7 @@ def main() -> None:
     from fast_bss_eval.numpy import bss_eval_sources, si_bss_eval_sources
 
     from studio_sep.classnet import load_checkpoint
-    from studio_sep.classnet.train import read_dataset_index, read_wave
+    from studio_sep.classnet.train_data import read_dataset_index, read_wave
 
     torch.set_num_threads(args.threads)
     ckpt = load_checkpoint(args.checkpoint)

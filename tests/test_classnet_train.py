@@ -27,7 +27,8 @@ from studio_sep.classnet.query import (  # noqa: E402
     fit_reference,
     prompt_class,
 )
-from studio_sep.classnet.train import magnitude_mae, read_dataset_index, read_wave, train  # noqa: E402
+from studio_sep.classnet.train import magnitude_mae, train  # noqa: E402
+from studio_sep.classnet.train_data import read_dataset_index, read_wave  # noqa: E402
 from studio_sep.data.instruments import CLASSES, TARGET_CLASSES  # noqa: E402
 from studio_sep.util.errors import InputError  # noqa: E402
 

@@ -123,7 +123,7 @@ def close_miked_session(tmp_path_factory) -> Path:
     from scipy.signal import butter, sosfilt
 
     from studio_sep.session import Mic, Room, Session, Source, Truth, dump_session
-    from studio_sep.sim.room import calibrate_room, render_images
+    from studio_sep.sim import calibrate_room, render_images
 
     folder = tmp_path_factory.mktemp("close")
     sr, n = 8000, 8000 * 5

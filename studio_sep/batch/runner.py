@@ -231,7 +231,14 @@ def run_session(job: SessionJob, emit: EventSink | None = None) -> SessionOutcom
 def _run_stages(job: SessionJob, folder: Path, outcome: SessionOutcome, log, stage_start, stage_end, progress,
                 event) -> None:
     from studio_sep.session import load_session
-    from studio_sep.stages import WORK_DIR, FileHashes, evaluate_run, mix_session, resolve_settings, separate_session
+    from studio_sep.stages import (
+        WORK_DIR,
+        FileHashes,
+        evaluate_run,
+        mix_session,
+        resolve_settings,
+        separate_session,
+    )
 
     options = job.options
     stage_start("validate")

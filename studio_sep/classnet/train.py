@@ -35,101 +35,32 @@ import json
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
 from studio_sep.classnet.checkpoint import MODELS, load_checkpoint, save_checkpoint
 from studio_sep.classnet.model import ClassNet, freeze_encoder
 from studio_sep.classnet.query import QueriedClassNet, QueryEncoder, prompt_class
+from studio_sep.classnet.train_data import (
+    DatasetIndex,
+    Example,
+    n_frames,
+    read_dataset_index,
+    read_wave,
+)
 from studio_sep.dsp.metrics import si_sdr
-from studio_sep.util.atomic import atomic_path, file_sha256, write_text_atomic
+from studio_sep.util.atomic import atomic_path, write_text_atomic
 from studio_sep.util.errors import InputError
 
 STATE_FORMAT = "studio-sep.classnet-train/1"
-SPLITS = ("train", "val", "test")
 #: Query kept per training example, drawn uniformly: both (eq. 17), text only, reference only.
 #: Training all three lets one model serve prompts, references or both.
 QUERY_VARIANTS = ("both", "text", "reference")
 
 ProgressCallback = Callable[[str, int, int, str], None]
-
-
-# -- data ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Example:
-    """One example of the data set: its id, query and the three WAV files."""
-
-    id: str
-    prompt: str | None
-    cls: str | None
-    mixture: Path
-    target: Path
-    reference: Path
-
-
-@dataclass(frozen=True)
-class DatasetIndex:
-    """What :func:`read_dataset_index` found: ``dataset.json`` and the examples per split."""
-
-    folder: Path
-    meta: dict
-    sha256: str
-    splits: dict[str, tuple[Example, ...]] = field(default_factory=dict)
-
-    @property
-    def classes(self) -> list[str]:
-        """``dataset.json``'s classes, else the classes of the examples in order of appearance."""
-        classes = self.meta.get("classes")
-        if isinstance(classes, list) and classes:
-            return [str(c) for c in classes]
-        seen = [e.cls for split in self.splits.values() for e in split if e.cls]
-        return list(dict.fromkeys(seen))
-
-
-def read_dataset_index(folder: str | os.PathLike) -> DatasetIndex:
-    """Read the augmentation data set in ``folder`` (:func:`studio_sep.data.dataset.load_dataset_index`).
-
-    Adds the check that it is 16 kHz and the SHA-256 of its ``dataset.json`` (which
-    identifies the data in the training settings). Raises
-    :class:`~studio_sep.util.errors.InputError` naming the file for a missing, unfinished
-    or foreign data set.
-    """
-    from studio_sep.data.dataset import load_dataset_index  # scipy and mido: loaded only to train
-
-    meta, examples = load_dataset_index(folder)
-    meta_path = Path(folder).resolve() / "dataset.json"
-    if meta.get("sample_rate") != 16000:
-        raise InputError(meta_path, "sample_rate", f"is {meta.get('sample_rate')!r}; CLASS-net runs at 16000 Hz",
-                         "write the data set at 16 kHz")
-    splits = {split: tuple(Example(str(doc.get("id")), doc.get("prompt"), doc.get("class"), Path(doc["mixture"]),
-                                   Path(doc["target"]), Path(doc["reference"])) for doc in examples.get(split, ()))
-              for split in SPLITS}
-    return DatasetIndex(meta_path.parent, meta, file_sha256(meta_path), splits)
-
-
-def read_wave(path: Path, start: int = 0, frames: int = -1) -> np.ndarray:
-    """Samples ``[start, start + frames)`` of a mono 16 kHz WAV as float32 (S,)."""
-    try:
-        data, rate = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)
-    except (OSError, RuntimeError, sf.LibsndfileError) as exc:
-        raise InputError(path, None, f"unreadable audio: {exc}", "write the data set again") from None
-    if rate != 16000 or data.shape[1] != 1:
-        raise InputError(path, None, f"is {data.shape[1]} channel(s) at {rate} Hz, expected mono 16 kHz",
-                         "write the data set again")
-    return data[:, 0]
-
-
-def _n_frames(path: Path, cache: dict) -> int:
-    if path not in cache:
-        try:
-            cache[path] = sf.info(str(path)).frames
-        except (OSError, RuntimeError, sf.LibsndfileError) as exc:
-            raise InputError(path, None, f"unreadable audio: {exc}", "write the data set again") from None
-    return cache[path]
 
 
 # -- loss and metrics ---------------------------------------------------------------------
@@ -191,6 +122,8 @@ class TrainResult:
 
 
 # -- training -----------------------------------------------------------------------------
+# Long by its docstring (every parameter) and the training loop, whose steps, validations and
+# checkpoints share the optimiser, the RNG and the history.
 def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: str | os.PathLike | None = None,
           width: float = 0.125, depth: int = 6, query: str = "learned", query_encoder: QueryEncoder | None = None,
           mode: str = "full", steps: int = 1000, batch_size: int = 4, crop_s: float = 3.0, lr: float = 1e-3,
@@ -390,7 +323,7 @@ class _Job:
         chosen = [examples[i] for i in self.batch_indices(step, len(examples))]
         mix, tgt, refs, variants = [], [], [], []
         for e in chosen:
-            n = min(_n_frames(e.mixture, self.lengths), _n_frames(e.target, self.lengths))
+            n = min(n_frames(e.mixture, self.lengths), n_frames(e.target, self.lengths))
             crop = min(self.crop, n)
             start = int(torch.randint(0, n - crop + 1, (1,), generator=gen))
             mix.append(np.pad(read_wave(e.mixture, start, crop), (0, self.crop - crop)))

@@ -9,7 +9,6 @@ import typer
 
 from studio_sep.util.errors import InputError
 
-
 InitOpt = Annotated[str | None, typer.Option(help="Comma-separated inits: circular, geometry, dictionary, "
                                           "prior (default: geometry).")]
 PriorOpt = Annotated[str | None, typer.Option(help="Spectral prior: classnet (the CLASS-net network), nmf (class "

@@ -9,11 +9,34 @@ from typing import Annotated
 import typer
 
 from studio_sep.cli.options import (
-    DEFAULT_PRESET, ClapCheckpointOpt, DeviceOpt, DtypeOpt, FormatOpt, HopOpt, InitOpt, IterationsOpt, MaxMemoryOpt,
-    NBasisOpt, NFftOpt, PriorModelOpt, PriorOpt, RateOpt, RobertaDirOpt, SeedOpt, StemMicOpt, find_preset,
+    DEFAULT_PRESET,
+    ClapCheckpointOpt,
+    DeviceOpt,
+    DtypeOpt,
+    FormatOpt,
+    HopOpt,
+    InitOpt,
+    IterationsOpt,
+    MaxMemoryOpt,
+    NBasisOpt,
+    NFftOpt,
+    PriorModelOpt,
+    PriorOpt,
+    RateOpt,
+    RobertaDirOpt,
+    SeedOpt,
+    StemMicOpt,
+    find_preset,
     separation_options,
 )
-from studio_sep.cli.printing import StageProgress, console, err_console, print_metrics, print_separation, user_errors
+from studio_sep.cli.printing import (
+    StageProgress,
+    console,
+    err_console,
+    print_metrics,
+    print_separation,
+    user_errors,
+)
 from studio_sep.util.errors import InputError
 
 

@@ -8,7 +8,14 @@ from typing import Annotated
 import typer
 
 from studio_sep.cli.options import DEFAULT_PRESET
-from studio_sep.cli.printing import StageProgress, console, print_metrics, print_session, print_simulation, user_errors
+from studio_sep.cli.printing import (
+    StageProgress,
+    console,
+    print_metrics,
+    print_session,
+    print_simulation,
+    user_errors,
+)
 from studio_sep.cli.separation_cmds import run_batch
 
 DEFAULT_DEMO_DIR = Path("sessions/ircam_trio")

@@ -338,6 +338,7 @@ def _recording_entries(sessions: Iterable, recordings: Iterable) -> list[tuple[P
     return entries
 
 
+# Long by its docstring (every source of stems) and the checks of every input before any render.
 def build_stem_pool(
     *,
     soundfont: str | os.PathLike | None = None,

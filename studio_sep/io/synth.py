@@ -91,6 +91,8 @@ def check_soundfont(soundfont: str | os.PathLike) -> Path:
     return path
 
 
+# Long by its docstring and its checks; the synthesis is one loop over the MIDI events, which
+# must stay in one place to keep the sample-accurate timing.
 def render_midi(
     midi: mido.MidiFile,
     *,

@@ -9,16 +9,14 @@ The composition is :mod:`studio_sep.data.compose`, the FluidSynth rendering
 :mod:`studio_sep.io.synth`. pyroomacoustics and FluidSynth are imported only when used.
 """
 
+from studio_sep.sim.images import IMAGE_BLOCK_SAMPLES, image_blocks, render_images
 from studio_sep.sim.room import (
     DEFAULT_DIMENSIONS_M,
     DEFAULT_RT60_S,
-    IMAGE_BLOCK_SAMPLES,
     MIC_PATTERN_P,
     RoomCalibration,
     calibrate_room,
-    image_blocks,
     measure_room_rt60,
-    render_images,
 )
 from studio_sep.sim.trio import (
     DEFAULT_ORIGIN_M,

@@ -9,7 +9,7 @@ exact ground truth, in three steps, each a pure function of
 2. :func:`studio_sep.io.synth.render_midi` renders each part dry and mono with
    FluidSynth;
 3. :func:`studio_sep.sim.room.calibrate_room` finds the walls for the requested RT60
-   and :func:`studio_sep.sim.room.image_blocks` gives every source's image at every
+   and :func:`studio_sep.sim.images.image_blocks` gives every source's image at every
    mic, one block of samples at a time; the images are streamed to their files
    block by block, so that a long session (20 minutes at 48 kHz) renders in a few GB
    of memory.
@@ -37,13 +37,11 @@ import numpy as np
 from studio_sep.data.compose import REFERENCE_SEED_OFFSET, compose_parts, compose_reference_parts
 from studio_sep.dsp.geometry import aim_angles
 from studio_sep.io.synth import check_sample_rate, find_soundfont, render_parts
+from studio_sep.sim.images import IMAGE_BLOCK_SAMPLES, image_blocks, render_images
 from studio_sep.sim.room import (
     DEFAULT_DIMENSIONS_M,
     DEFAULT_RT60_S,
-    IMAGE_BLOCK_SAMPLES,
     calibrate_room,
-    image_blocks,
-    render_images,
 )
 from studio_sep.util.errors import SimulationError
 
@@ -218,6 +216,8 @@ def _check_settings(settings: SimulationSettings) -> None:
         raise SimulationError(None, "--seed", f"{settings.seed} is negative", "pass a seed of 0 or more")
 
 
+# Long: the render's steps in order (checks, reuse, compose, render, room, images, files,
+# record), each one call, so the order of the atomic writes reads top to bottom.
 def simulate_session(
     out_dir: str | os.PathLike,
     settings: SimulationSettings = SimulationSettings(),
@@ -233,7 +233,7 @@ def simulate_session(
     same SoundFont bytes, every file valid) is reused as it is. Every file is written
     atomically; ``render.json`` is written last, so its presence means the render
     is complete. The room images are computed and written block by block
-    (:data:`~studio_sep.sim.room.IMAGE_BLOCK_SAMPLES`): memory holds the dry signals
+    (:data:`~studio_sep.sim.images.IMAGE_BLOCK_SAMPLES`): memory holds the dry signals
     and one block of images, not every image (2.6 GiB peak for 20 minutes at 48 kHz,
     not about 20).
 

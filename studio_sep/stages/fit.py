@@ -16,7 +16,6 @@ from studio_sep.stages.runrecord import fingerprint
 from studio_sep.stages.settings import ResolvedSettings
 from studio_sep.stages.signals import mic_signals
 
-
 #: The fit writes a checkpoint every this many iterations (resume after a kill).
 CHECKPOINT_EVERY = 10
 

@@ -21,7 +21,6 @@ from studio_sep.stages.settings import ResolvedSettings
 from studio_sep.util.atomic import atomic_path
 from studio_sep.util.errors import InputError
 
-
 RESIDUAL = "_residual"
 
 
