@@ -5,8 +5,9 @@
 #   timgm6mb-soundfont   TimGM6mb, a 6 MB GM SoundFont (fast tests)
 #   libsndfile1          audio file I/O (soundfile)
 #   zam-plugins          real VST3 plugins for the mixing stage and its tests
+#   espeak-ng            spoken voices for the scene zoo (non-GM sources)
 set -euo pipefail
-packages=(libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont libsndfile1 zam-plugins)
+packages=(libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont libsndfile1 zam-plugins espeak-ng)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -40,7 +40,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import mido
 import numpy as np
 
 from studio_sep.data.active import extract_active, to_mono_rate
@@ -54,7 +53,7 @@ from studio_sep.data.instruments import (
     match_class,
 )
 from studio_sep.io.audio import read_audio
-from studio_sep.io.synth import find_soundfont, render_midi
+from studio_sep.io.synth import find_soundfont, render_in_sequence
 from studio_sep.util.errors import AudioError, InputError
 
 __all__ = [
@@ -71,45 +70,6 @@ SAMPLE_RATE = 16000  #: the training rate (§3.3.3)
 REC_SUFFIX = "_rec"
 
 Progress = Callable[[str, int, int], None]
-
-_TAIL_S = 1.0  # rendered after a phrase's last event (its release)
-_GAP_S = 1.0  # more silence before the next phrase of a batch, not part of either
-
-
-def _render_phrases(midis: Sequence[mido.MidiFile], *, sample_rate: int, soundfont, render) -> list[np.ndarray]:
-    """Render phrases with one synthesizer (one SoundFont load, the slow part).
-
-    The phrases are laid end to end in one MIDI file (fixed tempo, 1/1920 s ticks),
-    each starting on a 64-sample block boundary ``_TAIL_S + _GAP_S`` after the
-    previous one's last event; phrase ``j`` is the slice from its start to
-    ``_TAIL_S`` after its last event.
-    """
-    ticks_per_s = 1920  # 120 BPM (the default tempo) at 960 ticks per beat
-    starts, lengths = [], []
-    events = []
-    at = 0
-    for midi in midis:
-        n = int(round((midi.length + _TAIL_S) * sample_rate))
-        starts.append(at)
-        lengths.append(n)
-        now_s = at / sample_rate
-        for message in midi:  # seconds, tempo applied
-            now_s += message.time
-            if not message.is_meta:
-                events.append((int(round(now_s * ticks_per_s)), len(events), message.copy(time=0)))
-        at += -(-(n + int(round(_GAP_S * sample_rate))) // 64) * 64
-    combined = mido.MidiFile(type=0, ticks_per_beat=ticks_per_s // 2)
-    track = mido.MidiTrack()
-    combined.tracks.append(track)
-    now = 0
-    for tick, _, message in sorted(events, key=lambda e: (e[0], e[1])):
-        track.append(message.copy(time=tick - now))
-        now = tick
-    track.append(mido.MetaMessage("end_of_track", time=0))
-    dry_S = render(combined, sample_rate=sample_rate, soundfont=soundfont, n_samples=max(at, 1))
-    return [dry_S[a: a + n] for a, n in zip(starts, lengths)]
-
-
 
 # --------------------------------------------------------------------------------------
 # The stem pool
@@ -452,8 +412,7 @@ def _rendered_stems(names: Sequence[str], sf_path: Path, *, phrases_per_program:
             rng = np.random.default_rng([seed, program, j])
             midis.append(compose_phrase(rng, program=program, duration_s=float(rng.uniform(lo_s, hi_s)),
                                         low_note=low, high_note=high))
-        for j, dry_S in enumerate(_render_phrases(midis, sample_rate=sample_rate, soundfont=sf_path,
-                                                  render=render_midi)):
+        for j, dry_S in enumerate(render_in_sequence(midis, sample_rate=sample_rate, soundfont=sf_path)):
             active = extract_active(dry_S, sample_rate, **kwargs)
             if active.size >= min_samples:
                 source = f"gm:{program:03d} {GM_NAMES.get(program, 'program')} #{j:03d}"

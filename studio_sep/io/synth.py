@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import mido
@@ -237,6 +237,44 @@ def render_parts(
         if callback is not None:
             callback("render", (n + 1) / len(parts))
     return dry_NS
+
+
+SEQUENCE_TAIL_S = 1.0  # rendered after a phrase's last event (its release)
+SEQUENCE_GAP_S = 1.0  # more silence before the next phrase of a batch, not part of either
+
+
+def render_in_sequence(midis: Sequence[mido.MidiFile], *, sample_rate: int, soundfont) -> list[np.ndarray]:
+    """Render several MIDI files dry with one synthesizer (one SoundFont load, the slow part).
+
+    The phrases are laid end to end in one MIDI file (fixed tempo, 1/1920 s ticks),
+    each starting on a 64-sample block boundary ``SEQUENCE_TAIL_S + SEQUENCE_GAP_S`` after the
+    previous one's last event; phrase ``j`` is the slice from its start to
+    ``SEQUENCE_TAIL_S`` after its last event.
+    """
+    ticks_per_s = 1920  # 120 BPM (the default tempo) at 960 ticks per beat
+    starts, lengths = [], []
+    events = []
+    at = 0
+    for midi in midis:
+        n = int(round((midi.length + SEQUENCE_TAIL_S) * sample_rate))
+        starts.append(at)
+        lengths.append(n)
+        now_s = at / sample_rate
+        for message in midi:  # seconds, tempo applied
+            now_s += message.time
+            if not message.is_meta:
+                events.append((int(round(now_s * ticks_per_s)), len(events), message.copy(time=0)))
+        at += -(-(n + int(round(SEQUENCE_GAP_S * sample_rate))) // 64) * 64
+    combined = mido.MidiFile(type=0, ticks_per_beat=ticks_per_s // 2)
+    track = mido.MidiTrack()
+    combined.tracks.append(track)
+    now = 0
+    for tick, _, message in sorted(events, key=lambda e: (e[0], e[1])):
+        track.append(message.copy(time=tick - now))
+        now = tick
+    track.append(mido.MetaMessage("end_of_track", time=0))
+    dry_S = render_midi(combined, sample_rate=sample_rate, soundfont=soundfont, n_samples=max(at, 1))
+    return [dry_S[a: a + n] for a, n in zip(starts, lengths)]
 
 
 def find_soundfont(soundfont: str | os.PathLike | None = None) -> Path:

@@ -1,0 +1,300 @@
+#!/usr/bin/env python
+"""The scene zoo benchmark: studio-sep configurations against pyroomacoustics' FastMNMF2 on
+sessions drawn over named axes (``studio_sep.sim.zoo_scenes``), rendered by ``studio_sep.sim.zoo``.
+
+For every scene and configuration, in one run: separate (``separate_session``, 1 BLAS thread,
+in a fresh process per job, ``--jobs`` at once) and score at the reference mic (the first mic)
+and at every source's stem mic (``evaluate_run``: fast-bss-eval, 512 taps, at the session's
+rate). The peer, ``pyroomacoustics.bss.fastmnmf2`` (blind; ``--pra-iterations``, its 1024/256
+STFT at 16 kHz, K=8), is scored at the reference mic only, at the session's rate (its output
+upsampled as ours is), with the best permutation of its outputs (an oracle matching that
+favours it; ours are named by the pipeline's own rules). A configuration that fails on a
+session (an error, not a crash) is counted and scored as missing.
+
+Reported per configuration: median, 10th percentile and worst of the session means over sources
+(SDR, SI-SDR, ΔSDR at the reference mic; SDR at the stem mics), overall and per axis value, and
+the median seconds per iteration.
+
+Usage::
+
+    python benchmarks/zoo.py [--n 40] [--duration 15] [--jobs 2] [--configs default,nmf,...]
+
+Renders go to ``--work`` (default ``~/.cache/studio-sep/zoo``) and are reused; results are
+appended to ``<work>/results.jsonl`` (one line per scene and configuration, keyed by the code's
+commit), so an interrupted run continues; the table goes to stdout and ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from common import cpu_model, jsonable, memory_gib, package_versions
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+#: studio-sep configurations: SeparationOptions fields ("default": none, what `run` does).
+CONFIGS: dict[str, dict] = {
+    "default": {},
+    "nmf": {"prior": "nmf"},
+    "classnet": {"prior": "classnet"},
+    "blind": {"init": ["circular"]},
+    "nfft2048": {"n_fft": 2048, "hop": 512},
+    "geometry": {"init": ["geometry"], "prior": "none"},
+}
+PEER = "pra"
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def worker(spec: dict) -> dict:
+    """One job in this (fresh) process: render a scene, or separate and score one session."""
+    import numpy as np
+
+    if spec["kind"] == "render":
+        from studio_sep.sim.zoo import render_scene
+        from studio_sep.sim.zoo_scenes import draw_scene
+
+        t0 = time.perf_counter()
+        manifest = render_scene(draw_scene(spec["index"], spec["seed"]), spec["folder"], duration_s=spec["duration"])
+        return {"manifest": str(manifest), "render_s": time.perf_counter() - t0}
+
+    from studio_sep.session import load_session
+
+    session = load_session(spec["manifest"])
+    if spec["kind"] == "ours":
+        from studio_sep.stages import SeparationOptions, evaluate_run, separate_session
+
+        options = dict(spec["options"])
+        if "init" in options:
+            options["init"] = tuple(options["init"])
+        t0 = time.perf_counter()
+        result = separate_session(session, spec["out"], SeparationOptions(**options), force=True)
+        wall = time.perf_counter() - t0
+        metrics = evaluate_run(session, spec["out"], force=True)
+        means = metrics["means"]
+        sep = result.run["separation"]
+        return {"sdr_ref": means["at_reference_mic"]["separated"]["sdr"],
+                "si_sdr_ref": means["at_reference_mic"]["separated"]["si_sdr"],
+                "delta_sdr_ref": means["at_reference_mic"]["improvement"]["sdr"],
+                "sdr_stem": means["at_stem_mic"]["separated"]["sdr"],
+                "per_iteration_s": result.run["timings_s"]["per_iteration_s"], "wall_s": wall,
+                "init": sep["init"], "n_fft": sep["n_fft"], "n_iter": sep["n_iter"],
+                "prior": sep["prior"]["kind"] if isinstance(sep["prior"], dict) else sep["prior"]}
+
+    # the peer: pyroomacoustics' FastMNMF2 at 16 kHz on its own STFT, scored at the reference mic
+    import pyroomacoustics as pra
+
+    from studio_sep.dsp import stft
+    from studio_sep.dsp.metrics import bss_metrics
+    from studio_sep.dsp.resample import resample
+    from studio_sep.io import audio as audio_io
+    from studio_sep.session import load_mics
+
+    rate = 16000
+    x_MS = load_mics(session)
+    x16 = resample(x_MS, session.sample_rate, rate)
+    X_TFM = np.ascontiguousarray(stft.stft(x16, n_fft=1024, hop=256).transpose(1, 0, 2)).astype(np.complex128)
+    N = len(session.sources)
+    np.random.seed(spec["seed"])  # pyroomacoustics draws its start from the global RNG
+    t0 = time.perf_counter()
+    Y_TFN = pra.bss.fastmnmf2(X_TFM, n_src=N, n_iter=spec["n_iter"], n_components=8, mic_index=0)
+    fit_s = time.perf_counter() - t0
+    est_NS = np.stack([resample(stft.istft(Y_TFN[..., n].T[:, :, None], n_fft=1024, hop=256,
+                                           n_samples=x16.shape[1])[0], rate, session.sample_rate,
+                                n_samples=x_MS.shape[1]) for n in range(N)])
+    truth_NS = np.stack([audio_io.read_audio(session.truth.images[s.name], channels=[0])[0][0]
+                         for s in session.sources])
+    best = None
+    for perm in itertools.permutations(range(N)):
+        m = bss_metrics(truth_NS, est_NS[list(perm)])
+        if best is None or np.mean(m["sdr"]) > np.mean(best["sdr"]):
+            best = m
+    mix = bss_metrics(truth_NS, np.repeat(x_MS[:1], N, axis=0))
+    return {"sdr_ref": float(np.mean(best["sdr"])), "si_sdr_ref": float(np.mean(best["si_sdr"])),
+            "delta_sdr_ref": float(np.mean(best["sdr"] - mix["sdr"])), "sdr_stem": None,
+            "per_iteration_s": fit_s / spec["n_iter"], "wall_s": fit_s}
+
+
+def run_job(spec: dict) -> dict:
+    """``worker(spec)`` in a fresh interpreter with one BLAS thread; errors come back as data."""
+    env = dict(os.environ, **{v: "1" for v in THREAD_VARS})
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)], env=env,
+                          capture_output=True, text=True)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode == 0 and lines:
+        return json.loads(lines[-1])
+    tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+    return {"error": tail[:300]}
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def _quantiles(values: list[float]) -> dict:
+    import numpy as np
+
+    v = np.array([x for x in values if x is not None], dtype=float)
+    if not len(v):
+        return {"median": None, "p10": None, "worst": None, "n": 0}
+    return {"median": float(np.median(v)), "p10": float(np.percentile(v, 10)), "worst": float(v.min()),
+            "n": int(len(v))}
+
+
+def summarise(rows: list[dict], scenes: dict[int, dict], configs: list[str]) -> dict:
+    out: dict = {"overall": {}, "axes": {}}
+    for c in configs:
+        mine = [r for r in rows if r["config"] == c]
+        out["overall"][c] = {k: _quantiles([r.get(k) for r in mine])
+                             for k in ("sdr_ref", "si_sdr_ref", "delta_sdr_ref", "sdr_stem")}
+        out["overall"][c]["failed"] = sum(1 for r in mine if "error" in r)
+        out["overall"][c]["per_iteration_s"] = _quantiles([r.get("per_iteration_s") for r in mine])["median"]
+    axes = next(iter(scenes.values()))["axes"].keys() if scenes else []
+    for axis in axes:
+        values = sorted({str(s["axes"][axis]) for s in scenes.values()}, key=lambda v: (len(v), v))
+        out["axes"][axis] = {v: {c: _quantiles([r.get("sdr_ref") for r in rows if r["config"] == c and
+                                                str(scenes[r["index"]]["axes"][axis]) == v])
+                                 for c in configs} for v in values}
+    return out
+
+
+def _f(v, fmt="{:+.1f}"):
+    return "—" if v is None else fmt.format(v)
+
+
+def markdown(report: dict) -> str:
+    s, configs = report["summary"], report["configs"]
+    lines = [f"# Scene zoo: {report['n_scenes']} sessions of {report['duration_s']:g} s (zoo seed {report['seed']})",
+             "", f"{report['date']}, commit {report['commit']}; {report['machine']['cpu']}, one BLAS thread per job, "
+             f"{report['jobs']} jobs at once. dB; a session's value is its mean over sources. "
+             f"pyroomacoustics: {report['pra_iterations']} iterations, best permutation at the reference mic.", "",
+             "| configuration | SDR ref median | p10 | worst | SI-SDR ref median | p10 | ΔSDR ref median "
+             "| SDR stem median | p10 | failed | s/iteration |", "|" + "---|" * 11]
+    for c in configs:
+        o = s["overall"][c]
+        lines.append(f"| {c} | {_f(o['sdr_ref']['median'])} | {_f(o['sdr_ref']['p10'])} | {_f(o['sdr_ref']['worst'])} "
+                     f"| {_f(o['si_sdr_ref']['median'])} | {_f(o['si_sdr_ref']['p10'])} "
+                     f"| {_f(o['delta_sdr_ref']['median'])} | {_f(o['sdr_stem']['median'])} "
+                     f"| {_f(o['sdr_stem']['p10'])} | {o['failed']} | {_f(o['per_iteration_s'], '{:.3f}')} |")
+    lines += ["", "Median SDR at the reference mic per axis value (sessions with that value in brackets):", "",
+              "| axis | value | n | " + " | ".join(configs) + " |", "|" + "---|" * (3 + len(configs))]
+    for axis, values in s["axes"].items():
+        for v, per in values.items():
+            n = max(q["n"] for q in per.values())
+            lines.append(f"| {axis} | {v} | {n} | " + " | ".join(_f(per[c]["median"]) for c in configs) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, default=40, help="sessions (default 40)")
+    parser.add_argument("--first", type=int, default=0, help="index of the first scene")
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per session (default 15)")
+    parser.add_argument("--seed", type=int, default=None, help="zoo seed (default: studio_sep.sim.zoo_scenes.ZOO_SEED)")
+    parser.add_argument("--configs", default="default,nmf,blind,nfft2048", help=f"of {', '.join(CONFIGS)}")
+    parser.add_argument("--no-peer", action="store_true", help="skip pyroomacoustics")
+    parser.add_argument("--pra-iterations", type=int, default=30)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "studio-sep" / "zoo")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(jsonable(worker(json.loads(args.worker)))))
+        return 0
+
+    sys.path.insert(0, str(REPO))
+    from studio_sep.sim.zoo_scenes import ZOO_SEED, draw_scene
+
+    seed = ZOO_SEED if args.seed is None else args.seed
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown configuration {unknown[0]!r}; known: {', '.join(CONFIGS)}")
+    if not args.no_peer:
+        configs.append(PEER)
+    commit = _commit()
+    indices = list(range(args.first, args.first + args.n))
+    scenes = {i: draw_scene(i, seed).to_dict() for i in indices}
+    work = args.work / f"{seed}-{args.duration:g}s"
+    results_path = work / "results.jsonl"
+    work.mkdir(parents=True, exist_ok=True)
+
+    def log(msg: str) -> None:
+        print(f"[{dt.datetime.now():%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        renders = list(pool.map(lambda i: (i, run_job({"kind": "render", "index": i, "seed": seed,
+                                                         "folder": str(work / scenes[i]["name"]),
+                                                         "duration": args.duration})), indices))
+    manifests = {}
+    for i, r in renders:
+        if "error" in r:
+            log(f"scene {i}: render failed: {r['error']}")
+        else:
+            manifests[i] = r["manifest"]
+    log(f"{len(manifests)}/{len(indices)} scenes rendered in {work}")
+
+    done = {}
+    if results_path.is_file():
+        for line in results_path.read_text().splitlines():
+            row = json.loads(line)
+            done[(row["index"], row["config"], row["commit"])] = row
+    todo = [(i, c) for i in manifests for c in configs if (i, c, commit) not in done]
+    log(f"{len(todo)} jobs to run ({len(done)} results kept)")
+
+    def one(job):
+        i, c = job
+        spec = ({"kind": "pra", "manifest": manifests[i], "n_iter": args.pra_iterations, "seed": 0} if c == PEER
+                else {"kind": "ours", "manifest": manifests[i], "options": CONFIGS[c],
+                      "out": str(work / "out" / c)})
+        row = {"index": i, "config": c, "commit": commit, **run_job(spec)}
+        with open(results_path, "a") as f:
+            f.write(json.dumps(jsonable(row)) + "\n")
+        log(f"scene {i} {c}: " + (f"SDR ref {row['sdr_ref']:+.2f}" if row.get("sdr_ref") is not None
+                                  else row.get("error", "no score")))
+        return row
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(one, todo))
+    rows = [json.loads(line) for line in results_path.read_text().splitlines()]
+    rows = [r for r in rows if r["commit"] == commit and r["index"] in manifests and r["config"] in configs]
+    report = {"date": dt.date.today().isoformat(), "commit": commit, "seed": seed, "n_scenes": len(manifests),
+              "duration_s": args.duration, "jobs": args.jobs, "pra_iterations": args.pra_iterations,
+              "configs": configs, "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "memory_gib": memory_gib()},
+              "versions": package_versions(["pyroomacoustics", "fast-bss-eval", "scipy"]),
+              "summary": summarise(rows, scenes, configs), "scenes": scenes}
+    text = markdown(report)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"zoo-{report['date']}-{len(manifests)}x{args.duration:g}s"
+    stem.with_suffix(".md").write_text(text)
+    stem.with_suffix(".json").write_text(json.dumps(jsonable(report), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
