@@ -71,3 +71,72 @@ def test_a_misplaced_mic_stands_out() -> None:
     check = check_delays(x, RATE, typed, SOURCES, reference=[2, 0, 4])
     assert check.mic_error_m[3] > 0.10
     assert np.all(np.delete(check.mic_error_m, 3) < 0.03)
+
+
+# -- the check on a rendered session (studio_sep.stages.geometry) --------------------------
+
+
+@pytest.fixture(scope="module")
+def misplaced(rendered_session, tmp_path_factory):
+    """The rendered trio's manifest with trio_c typed 30 cm off (the audio is the same)."""
+    import dataclasses
+
+    from studio_sep.session import dump_session, load_session
+
+    session = load_session(rendered_session)
+    mics = tuple(dataclasses.replace(m, position_m=(m.position_m[0] - 0.3, m.position_m[1], m.position_m[2]))
+                 if m.name == "trio_c" else m for m in session.mics)
+    path = rendered_session.parent / "misplaced.toml"
+    dump_session(dataclasses.replace(session, mics=mics, path=path), path)
+    return path
+
+
+def test_geometry_check_agrees_with_an_exact_manifest(rendered_session) -> None:
+    from studio_sep.session import load_session
+    from studio_sep.stages.geometry import check_geometry
+
+    report = check_geometry(load_session(rendered_session))
+    assert report.warnings == []
+    assert max(v for v in report.mic_error_cm.values() if v is not None) < 2.0
+    assert len(report.rows) == 3 * 6  # every source against the six mics besides its spot mic
+
+
+def test_geometry_check_names_the_misplaced_mic(misplaced) -> None:
+    from studio_sep.session import load_session
+    from studio_sep.stages.geometry import check_geometry
+
+    report = check_geometry(load_session(misplaced))
+    assert len(report.warnings) == 1 and report.warnings[0].startswith("mic 'trio_c' looks misplaced")
+    assert 15 <= report.mic_error_cm["trio_c"] <= 31
+    assert str(misplaced) in report.warnings[0]
+
+
+def test_validate_check_geometry_prints_the_table_and_one_warning(misplaced) -> None:
+    from typer.testing import CliRunner
+
+    from studio_sep.cli import app
+
+    result = CliRunner().invoke(app, ["validate", str(misplaced), "--check-geometry"])
+    assert result.exit_code == 0, result.output
+    assert "measured" in result.stdout and "trio_c" in result.stdout and "implied" in result.stdout
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "trio_c" in warnings[0] and "cm" in warnings[0]
+
+
+def test_run_warns_once_before_separating(misplaced, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from studio_sep.cli import app
+
+    result = CliRunner().invoke(app, ["run", str(misplaced), "--out", str(tmp_path), "--no-mix",
+                                                      "--no-evaluate", "--iterations", "1", "--quiet"])
+    lines = [line for line in result.stdout.splitlines() if "looks misplaced" in line]
+    assert result.exit_code == 0, result.output
+    assert len(lines) <= 1  # --quiet prints no info lines
+    result = CliRunner().invoke(app, ["run", str(misplaced), "--out", str(tmp_path / "2"), "--no-mix",
+                                                      "--no-evaluate", "--iterations", "1"])
+    lines = [line for line in result.stdout.splitlines() if "looks misplaced" in line]
+    assert result.exit_code == 0, result.output
+    assert len(lines) == 1 and "trio_c" in lines[0]
+    log = next((tmp_path / "2").glob("*/logs/run-*.log")).read_text()
+    assert log.count("looks misplaced") == 1

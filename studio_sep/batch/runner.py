@@ -239,6 +239,7 @@ def _run_stages(job: SessionJob, folder: Path, outcome: SessionOutcome, log, sta
         resolve_settings,
         separate_session,
     )
+    from studio_sep.stages.geometry import check_geometry
 
     options = job.options
     stage_start("validate")
@@ -247,6 +248,9 @@ def _run_stages(job: SessionJob, folder: Path, outcome: SessionOutcome, log, sta
     settings = resolve_settings(session, options.separation)
     for preset in options.presets:
         check_preset_routes(session, preset, settings.stem_mics)
+    for warning in check_geometry(session).warnings:  # typed coordinates against the recording, once a run
+        log(f"warning: {warning}")
+        event("info", message=f"warning: {warning}")
     stage_end("validate", "ran")
 
     hashes = FileHashes(folder / WORK_DIR / "hashes.json")

@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
 from rich.table import Table
 
 from studio_sep.util.errors import StudioSepError
@@ -147,3 +148,22 @@ def print_plugin(info) -> None:
         default = f"{p.default:g}" if isinstance(p.default, (int, float)) else str(p.default)
         table.add_row(p.name, span, default, p.label or "", "yes" if p.writable else "no (meter/host)")
     console.print(table)
+
+
+def print_geometry(report) -> None:
+    """The geometry check: measured against implied delays per (source, mic), each mic's
+    error, and one warning line per mic that looks misplaced (on stderr)."""
+    fmt = lambda v, spec: "—" if v is None or v != v else format(v, spec)  # noqa: E731 - NaN: not measured
+    table = Table("source", "reference mic", "mic", "implied (ms)", "measured (ms)", "Δ (cm)", "peak",
+                  title="delays against each source's reference mic (GCC-PHAT)", title_justify="left")
+    for row in report.rows:
+        table.add_row(escape(row["source"]), escape(row["reference_mic"]), escape(row["mic"]),
+                      fmt(row["implied_ms"], "+.3f"), fmt(row["measured_ms"], "+.3f"), fmt(row["error_cm"], "+.1f"),
+                      fmt(row["peak"], ".2f"))
+    console.print(table)
+    errors = ", ".join(f"{name} {fmt(cm, '.1f')}" for name, cm in report.mic_error_cm.items())
+    console.print(f"distance error per mic (cm, low median over sources): {errors}", highlight=False, markup=False)
+    for warning in report.warnings:
+        err_console.print("[yellow]warning:[/] " + escape(warning), highlight=False, soft_wrap=True)
+    if not report.warnings:
+        console.print("geometry: every mic agrees with the recording within 10 cm", highlight=False)

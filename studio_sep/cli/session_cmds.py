@@ -11,6 +11,7 @@ from studio_sep.cli.options import DEFAULT_PRESET
 from studio_sep.cli.printing import (
     StageProgress,
     console,
+    print_geometry,
     print_metrics,
     print_session,
     print_simulation,
@@ -45,6 +46,9 @@ def simulate(
 
 def validate(
     manifest: Annotated[Path, typer.Argument(help="The session.toml to check (or its folder).")],
+    check_geometry: Annotated[bool, typer.Option("--check-geometry", help="Compare the delays between mics that "
+                                                 "the recording shows (GCC-PHAT) with those the coordinates "
+                                                 "imply; warn about mics that look misplaced.")] = False,
 ) -> None:
     """Check a session manifest and its audio; print a short summary."""
     from studio_sep.session import load_session
@@ -52,6 +56,12 @@ def validate(
     with user_errors():
         session = load_session(manifest)
     print_session(session)
+    if check_geometry:
+        from studio_sep.stages.geometry import check_geometry as check
+
+        with user_errors():
+            report = check(session)
+        print_geometry(report)
 
 
 def demo(

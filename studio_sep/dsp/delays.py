@@ -78,6 +78,11 @@ def arrival_times_s(mic_positions_m, source_positions_m, *,
     return np.linalg.norm(mics[:, None, :] - sources[None, :, :], axis=-1) / speed_of_sound_m_s
 
 
+def _low_median(values: np.ndarray) -> float:
+    """The lower middle value (NaN for none)."""
+    return float(np.sort(values)[(len(values) - 1) // 2]) if len(values) else float("nan")
+
+
 @dataclass(frozen=True)
 class DelayCheck:
     """Measured against implied delays of every source, from its reference mic to every mic.
@@ -86,8 +91,10 @@ class DelayCheck:
     reference mic ``reference[n]`` (NaN at the reference mic itself). ``range_error_m``:
     ``c · (measured − implied)`` with, for each source, the median over mics taken out (so
     that an error of the reference mic itself, common to the source's every pair, does not
-    count against the others). ``mic_error_m[m]``: the median over sources of the absolute
-    range error at mic m, a lower bound on how far the mic is from where the manifest says.
+    count against the others). ``mic_error_m[m]``: the low median over sources of the
+    absolute range error at mic m (of two values, the smaller: one source's weak peak, lost
+    in another's, does not decide alone), a lower bound on how far the mic is from where the
+    manifest says; NaN where no source could be measured.
     ``peak[m, n]``: the GCC-PHAT peak height (a weak one is a less certain measurement).
     """
 
@@ -100,12 +107,17 @@ class DelayCheck:
 
 
 def check_delays(x_MS: np.ndarray, sample_rate: int, mic_positions_m, source_positions_m, reference: list[int], *,
-                 search_m: float = 0.5, speed_of_sound_m_s: float = SPEED_OF_SOUND_M_S) -> DelayCheck:
+                 usable: np.ndarray | None = None, search_m: float = 0.5,
+                 speed_of_sound_m_s: float = SPEED_OF_SOUND_M_S) -> DelayCheck:
     """Compare the delays a recording shows with those its geometry implies.
 
     For every source n, the delay of each mic against the source's reference mic (its spot
     mic, or the mic nearest to it: where it dominates) is measured by GCC-PHAT within
-    ``± search_m / c`` of the implied delay, so each source's own peak is found.
+    ``± search_m / c`` of the implied delay, so each source's own peak is found. A peak that
+    lies nearer to another source's implied delay on the same pair of mics than to source
+    n's is not source n's: that measurement is left out (NaN), not misattributed. So is every
+    pair whose ``usable[m, n]`` is False (a mic that does not hear the source's direct sound:
+    the null of its pattern).
     """
     x = np.asarray(x_MS, dtype=np.float64)
     M, N = x.shape[0], len(reference)
@@ -114,17 +126,31 @@ def check_delays(x_MS: np.ndarray, sample_rate: int, mic_positions_m, source_pos
     measured = np.full((M, N), np.nan)
     peak = np.full((M, N), np.nan)
     half = search_m / speed_of_sound_m_s * sample_rate
+    correlations: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
     for n, r in enumerate(reference):
         for m in range(M):
             if m == r:
                 continue
             implied[m, n] = tau[m, n] - tau[r, n]
+            if usable is not None and not (usable[m, n] and usable[r, n]):
+                continue
+            if (r, m) not in correlations:
+                correlations[r, m] = cross_correlation_phat(x[r], x[m])
+            lags, cc = correlations[r, m]
             centre = implied[m, n] * sample_rate
-            lag, height = gcc_phat_delay(x[r], x[m], window=(centre - half, centre + half))
-            measured[m, n], peak[m, n] = lag / sample_rate, height
+            keep = np.flatnonzero((lags >= centre - half) & (lags <= centre + half))
+            if not len(keep):
+                continue
+            i = keep[np.argmax(np.abs(cc[keep]))]
+            others = (tau[m] - tau[r]) * sample_rate  # every source's implied delay on this pair
+            if np.argmin(np.abs(others - lags[i])) != n and not np.isclose(others[np.argmin(np.abs(others - lags[i]))],
+                                                                             centre):
+                continue  # the peak belongs to another source
+            measured[m, n], peak[m, n] = lags[i] / sample_rate, cc[i]
     error = speed_of_sound_m_s * (measured - implied)
     with np.errstate(all="ignore"):
-        error = error - np.nanmedian(error, axis=0, keepdims=True) if M > 2 else error
-        mic_error = np.nanmedian(np.abs(error), axis=1)
+        if M > 2:
+            error = error - np.nanmedian(error, axis=0, keepdims=True)
+    mic_error = np.array([_low_median(np.abs(row[np.isfinite(row)])) for row in error])
     return DelayCheck(reference=tuple(reference), implied_s=implied, measured_s=measured, peak=peak,
                       range_error_m=error, mic_error_m=mic_error)

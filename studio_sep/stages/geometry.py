@@ -1,0 +1,86 @@
+"""Does the recording agree with the manifest's coordinates? Delays measured by GCC-PHAT
+against those the typed positions imply (:func:`studio_sep.dsp.delays.check_delays`).
+
+Users type coordinates by hand; this is where they go wrong. For every source, each mic's
+delay against the source's stem mic (its spot mic, else the nearest mic: where the source
+dominates) is measured on the recording and compared with the manifest's geometry. A mic
+whose distances to the sources disagree by more than :data:`WARN_M` gets a warning line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from studio_sep.dsp.delays import check_delays
+from studio_sep.dsp.geometry import pattern_gain, unit_vector
+from studio_sep.dsp.resample import resample
+from studio_sep.session import Session, load_mics
+from studio_sep.stages.settings import choose_stem_mics
+
+#: A mic whose distances to the sources are off by more than this gets a warning.
+WARN_M = 0.10
+#: Seconds of the recording the check reads (from the start): plenty for the delays.
+CHECK_SECONDS = 60.0
+CHECK_RATE = 16000
+#: A (mic, source) pair is measured only where the mic's pattern, as the manifest gives it,
+#: passes the source's direct sound at least this much (not near a null, where a reflection
+#: would win).
+MIN_GAIN = 0.5
+
+
+def _pattern_gains(session: Session) -> np.ndarray:
+    """Each mic's first-order pattern gain towards each source, ``(M, N)``, from the manifest."""
+    gains = np.ones((len(session.mics), len(session.sources)))
+    for m, mic in enumerate(session.mics):
+        aim = unit_vector(mic.aim_azimuth_deg, mic.aim_elevation_deg)
+        for n, source in enumerate(session.sources):
+            direction = np.subtract(source.position_m, mic.position_m)
+            distance = float(np.linalg.norm(direction))
+            if distance > 0:
+                gains[m, n] = pattern_gain(mic.pattern, aim, direction / distance)
+    return gains
+
+
+@dataclass(frozen=True)
+class GeometryReport:
+    """The check's result: one row per (source, mic) pair, each mic's error, the warnings."""
+
+    rows: list[dict] = field(default_factory=list)
+    mic_error_cm: dict[str, float | None] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_geometry(session: Session, *, seconds: float = CHECK_SECONDS) -> GeometryReport:
+    """Compare the delays the recording shows with those the manifest's coordinates imply.
+
+    Reads at most ``seconds`` of the mics (at :data:`CHECK_RATE`); ``session`` must have been
+    loaded with its audio checked. Never reads the ground truth.
+    """
+    if len(session.mics) < 2:
+        return GeometryReport()
+    stop = min(session.n_samples, int(seconds * session.sample_rate))
+    rate = min(CHECK_RATE, session.sample_rate)
+    x_MS = resample(load_mics(session, stop=stop), session.sample_rate, rate)
+    names = [m.name for m in session.mics]
+    stem = choose_stem_mics(session, {})
+    reference = [names.index(stem[s.name]) for s in session.sources]
+    check = check_delays(x_MS, rate, [m.position_m for m in session.mics], [s.position_m for s in session.sources],
+                         reference, usable=np.abs(_pattern_gains(session)) >= MIN_GAIN)
+    rows = []
+    for n, s in enumerate(session.sources):
+        for m, mic in enumerate(session.mics):
+            if m == reference[n]:
+                continue
+            rows.append({"source": s.name, "reference_mic": names[reference[n]], "mic": mic.name,
+                         "implied_ms": round(1e3 * float(check.implied_s[m, n]), 3),
+                         "measured_ms": round(1e3 * float(check.measured_s[m, n]), 3),
+                         "error_cm": round(100 * float(check.range_error_m[m, n]), 1),
+                         "peak": round(float(check.peak[m, n]), 3)})
+    errors = {mic.name: (None if np.isnan(e) else round(100 * float(e), 1))
+              for mic, e in zip(session.mics, check.mic_error_m)}
+    warnings = [f"mic {mic.name!r} looks misplaced: its distances to the sources differ from the manifest's by "
+                f"about {errors[mic.name]:.0f} cm (GCC-PHAT on the recording); check its position_m in {session.path}"
+                for mic in session.mics if errors[mic.name] is not None and errors[mic.name] > 100 * WARN_M]
+    return GeometryReport(rows=rows, mic_error_cm=errors, warnings=warnings)
