@@ -229,3 +229,21 @@ def test_cli_evaluate_without_a_run_is_one_line(rendered_session: Path, tmp_path
     result = runner.invoke(app, ["evaluate", str(rendered_session), "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "no separation run found" in result.stderr and "studio-sep separate" in result.stderr
+
+
+def test_fewer_mics_than_sources_start_blind_by_default(rendered_session: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    from studio_sep.session import dump_session
+    from studio_sep.util.errors import InputError
+
+    session = load_session(rendered_session)
+    pair = tuple(m for m in session.mics if m.name in ("trio_l", "trio_r"))
+    sources = tuple(dataclasses.replace(s, spot_mic=None) for s in session.sources)
+    path = rendered_session.parent / "pair.toml"
+    dump_session(dataclasses.replace(session, mics=pair, sources=sources, truth=None, path=path), path)
+    two_mics = load_session(path)
+    result = separate_session(two_mics, tmp_path, SeparationOptions(n_iter=2))
+    assert result.run["separation"]["init"] == ["circular"]  # the geometric demixer needs M >= N
+    with pytest.raises(InputError, match="geometry init needs at least as many mics as sources"):
+        separate_session(two_mics, tmp_path / "asked", SeparationOptions(n_iter=2, init=("geometry",)))

@@ -79,6 +79,8 @@ def print_separation(result) -> None:
         f"{sep['n_iter']} iterations on {sep['device']} ({sep['dtype']}), {t['per_iteration_s']:.3f} s/iteration, "
         f"log-likelihood {ll['initial']:.3f} → {ll['final']:.3f}", highlight=False)
     console.print(f"prior: {prior_label(sep['prior'])}; spectral init: {sep['spectral_init']}", highlight=False)
+    for source, why in (sep["prior"].get("rejected") or {}).items() if isinstance(sep["prior"], dict) else ():
+        console.print(f"  {source}: {why}", highlight=False, markup=False)
 
 
 def print_metrics(metrics: dict, report_dir: Path) -> None:

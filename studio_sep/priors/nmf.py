@@ -33,15 +33,24 @@ NMF_PRIOR_ITERATIONS = 100
 NOTE_S, NOTE_STEP, NOTE_VELOCITIES = 0.5, 3, (60, 100)
 
 
-def nmf_prior(session, settings, X_FTM, mics: Sequence[int], spec, *, callback=None) -> np.ndarray:
+def nmf_prior(session, settings, X_FTM, mics: Sequence[int], spec, *, callback=None) -> list[np.ndarray | None]:
     """The ``nmf`` prior: supervised KL-NMF of each source's stem mic on the class dictionaries
-    (``spec``: the :class:`~studio_sep.priors.spec.PriorSpec`, whose ``queries`` name each source's class)."""
+    (``spec``: the :class:`~studio_sep.priors.spec.PriorSpec`, whose ``queries`` name each source's class).
+
+    A source with neither a class nor a solo take gets None (its stem mic's power stands in,
+    :func:`~studio_sep.priors.spec.compute_prior`); the others share their mics among themselves.
+    """
     from studio_sep.io import audio as audio_io
 
     rng = np.random.default_rng([settings.seed, 3])
     dictionaries = []
     steps = len(session.sources) * 2
     for n, source in enumerate(session.sources):
+        if source.reference is None and spec.queries.get(source.name) is None:
+            dictionaries.append(None)  # nothing to learn from: compute_prior uses its stem mic's power
+            if callback:
+                callback(n + 1, steps)
+            continue
         if source.reference is not None:
             ref, sr = audio_io.read_audio(source.reference)
             mag = np.abs(stft.stft(resample(ref, sr, settings.processing_sample_rate),
@@ -52,14 +61,18 @@ def nmf_prior(session, settings, X_FTM, mics: Sequence[int], spec, *, callback=N
         dictionaries.append(nmf_tools.nmf(mag, n_basis=NMF_PRIOR_BASES, n_iter=NMF_PRIOR_ITERATIONS, rng=rng)[0])
         if callback:
             callback(n + 1, steps)
-    out = []
+    known = [n for n, d in enumerate(dictionaries) if d is not None]
+    out: list[np.ndarray | None] = []
     for n, m in enumerate(mics):
-        mag = np.abs(X_FTM[:, :, m])
-        shares = nmf_tools.supervised_nmf(mag, dictionaries, n_iter=NMF_PRIOR_ITERATIONS)
-        out.append((shares[n] * mag) ** 2)
+        if dictionaries[n] is None:
+            out.append(None)
+        else:
+            mag = np.abs(X_FTM[:, :, m])
+            shares = nmf_tools.supervised_nmf(mag, [dictionaries[k] for k in known], n_iter=NMF_PRIOR_ITERATIONS)
+            out.append((shares[known.index(n)] * mag) ** 2)
         if callback:
             callback(len(session.sources) + n + 1, steps)
-    return np.stack(out)
+    return out
 
 
 @functools.lru_cache(maxsize=16)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from studio_sep.data.instruments import class_of_prompt
+from studio_sep.data.instruments import class_of_prompt, match_class
 from studio_sep.priors.classnet import classnet_prior, load_classnet
 from studio_sep.priors.nmf import nmf_prior
 from studio_sep.session import PRIORS
@@ -85,9 +85,8 @@ def resolve_prior(session, kind: str, *, model: str | Path | None = None, clap: 
         raise InputError(None, "prior", f"unknown prior {kind!r}", f"use one of {', '.join(PRIORS)}")
     if kind == "none":
         return PriorSpec("none")
-    if kind == "nmf":
-        queries = {s.name: class_of_prompt(s.prompt, where=f"sources[{i}].prompt", file=session.path)
-                   for i, s in enumerate(session.sources)}
+    if kind == "nmf":  # a prompt naming no class (a voice, say) falls back to its stem mic's power
+        queries = {s.name: match_class(s.prompt) for s in session.sources}
         return PriorSpec("nmf", queries=queries)
     path = Path(model) if model is not None else SHIPPED_MODEL
     if not path.is_file():
@@ -126,11 +125,16 @@ def compute_prior(spec: PriorSpec, session, settings, x_proc_MS: np.ndarray, X_F
         V = classnet_prior(session, settings, x_proc_MS, mics, spec, callback=callback)
     else:
         raise ValueError(f"compute_prior: no spectra for prior {spec.kind!r}")
+    V = list(V)
     # A prior that keeps almost nothing of its mic (a network whose mask collapsed for
     # this query) would start the source silent: its stem mic's power stands in for it.
     levels_db, rejected = {}, {}
     for n, (source, m) in enumerate(zip(session.sources, mics)):
         mic_power = np.abs(X_FTM[:, :, m]) ** 2
+        if V[n] is None:  # no class and no solo take to learn from
+            V[n] = mic_power
+            rejected[source.name] = "its prompt names no instrument class the prior knows: stem mic power used"
+            continue
         level = 10 * np.log10(max(float(V[n].sum()), 1e-300) / max(float(mic_power.sum()), 1e-300))
         levels_db[source.name] = round(level, 2)
         if level < PRIOR_FLOOR_DB:
@@ -138,5 +142,5 @@ def compute_prior(spec: PriorSpec, session, settings, x_proc_MS: np.ndarray, X_F
             rejected[source.name] = f"{level:.1f} dB below its mic (floor {PRIOR_FLOOR_DB:g} dB): stem mic power used"
     record = {**spec.describe(), "mics": {s.name: session.mics[m].name for s, m in zip(session.sources, mics)},
               "level_db": levels_db, "rejected": rejected}
-    return PriorResult(V, record)
+    return PriorResult(np.stack(V), record)
 

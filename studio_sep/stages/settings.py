@@ -64,7 +64,7 @@ def resolve_settings(session: Session, options: SeparationOptions = SeparationOp
         check_fft_settings(n_fft, hop)
     except InputError as exc:
         raise InputError(session.path, f"separation.{exc.field}", exc.problem, exc.fix) from None
-    init = tuple(dict.fromkeys(pick("init", DEFAULT_INIT)))
+    init = tuple(dict.fromkeys(pick("init", _default_init(session))))
     prior_kind = pick("prior", "classnet" if "prior" in init else "none")
     if prior_kind != "none" and "prior" not in init:
         init = init + ("prior",)
@@ -88,6 +88,14 @@ def resolve_settings(session: Session, options: SeparationOptions = SeparationOp
     return ResolvedSettings(init=init, n_iter=n_iter, n_basis=n_basis, n_fft=n_fft, hop=hop, device=device,
                             dtype=dtype, seed=seed, sample_rate=native, processing_sample_rate=proc_sr,
                             stem_mics=stem_mics, subtype=chosen.subtype or "float32", prior=prior.describe())
+
+
+def _default_init(session: Session) -> tuple[str, ...]:
+    """:data:`DEFAULT_INIT`, unless the session has fewer mics than sources: the geometric
+    demixer then cannot name every source, and the blind start is the one that works."""
+    if len(session.sources) > len(session.mics):
+        return ("circular",)
+    return DEFAULT_INIT
 
 
 def _check_init(session: Session, init: tuple[str, ...]) -> None:
