@@ -290,7 +290,7 @@ def main(argv=None) -> int:
     text = markdown(report)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"zoo-{report['date']}-{len(manifests)}x{args.duration:g}s"
+    stem = args.out / f"zoo-{report['date']}-{commit}-{len(manifests)}x{args.duration:g}s"
     stem.with_suffix(".md").write_text(text)
     stem.with_suffix(".json").write_text(json.dumps(jsonable(report), indent=1))
     return 0
