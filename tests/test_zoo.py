@@ -34,6 +34,16 @@ def test_the_default_zoo_reaches_every_axis_value(seed: int) -> None:
         assert {s.axes[axis] for s in scenes} == set(values), axis
 
 
+def test_axes_of_one_length_do_not_move_in_lockstep() -> None:
+    values = [axis_values(i) for i in range(DEFAULT_ZOO)]
+    axes = list(AXES)
+    for a in axes:
+        for b in axes:
+            if a < b and len(AXES[a]) == len(AXES[b]):
+                pairs = {(str(v[a]), str(v[b])) for v in values}
+                assert len(pairs) > len(AXES[a]), (a, b)  # not a one-to-one relabelling
+
+
 def test_scenes_are_what_their_axes_say() -> None:
     for i in range(DEFAULT_ZOO):
         s = draw_scene(i)

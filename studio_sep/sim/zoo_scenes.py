@@ -4,8 +4,9 @@ A scene is a recording studio-sep was not tuned on: another room, other instrume
 mics, and a manifest that describes the recording imperfectly (coordinates typed by hand,
 mic patterns written down wrong). :func:`draw_scene` is pure and deterministic: scene ``i``
 of zoo seed ``s`` is always the same. Every axis value is reached within the first
-``len(values)`` scenes of that axis: each axis walks through a seeded permutation of its
-values, one step per scene, so a zoo of N scenes is balanced on every axis.
+``len(values)`` scenes of that axis: each axis walks through seeded permutations of its
+values, one step per scene and a new permutation per pass, so a zoo of N scenes is balanced
+on every axis and no two axes move in lockstep.
 """
 
 from __future__ import annotations
@@ -97,7 +98,9 @@ def axis_values(index: int, seed: int = ZOO_SEED) -> dict:
     """The axis values of scene ``index``: a balanced walk through each axis's values."""
     values = {}
     for a, (axis, choices) in enumerate(AXES.items()):
-        order = np.random.default_rng([seed, 7919, a]).permutation(len(choices))
+        # a fresh permutation per block of len(choices) scenes and per axis: every value once a
+        # block, and axes of the same length are not walked in lockstep (no confounded axes)
+        order = np.random.default_rng([seed, 7919, a, index // len(choices)]).permutation(len(choices))
         values[axis] = choices[int(order[index % len(choices)])]
     if values["layout"] == "pair":  # a stereo pair alone separates two sources, and has no spot mics
         values["n_sources"], values["spot_mics"] = 2, "no"
