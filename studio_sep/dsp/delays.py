@@ -54,6 +54,13 @@ def cross_correlation_phat(x_S: np.ndarray, y_S: np.ndarray, *, frame: int = GCC
     return lags, cc
 
 
+def _peak(lags: np.ndarray, cc: np.ndarray, window: tuple[float, float] | None) -> int | None:
+    """Index of the largest ``|cc|`` at lags within ``window`` (all lags for None); None if none is."""
+    keep = np.flatnonzero(np.ones_like(lags, dtype=bool) if window is None else
+                          (lags >= window[0]) & (lags <= window[1]))
+    return int(keep[np.argmax(np.abs(cc[keep]))]) if len(keep) else None
+
+
 def gcc_phat_delay(x_S: np.ndarray, y_S: np.ndarray, *, window: tuple[float, float] | None = None,
                    frame: int = GCC_FRAME, upsample: int = GCC_UPSAMPLE) -> tuple[float, float]:
     """The delay of ``y`` relative to ``x`` (samples) at the GCC-PHAT peak, and the peak's height
@@ -63,10 +70,9 @@ def gcc_phat_delay(x_S: np.ndarray, y_S: np.ndarray, *, window: tuple[float, flo
     several sources, each has its own peak, and the geometry says near where to look.
     """
     lags, cc = cross_correlation_phat(x_S, y_S, frame=frame, upsample=upsample)
-    keep = np.ones_like(lags, dtype=bool) if window is None else (lags >= window[0]) & (lags <= window[1])
-    if not keep.any():
+    i = _peak(lags, cc, window)
+    if i is None:
         raise ValueError(f"no lag within {window} samples (the frame covers ±{frame // 2})")
-    i = np.flatnonzero(keep)[np.argmax(np.abs(cc[keep]))]
     return float(lags[i]), float(cc[i])
 
 
@@ -138,14 +144,12 @@ def check_delays(x_MS: np.ndarray, sample_rate: int, mic_positions_m, source_pos
                 correlations[r, m] = cross_correlation_phat(x[r], x[m])
             lags, cc = correlations[r, m]
             centre = implied[m, n] * sample_rate
-            keep = np.flatnonzero((lags >= centre - half) & (lags <= centre + half))
-            if not len(keep):
+            i = _peak(lags, cc, (centre - half, centre + half))
+            if i is None:
                 continue
-            i = keep[np.argmax(np.abs(cc[keep]))]
             others = (tau[m] - tau[r]) * sample_rate  # every source's implied delay on this pair
-            if np.argmin(np.abs(others - lags[i])) != n and not np.isclose(others[np.argmin(np.abs(others - lags[i]))],
-                                                                             centre):
-                continue  # the peak belongs to another source
+            if not np.isclose(others[np.argmin(np.abs(others - lags[i]))], centre):
+                continue  # the peak lies nearer another source's delay: it is that source's
             measured[m, n], peak[m, n] = lags[i] / sample_rate, cc[i]
     error = speed_of_sound_m_s * (measured - implied)
     with np.errstate(all="ignore"):

@@ -47,6 +47,24 @@ def pattern_gain(pattern: str, aim_unit, direction_unit) -> float:
     return a + (1.0 - a) * cos_theta
 
 
+def pattern_gains(mic_positions_m, source_positions_m, patterns, aims_deg=None):
+    """Each mic's first-order pattern gain towards each source (signed), ``(M, N)``; NaN where
+    a mic coincides with a source (no direction)."""
+    import numpy as np
+
+    mics = np.asarray(mic_positions_m, dtype=float)
+    sources = np.asarray(source_positions_m, dtype=float)
+    delta = sources[None, :, :] - mics[:, None, :]  # (M, N, 3), mic → source
+    dist = np.linalg.norm(delta, axis=-1)
+    gain = np.ones_like(dist)
+    aims = aims_deg if aims_deg is not None else [(0.0, 0.0)] * len(mics)
+    for m, (pattern, (az, el)) in enumerate(zip(patterns, aims, strict=True)):
+        aim = unit_vector(az, el)
+        for n in range(len(sources)):
+            gain[m, n] = pattern_gain(pattern, aim, delta[m, n] / dist[m, n]) if dist[m, n] > 0 else np.nan
+    return gain
+
+
 def steering_vectors(
     mic_positions_m, source_positions_m, freqs_hz, *, patterns=None, aims_deg=None,
     speed_of_sound_m_s: float = SPEED_OF_SOUND_M_S,
@@ -78,13 +96,7 @@ def steering_vectors(
     dist = np.linalg.norm(delta, axis=-1)
     if np.any(dist < 1e-3):
         raise ValueError("a mic coincides with a source")
-    gain = np.ones_like(dist)
-    if patterns is not None:
-        aims = aims_deg if aims_deg is not None else [(0.0, 0.0)] * len(mics)
-        for m, (pattern, (az, el)) in enumerate(zip(patterns, aims, strict=True)):
-            aim = unit_vector(az, el)
-            for n in range(len(sources)):
-                gain[m, n] = pattern_gain(pattern, aim, delta[m, n] / dist[m, n])
+    gain = np.ones_like(dist) if patterns is None else pattern_gains(mics, sources, patterns, aims_deg)
     freqs = np.asarray(freqs_hz, dtype=float)
     phase = np.exp(-2j * np.pi * freqs[:, None, None] * dist[None] / speed_of_sound_m_s)
     return phase * (gain / dist)[None]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from studio_sep.dsp.delays import check_delays
-from studio_sep.dsp.geometry import pattern_gain, unit_vector
+from studio_sep.dsp.geometry import pattern_gains
 from studio_sep.dsp.resample import resample
 from studio_sep.session import Session, load_mics
 from studio_sep.stages.settings import choose_stem_mics
@@ -28,19 +28,6 @@ CHECK_RATE = 16000
 #: passes the source's direct sound at least this much (not near a null, where a reflection
 #: would win).
 MIN_GAIN = 0.5
-
-
-def _pattern_gains(session: Session) -> np.ndarray:
-    """Each mic's first-order pattern gain towards each source, ``(M, N)``, from the manifest."""
-    gains = np.ones((len(session.mics), len(session.sources)))
-    for m, mic in enumerate(session.mics):
-        aim = unit_vector(mic.aim_azimuth_deg, mic.aim_elevation_deg)
-        for n, source in enumerate(session.sources):
-            direction = np.subtract(source.position_m, mic.position_m)
-            distance = float(np.linalg.norm(direction))
-            if distance > 0:
-                gains[m, n] = pattern_gain(mic.pattern, aim, direction / distance)
-    return gains
 
 
 @dataclass(frozen=True)
@@ -66,8 +53,11 @@ def check_geometry(session: Session, *, seconds: float = CHECK_SECONDS) -> Geome
     names = [m.name for m in session.mics]
     stem = choose_stem_mics(session, {})
     reference = [names.index(stem[s.name]) for s in session.sources]
-    check = check_delays(x_MS, rate, [m.position_m for m in session.mics], [s.position_m for s in session.sources],
-                         reference, usable=np.abs(_pattern_gains(session)) >= MIN_GAIN)
+    mics_m = [m.position_m for m in session.mics]
+    sources_m = [s.position_m for s in session.sources]
+    gains = pattern_gains(mics_m, sources_m, [m.pattern for m in session.mics],
+                          [(m.aim_azimuth_deg, m.aim_elevation_deg) for m in session.mics])
+    check = check_delays(x_MS, rate, mics_m, sources_m, reference, usable=np.abs(gains) >= MIN_GAIN)
     rows = []
     for n, s in enumerate(session.sources):
         for m, mic in enumerate(session.mics):
