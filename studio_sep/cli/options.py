@@ -19,6 +19,9 @@ ClapCheckpointOpt = Annotated[str | None, typer.Option(help="LAION-CLAP checkpoi
                                                     "--prior-model (else $STUDIO_SEP_CLAP_CHECKPOINT, else config).")]
 RobertaDirOpt = Annotated[str | None, typer.Option(help="Folder with the roberta-base tokenizer and config for CLAP "
                                                 "(else $STUDIO_SEP_ROBERTA_DIR, else config).")]
+BlindStartOpt = Annotated[bool | None, typer.Option(
+    "--blind-start/--no-blind-start", help="Also fit from the blind start and keep the fit with the higher "
+    "log-likelihood (default: on when the init is guided; off for sessions separated in time blocks).")]
 IterationsOpt = Annotated[int | None, typer.Option(help="FastMNMF2 iterations (default 100).")]
 NBasisOpt = Annotated[int | None, typer.Option(help="NMF bases per source (default 8).")]
 NFftOpt = Annotated[int | None, typer.Option(help="STFT window in samples (default: ~64 ms at the processing rate).")]
@@ -46,7 +49,7 @@ def parse_stem_mics(values: list[str]) -> dict[str, str]:
 
 def separation_options(init, iterations, n_basis, n_fft, hop, device, dtype, seed, processing_rate, stem_mic,
                         format, max_memory=None, prior=None, prior_model=None, clap_checkpoint=None,
-                        roberta_dir=None):
+                        roberta_dir=None, blind_start=None):
     from studio_sep.stages import SeparationOptions, parse_size
 
     if format not in ("float32", "pcm24"):
@@ -56,7 +59,8 @@ def separation_options(init, iterations, n_basis, n_fft, hop, device, dtype, see
         n_iter=iterations, n_basis=n_basis, n_fft=n_fft, hop=hop, device=device, dtype=dtype, seed=seed,
         processing_sample_rate=processing_rate, stem_mics=parse_stem_mics(stem_mic or []), subtype=format,
         max_memory=None if max_memory is None else parse_size(max_memory), prior=prior, prior_model=prior_model,
-        clap={k: v for k, v in (("checkpoint", clap_checkpoint), ("roberta", roberta_dir)) if v} or None)
+        clap={k: v for k, v in (("checkpoint", clap_checkpoint), ("roberta", roberta_dir)) if v} or None,
+        blind_start=blind_start)
 
 
 def parse_levels(values: list[str], option: str) -> dict[str, float]:

@@ -79,6 +79,10 @@ def print_separation(result) -> None:
         f"{sep['n_iter']} iterations on {sep['device']} ({sep['dtype']}), {t['per_iteration_s']:.3f} s/iteration, "
         f"log-likelihood {ll['initial']:.3f} → {ll['final']:.3f}", highlight=False)
     console.print(f"prior: {prior_label(sep['prior'])}; spectral init: {sep['spectral_init']}", highlight=False)
+    kept = sep.get("start_kept") or {}
+    if len(kept.get("log_likelihood") or {}) > 1:
+        lls = ", ".join(f"{start} {value:.3f}" for start, value in kept["log_likelihood"].items())
+        console.print(f"starts: final log-likelihood {lls}; kept the {kept['start']} start's fit", highlight=False)
     for source, why in (sep["prior"].get("rejected") or {}).items() if isinstance(sep["prior"], dict) else ():
         console.print(f"  {source}: {why}", highlight=False, markup=False)
 

@@ -10,6 +10,7 @@ import typer
 
 from studio_sep.cli.options import (
     DEFAULT_PRESET,
+    BlindStartOpt,
     ClapCheckpointOpt,
     DeviceOpt,
     DtypeOpt,
@@ -48,6 +49,7 @@ def separate(
     processing_rate: RateOpt = None, stem_mic: StemMicOpt = None, format: FormatOpt = "float32",
     max_memory: MaxMemoryOpt = None, prior: PriorOpt = None, prior_model: PriorModelOpt = None,
     clap_checkpoint: ClapCheckpointOpt = None, roberta_dir: RobertaDirOpt = None,
+    blind_start: BlindStartOpt = None,
 ) -> None:
     """Separate every source at every mic (FastMNMF2); write images, stems and run.json."""
     from studio_sep.session import load_session
@@ -56,7 +58,7 @@ def separate(
     with user_errors():
         options = separation_options(init, iterations, n_basis, n_fft, hop, device, dtype, seed, processing_rate,
                                       stem_mic, format, max_memory, prior, prior_model, clap_checkpoint,
-                                      roberta_dir)
+                                      roberta_dir, blind_start)
         session = load_session(manifest)
         with StageProgress(console) as progress:
             result = separate_session(session, out, options, callback=progress)
@@ -79,6 +81,7 @@ def run(
     processing_rate: RateOpt = None, stem_mic: StemMicOpt = None, format: FormatOpt = "float32",
     max_memory: MaxMemoryOpt = None, prior: PriorOpt = None, prior_model: PriorModelOpt = None,
     clap_checkpoint: ClapCheckpointOpt = None, roberta_dir: RobertaDirOpt = None,
+    blind_start: BlindStartOpt = None,
     reference_mic: Annotated[str | None, typer.Option(help="Mic to score at besides each stem mic (default: first).")] = None,
 ) -> None:
     """Run every stage of every session: validate → prior → separate → images → mix → DAW → evaluate.
@@ -90,7 +93,7 @@ def run(
                           evaluate=not no_evaluate, force=force, jobs=jobs, quiet=quiet, json_=json_,
                           options_args=(init, iterations, n_basis, n_fft, hop, device, dtype, seed, processing_rate,
                                         stem_mic, format, max_memory, prior, prior_model, clap_checkpoint,
-                                        roberta_dir), reference_mic=reference_mic)
+                                        roberta_dir, blind_start), reference_mic=reference_mic)
     if any(o.status not in ("done", "up to date") for o in outcomes):
         raise typer.Exit(1)
 

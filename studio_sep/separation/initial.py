@@ -150,3 +150,32 @@ def assign_outputs(energy_NM: np.ndarray, stem_mic_index: Sequence[int]) -> np.n
     order = np.empty(N, dtype=int)
     order[sources] = outputs
     return order
+
+
+def match_outputs(params, reference) -> np.ndarray:
+    """Order of ``params``' outputs so that output ``order[n]`` continues ``reference``'s output n.
+
+    Two fits of one mixture from different starts find the sources in any order. Each
+    output is matched to the reference output whose spectral model ``log λ = log W H``
+    it correlates with best, over all bins (Hungarian assignment on the correlations),
+    so a fit from a start that names no sources takes the names of one that does.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    def centred_log_lambda(p) -> np.ndarray:
+        lam = np.einsum("nfk,nkt->nft", np.asarray(p.W_NFK), np.asarray(p.H_NKT))
+        log_lam = np.log(np.maximum(lam, 1e-30)).reshape(len(lam), -1)
+        log_lam -= log_lam.mean(axis=1, keepdims=True)
+        return log_lam / np.maximum(np.linalg.norm(log_lam, axis=1, keepdims=True), 1e-30)
+
+    corr = centred_log_lambda(params) @ centred_log_lambda(reference).T  # [output k, reference n]
+    outputs, references = linear_sum_assignment(-corr)
+    order = np.empty(len(references), dtype=int)
+    order[references] = outputs
+    return order
+
+
+def reorder_outputs(params, order):
+    """``params`` with its outputs in ``order`` (output ``order[n]`` becomes output n)."""
+    order = np.asarray(order)
+    return fastmnmf2.Params(params.Q_FMM, params.G_NM[order], params.W_NFK[order], params.H_NKT[order])

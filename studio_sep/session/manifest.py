@@ -90,6 +90,9 @@ class SeparationSettings:
     prior_model: str | None = None
     #: LAION-CLAP files for a CLAP-conditioned checkpoint: ``{"checkpoint": …, "roberta": …}``.
     clap: Mapping[str, str] | None = None
+    #: Also fit from the blind start and keep the fit with the higher log-likelihood
+    #: (None: on when the init is guided, see :func:`studio_sep.stages.settings.resolve_settings`).
+    blind_start: bool | None = None
 
     def over(self, other: SeparationSettings) -> SeparationSettings:
         """These settings where set, else ``other``'s, field by field."""
@@ -98,7 +101,8 @@ class SeparationSettings:
 
 
 #: The fields of :class:`SeparationSettings` a manifest's ``[separation]`` table may set.
-MANIFEST_SEPARATION_KEYS = ("n_fft", "hop", "n_iter", "n_basis", "init", "device", "dtype", "seed", "prior")
+MANIFEST_SEPARATION_KEYS = ("n_fft", "hop", "n_iter", "n_basis", "init", "device", "dtype", "seed", "prior",
+                            "blind_start")
 
 
 @dataclass(frozen=True)

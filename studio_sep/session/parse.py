@@ -274,6 +274,10 @@ def _parse_separation(r: _Reader, raw: Any) -> SeparationSettings:
         values["dtype"] = r.choice(raw["dtype"], "separation.dtype", DTYPES)
     if "prior" in raw:
         values["prior"] = r.choice(raw["prior"], "separation.prior", PRIORS)
+    if "blind_start" in raw:
+        if not isinstance(raw["blind_start"], bool):
+            raise r.error("separation.blind_start", f"must be true or false, got {raw['blind_start']!r}")
+        values["blind_start"] = raw["blind_start"]
     settings = SeparationSettings(**values)
     if settings.n_fft is not None and settings.hop is not None and settings.hop > settings.n_fft:
         raise r.error("separation.hop", f"hop {settings.hop} exceeds n_fft {settings.n_fft}",

@@ -13,7 +13,7 @@ from studio_sep.session import Session
 from studio_sep.stages.checkpoints import block_fit_path, load_checkpoint, load_params, save_params
 from studio_sep.stages.memory import MemoryPlan
 from studio_sep.stages.runrecord import fingerprint
-from studio_sep.stages.settings import ResolvedSettings
+from studio_sep.stages.settings import BLIND_INIT, ResolvedSettings
 from studio_sep.stages.signals import mic_signals
 
 #: The fit writes a checkpoint every this many iterations (resume after a kill).
@@ -25,13 +25,14 @@ CARRY_H_ITERATIONS = 20
 
 
 def run_fit(X_host, init, settings: ResolvedSettings, work: Path, fp: str, report, *, resume: bool, carry=None,
-            block: tuple[int, int] = (0, 1)):
+            progress: tuple[int, int, str] | None = None):
     """Run (or continue) the fit, checkpointing to ``work/fit-checkpoint.npz``.
 
     ``carry`` (a fitted block's parameters, instead of ``init``) starts the fit from
     that spatial model and those bases, with activations fitted to this data
-    (:func:`studio_sep.separation.fastmnmf2.fit_activations`). ``block = (b, n_blocks)`` numbers
-    the progress over all blocks.
+    (:func:`studio_sep.separation.fastmnmf2.fit_activations`). ``progress = (offset,
+    overall, where)`` places this fit's iterations in the stage's progress (several
+    blocks or starts); default: this fit alone.
     """
     from studio_sep.separation import fastmnmf2
 
@@ -47,9 +48,8 @@ def run_fit(X_host, init, settings: ResolvedSettings, work: Path, fp: str, repor
         save_params(checkpoint_path, cp.params, fingerprint=fp, iteration=cp.iteration,
                      log_likelihood=cp.log_likelihood, ll_iterations=cp.ll_iterations)
 
-    b, n_blocks = block
-    where = f"block {b + 1}/{n_blocks}, " if n_blocks > 1 else ""
-    offset, overall = b * settings.n_iter, n_blocks * settings.n_iter
+    offset, overall, where = progress or (0, settings.n_iter, "")
+    where = f"{where}, " if where else ""
 
     def on_iteration(it: int, total: int, ll: float) -> None:
         report("separate", offset + it, overall, detail=f"{where}log-lik {ll:.4f}")
@@ -90,7 +90,8 @@ def fit_blocks(session: Session, settings: ResolvedSettings, plan: MemoryPlan, w
         X_host = mic_signals(session, settings, start, stop)[2]
         init = load_params(work / "prior.npz")[0] if b == 0 else None
         fit, first = run_fit(X_host, init, settings, work, fp_b, report, resume=not force, carry=previous,
-                          block=(b, plan.n_blocks))
+                             progress=(b * settings.n_iter, plan.n_blocks * settings.n_iter,
+                                       f"block {b + 1}/{plan.n_blocks}" if plan.n_blocks > 1 else ""))
         iterations_run += settings.n_iter - first
         save_params(path, fit.params, fingerprint=fp_b, iteration=settings.n_iter,
                      log_likelihood=fit.log_likelihood, ll_iterations=fit.ll_iterations, n_frames=X_host.shape[1])
@@ -98,3 +99,66 @@ def fit_blocks(session: Session, settings: ResolvedSettings, plan: MemoryPlan, w
         previous = fit.params
         del X_host
     return files, done_before, iterations_run
+
+
+def start_fit_path(work: Path, start: str) -> Path:
+    return work / f"fit-{start}.npz"
+
+
+def fit_starts(X_host, init, settings: ResolvedSettings, work: Path, fp: str, report, *, resume: bool):
+    """Fit from every start in ``settings.starts``; keep the fit with the higher final
+    log-likelihood (the model's own criterion, never the truth).
+
+    "init" starts from ``init`` (the prior stage's initial model); "blind" from the
+    circular spatial model with random bases and activations, so that a guided start
+    that leads the fit astray (wrong coordinates or patterns, reverberation) can never
+    make the result worse than the blind start, by the model's measure. A blind fit
+    that is kept takes the names of the guided fit's outputs
+    (:func:`studio_sep.separation.initial.match_outputs`). Each finished start is
+    saved (``fit-<start>.npz``) and not redone after an interruption.
+
+    Returns the kept fit, the record's fields (every start's final log-likelihood and
+    the one kept) and the number of iterations run here.
+    """
+    from studio_sep.separation.initial import initial_model, match_outputs, reorder_outputs
+
+    fits, iterations_run, n_starts = {}, 0, len(settings.starts)
+    for i, start in enumerate(settings.starts):
+        path, fp_s = start_fit_path(work, start), fingerprint("start", fp, start)
+        saved = load_checkpoint(path, fp_s) if resume else None
+        if saved is not None:
+            fits[start] = fastmnmf2_result(saved)
+            report("separate", (i + 1) * settings.n_iter, n_starts * settings.n_iter,
+                   detail=f"{start} start done earlier")
+            continue
+        if start == "blind":
+            init_s = initial_model(X_host, n_sources=init.G_NM.shape[0], init_kinds=BLIND_INIT,
+                                   n_basis=settings.n_basis, seed=settings.seed,
+                                   sample_rate=settings.processing_sample_rate, n_fft=settings.n_fft)[0]
+        else:
+            init_s = init
+        fit, first = run_fit(X_host, init_s, settings, work, fp_s, report, resume=resume,
+                             progress=(i * settings.n_iter, n_starts * settings.n_iter,
+                                       f"{start} start" if n_starts > 1 else ""))
+        iterations_run += settings.n_iter - first
+        save_params(path, fit.params, fingerprint=fp_s, iteration=settings.n_iter,
+                    log_likelihood=fit.log_likelihood, ll_iterations=fit.ll_iterations)
+        (work / "fit-checkpoint.npz").unlink(missing_ok=True)
+        fits[start] = fit
+    final = {start: float(fit.log_likelihood[-1]) for start, fit in fits.items()}
+    kept = max(settings.starts, key=lambda start: final[start])  # the first on a tie
+    fit = fits[kept]
+    fields = {"resumed_from_iteration": n_starts * settings.n_iter - iterations_run,
+              "starts": {"log_likelihood": {s: round(v, 6) for s, v in final.items()}, "kept": kept}}
+    if kept != settings.starts[0]:
+        order = match_outputs(fit.params, fits[settings.starts[0]].params)
+        fit = type(fit)(reorder_outputs(fit.params, order), fit.log_likelihood, fit.ll_iterations)
+        fields["starts"]["order"] = [int(k) for k in order]
+    return fit, fields, iterations_run
+
+
+def fastmnmf2_result(checkpoint):
+    """A finished fit's checkpoint as a :class:`studio_sep.separation.fastmnmf2.FitResult`."""
+    from studio_sep.separation import fastmnmf2
+
+    return fastmnmf2.FitResult(checkpoint.params, checkpoint.log_likelihood, checkpoint.ll_iterations)

@@ -36,13 +36,25 @@ def run_sections(session: Session, settings: ResolvedSettings, plan: MemoryPlan,
                        "n_sources": len(session.sources),
                        "source_order": "geometry" if "geometry" in settings.init else
                        "assigned (spot-mic energy share)", "assignment": [int(i) for i in order],
-                       "residual_image": has_residual, "memory": {**plan.to_dict(), **blocks}},
+                       "residual_image": has_residual, "memory": {**plan.to_dict(), **blocks},
+                       "starts": list(settings.starts), "start_kept": _start_kept(settings, fit_record)},
         "log_likelihood": log_likelihood,
         "timings_s": {"fit_s": fit_record.get("elapsed_s"), "per_iteration_s": fit_record.get("per_iteration_s"),
                       "images_s": round(images_s, 3)},
         "versions": versions(settings.device),
         "outputs": {"images": "images", "stems": "stems"},
     }
+
+
+def _start_kept(settings: ResolvedSettings, fit_record: dict) -> dict:
+    """Which start's fit was kept, with every start's final log-likelihood per bin."""
+    starts = fit_record.get("starts")
+    if not starts:
+        return {"start": settings.starts[0]}
+    kept = {"start": starts["kept"], "log_likelihood": starts["log_likelihood"]}
+    if "order" in starts:
+        kept["outputs_named_by"] = "spectral models of the init start's fit"
+    return kept
 
 
 def separation_fingerprints(session: Session, settings: ResolvedSettings, hashes: FileHashes,
@@ -60,7 +72,8 @@ def separation_fingerprints(session: Session, settings: ResolvedSettings, hashes
                         settings.processing_sample_rate, settings.seed, settings.dictionary_iterations, blocks,
                         settings.prior, settings.stem_mics if settings.prior["kind"] != "none" else None)
     separate = fingerprint("separate", prior, settings.n_iter, settings.normalize_every,
-                           settings.log_likelihood_every, settings.device, settings.dtype)
+                           settings.log_likelihood_every, settings.device, settings.dtype,
+                           *([settings.starts] if settings.starts != ("init",) else []))
     images = fingerprint("images", separate, settings.sample_rate, settings.stem_mics, settings.subtype)
     return {"prior": prior, "separate": separate, "images": images}
 

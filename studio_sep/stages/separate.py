@@ -20,7 +20,7 @@ Every file is written atomically; ``run.json`` is written last.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ import numpy as np
 from studio_sep.session import Session
 from studio_sep.stages.blocks import write_block_images
 from studio_sep.stages.checkpoints import block_fit_path, load_params, save_params
-from studio_sep.stages.fit import fit_blocks, run_fit
+from studio_sep.stages.fit import fit_blocks, fit_starts
 from studio_sep.stages.images import write_source_images
 from studio_sep.stages.memory import MemoryPlan, plan_memory
 from studio_sep.stages.prior import prior_stage
@@ -75,6 +75,8 @@ def separate_session(
     """
     settings = resolve_settings(session, options)
     plan = plan_memory(session, options, settings=settings)
+    if plan.blocked and len(settings.starts) > 1:
+        settings = replace(settings, starts=settings.starts[:1])  # in blocks, one start (the time it costs)
     folder = Path(out_root) / session.name
     record = RunRecord(folder)
     hashes = hashes or FileHashes(folder / WORK_DIR / "hashes.json")
@@ -139,11 +141,11 @@ class _OnePass:
         """Fit, save ``fit.npz``; the files, the record's fields and the iterations run."""
         work, settings = self.work, self.settings
         init, _ = load_params(work / "prior.npz")
-        fit, resumed_from = run_fit(self.X_host, init, settings, work, fp, self.report, resume=not self.force)
+        fit, fields, iterations_run = fit_starts(self.X_host, init, settings, work, fp, self.report,
+                                                 resume=not self.force)
         save_params(work / "fit.npz", fit.params, log_likelihood=fit.log_likelihood,
                     ll_iterations=fit.ll_iterations)
-        (work / "fit-checkpoint.npz").unlink(missing_ok=True)
-        return [work / "fit.npz"], {"resumed_from_iteration": resumed_from}, settings.n_iter - resumed_from
+        return [work / "fit.npz"], fields, iterations_run
 
     def images(self, folder: Path) -> _Images:
         params, extra = load_params(self.work / "fit.npz")

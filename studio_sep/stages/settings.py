@@ -22,6 +22,9 @@ SeparationOptions = SeparationSettings
 #: the spectral model started from its output beats adding a solo-take dictionary.
 DEFAULT_INIT = ("geometry",)
 
+#: The start with no guidance: circular spatial model, random bases and activations.
+BLIND_INIT = ("circular",)
+
 
 @dataclass(frozen=True)
 class ResolvedSettings:
@@ -43,6 +46,10 @@ class ResolvedSettings:
     normalize_every: int = 10
     log_likelihood_every: int = 5
     dictionary_iterations: int = 200
+    #: The fits run: "init" (from ``init``) and, unless the init is already blind,
+    #: "blind" (from :data:`BLIND_INIT`); the one with the higher final log-likelihood
+    #: is kept (:func:`studio_sep.stages.fit.fit_starts`).
+    starts: tuple[str, ...] = ("init",)
 
 
 def resolve_settings(session: Session, options: SeparationOptions = SeparationOptions()) -> ResolvedSettings:
@@ -85,16 +92,19 @@ def resolve_settings(session: Session, options: SeparationOptions = SeparationOp
 
     prior = resolve_prior(session, prior_kind, model=chosen.prior_model,
                           clap=dict(chosen.clap) if chosen.clap else None)
+    guided = init != BLIND_INIT
+    starts = ("init", "blind") if pick("blind_start", guided) and guided else ("init",)
     return ResolvedSettings(init=init, n_iter=n_iter, n_basis=n_basis, n_fft=n_fft, hop=hop, device=device,
                             dtype=dtype, seed=seed, sample_rate=native, processing_sample_rate=proc_sr,
-                            stem_mics=stem_mics, subtype=chosen.subtype or "float32", prior=prior.describe())
+                            stem_mics=stem_mics, subtype=chosen.subtype or "float32", prior=prior.describe(),
+                            starts=starts)
 
 
 def _default_init(session: Session) -> tuple[str, ...]:
     """:data:`DEFAULT_INIT`, unless the session has fewer mics than sources: the geometric
     demixer then cannot name every source, and the blind start is the one that works."""
     if len(session.sources) > len(session.mics):
-        return ("circular",)
+        return BLIND_INIT
     return DEFAULT_INIT
 
 
