@@ -46,6 +46,7 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NU
 #: studio-sep configurations: SeparationOptions fields ("default": none, what `run` does).
 CONFIGS: dict[str, dict] = {
     "default": {},
+    "guided": {"blind_start": False},  # the default before two starts: the guided init alone
     "nmf": {"prior": "nmf"},
     "classnet": {"prior": "classnet"},
     "blind": {"init": ["circular"]},
@@ -91,7 +92,8 @@ def worker(spec: dict) -> dict:
                 "sdr_stem": means["at_stem_mic"]["separated"]["sdr"],
                 "per_iteration_s": result.run["timings_s"]["per_iteration_s"], "wall_s": wall,
                 "init": sep["init"], "n_fft": sep["n_fft"], "n_iter": sep["n_iter"],
-                "prior": sep["prior"]["kind"] if isinstance(sep["prior"], dict) else sep["prior"]}
+                "prior": sep["prior"]["kind"] if isinstance(sep["prior"], dict) else sep["prior"],
+                "start_kept": sep.get("start_kept")}
 
     # the peer: pyroomacoustics' FastMNMF2 at 16 kHz on its own STFT, scored at the reference mic
     import pyroomacoustics as pra
@@ -215,7 +217,7 @@ def main(argv=None) -> int:
     parser.add_argument("--first", type=int, default=0, help="index of the first scene")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per session (default 15)")
     parser.add_argument("--seed", type=int, default=None, help="zoo seed (default: studio_sep.sim.zoo_scenes.ZOO_SEED)")
-    parser.add_argument("--configs", default="default,nmf,blind,nfft2048", help=f"of {', '.join(CONFIGS)}")
+    parser.add_argument("--configs", default="default,guided,nmf", help=f"of {', '.join(CONFIGS)}")
     parser.add_argument("--no-peer", action="store_true", help="skip pyroomacoustics")
     parser.add_argument("--pra-iterations", type=int, default=30)
     parser.add_argument("--jobs", type=int, default=2)
