@@ -21,11 +21,13 @@ def initial_model(X_FTM: np.ndarray, *, n_sources: int, init_kinds: Sequence[str
                   sample_rate: int, n_fft: int, mic_positions=None, source_positions=None, patterns=None,
                   aims_deg=None, reference_power: Sequence[np.ndarray] | None = None,
                   dictionary_iterations: int = 200, prior_V_NFT: np.ndarray | None = None,
-                  prior_kind: str = "none"):
+                  prior_kind: str = "none", delay_corrections_s: np.ndarray | None = None):
     """The fit's starting point for the chosen init (``init_kinds``), and a description of it.
 
     ``X_FTM`` is the mics' STFT at the processing ``sample_rate``. ``geometry`` needs the
-    mic and source positions (and the mics' patterns and aims); ``dictionary`` needs
+    mic and source positions (and the mics' patterns and aims; ``delay_corrections_s``,
+    ``(M, N)`` seconds, moves each source's delay at each mic to what the recording shows);
+    ``dictionary`` needs
     ``reference_power``, the power spectrogram (F, T_n) of every source's solo take at
     the processing rate, from which NMF bases are learned.
 
@@ -48,6 +50,8 @@ def initial_model(X_FTM: np.ndarray, *, n_sources: int, init_kinds: Sequence[str
         freqs = np.arange(F) * sample_rate / n_fft
         A = spatial.steering_vectors(mic_positions, source_positions, freqs, patterns=patterns,
                                      aims_deg=aims_deg)
+        if delay_corrections_s is not None:
+            A = A * np.exp(-2j * np.pi * freqs[:, None, None] * np.asarray(delay_corrections_s)[None])
         Q, G = geometry_init(A)
         init = fastmnmf2.Params(Q_FMM=Q, G_NM=G)
     if "dictionary" in init_kinds:

@@ -93,6 +93,9 @@ class SeparationSettings:
     #: Also fit from the blind start and keep the fit with the higher log-likelihood
     #: (None: on when the init is guided, see :func:`studio_sep.stages.settings.resolve_settings`).
     blind_start: bool | None = None
+    #: Correct the geometric start's inter-mic delays by those measured on the recording
+    #: (GCC-PHAT against each source's stem mic). None: off.
+    measured_delays: bool | None = None
 
     def over(self, other: SeparationSettings) -> SeparationSettings:
         """These settings where set, else ``other``'s, field by field."""

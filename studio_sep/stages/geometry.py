@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from studio_sep.dsp.delays import check_delays
+from studio_sep.dsp.delays import DelayCheck, check_delays
 from studio_sep.dsp.geometry import pattern_gains
 from studio_sep.dsp.resample import resample
 from studio_sep.session import Session, load_mics
@@ -49,15 +49,9 @@ def check_geometry(session: Session, *, seconds: float = CHECK_SECONDS) -> Geome
         return GeometryReport()
     stop = min(session.n_samples, int(seconds * session.sample_rate))
     rate = min(CHECK_RATE, session.sample_rate)
-    x_MS = resample(load_mics(session, stop=stop), session.sample_rate, rate)
+    check = session_delays(session, resample(load_mics(session, stop=stop), session.sample_rate, rate), rate)
     names = [m.name for m in session.mics]
-    stem = choose_stem_mics(session, {})
-    reference = [names.index(stem[s.name]) for s in session.sources]
-    mics_m = [m.position_m for m in session.mics]
-    sources_m = [s.position_m for s in session.sources]
-    gains = pattern_gains(mics_m, sources_m, [m.pattern for m in session.mics],
-                          [(m.aim_azimuth_deg, m.aim_elevation_deg) for m in session.mics])
-    check = check_delays(x_MS, rate, mics_m, sources_m, reference, usable=np.abs(gains) >= MIN_GAIN)
+    reference = check.reference
     rows = []
     for n, s in enumerate(session.sources):
         for m, mic in enumerate(session.mics):
@@ -74,3 +68,29 @@ def check_geometry(session: Session, *, seconds: float = CHECK_SECONDS) -> Geome
                 f"about {errors[mic.name]:.0f} cm (GCC-PHAT on the recording); check its position_m in {session.path}"
                 for mic in session.mics if errors[mic.name] is not None and errors[mic.name] > 100 * WARN_M]
     return GeometryReport(rows=rows, mic_error_cm=errors, warnings=warnings)
+
+
+def session_delays(session: Session, x_MS: np.ndarray, rate: int, *, stem_mics=None) -> DelayCheck:
+    """Every source's delays at every mic against its stem mic, measured on ``x_MS`` (the
+    mics at ``rate``) and implied by the manifest (:func:`studio_sep.dsp.delays.check_delays`),
+    on the pairs where the manifest's patterns pass the source's direct sound."""
+    names = [m.name for m in session.mics]
+    stem = stem_mics or choose_stem_mics(session, {})
+    reference = [names.index(stem[s.name]) for s in session.sources]
+    mics_m = [m.position_m for m in session.mics]
+    sources_m = [s.position_m for s in session.sources]
+    gains = pattern_gains(mics_m, sources_m, [m.pattern for m in session.mics],
+                          [(m.aim_azimuth_deg, m.aim_elevation_deg) for m in session.mics])
+    return check_delays(x_MS, rate, mics_m, sources_m, reference, usable=np.abs(gains) >= MIN_GAIN)
+
+
+def delay_corrections_s(session: Session, x_MS: np.ndarray, rate: int, *, stem_mics=None) -> np.ndarray:
+    """``(M, N)`` seconds to add to the manifest's delay of source n at mic m so that the
+    delays between mics are those the recording shows (GCC-PHAT against the source's stem
+    mic); 0 where nothing could be measured (and at the stem mic itself), and at every mic
+    the check does not find misplaced by more than :data:`WARN_M` (a single pair's peak in a
+    mixture may be a reflection's: on a manifest that is right, correcting every pair costs
+    dB)."""
+    check = session_delays(session, x_MS, rate, stem_mics=stem_mics)
+    misplaced = np.nan_to_num(check.mic_error_m, nan=0.0) > WARN_M
+    return np.where(misplaced[:, None], np.nan_to_num(check.measured_s - check.implied_s, nan=0.0), 0.0)

@@ -38,6 +38,12 @@ def prior_stage(session: Session, settings: ResolvedSettings, record: RunRecord,
         prior_V, prior_record = result.V_NFT, result.record
     else:
         prior_record = settings.prior
+    corrections = None
+    if settings.measured_delays:
+        from studio_sep.stages.geometry import delay_corrections_s
+
+        corrections = delay_corrections_s(session, x_proc, settings.processing_sample_rate,
+                                          stem_mics=settings.stem_mics)
     init, spectral_init = initial_model(
         X_host, n_sources=len(session.sources), init_kinds=settings.init, n_basis=settings.n_basis,
         seed=settings.seed, sample_rate=settings.processing_sample_rate, n_fft=settings.n_fft,
@@ -46,9 +52,10 @@ def prior_stage(session: Session, settings: ResolvedSettings, record: RunRecord,
         aims_deg=[(m.aim_azimuth_deg, m.aim_elevation_deg) for m in session.mics],
         reference_power=reference_power(session, settings) if "dictionary" in settings.init else None,
         dictionary_iterations=settings.dictionary_iterations, prior_V_NFT=prior_V,
-        prior_kind=settings.prior["kind"])
+        prior_kind=settings.prior["kind"], delay_corrections_s=corrections)
     save_params(work / "prior.npz", init, spectral_init=spectral_init)
     record.finish("prior", fp, [work / "prior.npz"], elapsed_s=time.perf_counter() - clock,
-                  spectral_init=spectral_init, prior=prior_record)
+                  spectral_init=spectral_init, prior=prior_record,
+                  **({} if corrections is None else {"delay_corrections_ms": np.round(1e3 * corrections, 4).tolist()}))
     report("prior", 1, 1)
     return "ran"

@@ -50,6 +50,8 @@ class ResolvedSettings:
     #: "blind" (from :data:`BLIND_INIT`); the one with the higher final log-likelihood
     #: is kept (:func:`studio_sep.stages.fit.fit_starts`).
     starts: tuple[str, ...] = ("init",)
+    #: The geometric start uses the inter-mic delays measured on the recording.
+    measured_delays: bool = False
 
 
 def resolve_settings(session: Session, options: SeparationOptions = SeparationOptions()) -> ResolvedSettings:
@@ -97,7 +99,8 @@ def resolve_settings(session: Session, options: SeparationOptions = SeparationOp
     return ResolvedSettings(init=init, n_iter=n_iter, n_basis=n_basis, n_fft=n_fft, hop=hop, device=device,
                             dtype=dtype, seed=seed, sample_rate=native, processing_sample_rate=proc_sr,
                             stem_mics=stem_mics, subtype=chosen.subtype or "float32", prior=prior.describe(),
-                            starts=starts)
+                            starts=starts, measured_delays=bool(pick("measured_delays", False))
+                            and "geometry" in init and len(session.mics) > 1)
 
 
 def _default_init(session: Session) -> tuple[str, ...]:
