@@ -183,3 +183,57 @@ def test_a_failed_atomic_write_leaves_the_old_file(tmp_path: Path) -> None:
         tmp.write_text("half")
         raise RuntimeError("stopped")
     assert (tmp_path / "a.txt").read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+@pytest.mark.parametrize("command", ["separate", "mix", "evaluate"])
+def test_every_command_that_writes_a_session_takes_its_lock(rendered_session: Path, tmp_path: Path,
+                                                            command: str) -> None:
+    """Case 9: while a run holds the session's lock, separate, mix and evaluate stop with one line."""
+    from studio_sep.stages import session_lock
+
+    out = tmp_path / "out"
+    with session_lock(out / "ircam_trio"):  # what `run` holds while it writes
+        before = sorted(p.relative_to(out) for p in out.rglob("*"))
+        result = _cli(command, str(rendered_session), "--out", str(out))
+        after = sorted(p.relative_to(out) for p in out.rglob("*"))
+    line = _one_error_line(result)
+    assert result.returncode == 1
+    assert str(out / "ircam_trio") in line and "another studio-sep run is writing here" in line
+    assert before == after  # nothing written
+
+
+def test_an_unexpected_error_is_one_line_and_a_log_with_the_traceback(rendered_session: Path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    import studio_sep.session
+    from studio_sep.cli import app
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("an internal [bold]bug[/bold]\nsecond line")
+
+    monkeypatch.setattr(studio_sep.session, "load_session", broken)
+    result = CliRunner().invoke(app, ["validate", str(rendered_session)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    assert lines[0].startswith("error: unexpected RuntimeError: an internal [bold]bug[/bold] second line")
+    log = Path(re.search(r"the traceback is in (\S+);", lines[0]).group(1))
+    text = log.read_text()
+    assert "Traceback (most recent call last)" in text and "in broken" in text and "an internal" in text
+    log.unlink()
+
+
+def test_ctrl_c_in_a_command_is_one_line_and_exit_130(rendered_session: Path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    import studio_sep.session
+    from studio_sep.cli import app
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(studio_sep.session, "load_session", interrupted)
+    result = CliRunner().invoke(app, ["validate", str(rendered_session)])
+    assert result.exit_code == 130
+    assert result.output.strip().splitlines() == [
+        "error: interrupted (finished files are kept; run the same command again to continue)"]
