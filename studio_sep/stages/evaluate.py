@@ -51,7 +51,7 @@ def evaluate_run(
     record = RunRecord(folder)
     separation = record.separation()
     if separation is None:
-        raise InputError(record.path, None, "no finished separation recorded",
+        raise InputError(record.path, None, "no separation run found",
                          f"run `studio-sep separate {session.path} --out {out_root}` first")
     stem_mics = separation["stem_mics"]
     mic_names = [m.name for m in session.mics]

@@ -58,7 +58,7 @@ def mix_session(
     if source == "run":
         separation = record.separation()
         if separation is None:
-            raise InputError(record.path, None, "no finished separation recorded to mix",
+            raise InputError(record.path, None, "no separation run to mix",
                              f"run `studio-sep separate {session.path} --out {out_root}` first, or mix --from truth")
         stem_mics = separation["stem_mics"]
     elif source == "truth":
