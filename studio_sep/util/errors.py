@@ -1,4 +1,4 @@
-"""The package's exceptions. Imports nothing.
+"""The package's exceptions. Imports nothing of the package (errno and os only).
 
 Every error a user can cause derives from :class:`StudioSepError`; the CLI turns
 each into one line (no traceback) and a non-zero exit code. Messages name the file,
