@@ -51,13 +51,14 @@ def separate(
 ) -> None:
     """Separate every source at every mic (FastMNMF2); write images, stems and run.json."""
     from studio_sep.session import load_session
-    from studio_sep.stages import separate_session, session_lock
+    from studio_sep.stages import resolve_settings, separate_session, session_lock
 
     with user_errors(out):
         options = separation_options(init, iterations, n_basis, n_fft, hop, device, dtype, seed, processing_rate,
                                       stem_mic, format, max_memory, prior, prior_model, clap_checkpoint,
                                       roberta_dir)
         session = load_session(manifest)
+        resolve_settings(session, options)  # bad settings stop before the lock makes the session's folder
         with session_lock(out / session.name), StageProgress(console) as progress:
             result = separate_session(session, out, options, callback=progress)
     print_separation(result)
