@@ -21,6 +21,7 @@ BLAS thread count before numpy loads.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import glob
 import os
@@ -30,7 +31,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from studio_sep.util.errors import InputError, StudioSepError
+from studio_sep.util.errors import InputError, OutputError, StudioSepError
+from studio_sep.util.notices import report_warnings
 
 #: ``emit(event)``: a dict with ``type`` (session_start, stage, progress, info,
 #: session_end), ``index`` (the job's position in the batch) and the event's fields.
@@ -132,20 +134,36 @@ def check_unique_names(manifests: Sequence[Path]) -> None:
 
 
 class _SessionLog:
-    """The session's log file: every stage, skip, warning and traceback, as it happens."""
+    """The session's log file: every stage, skip, warning and traceback, as it happens.
 
-    def __init__(self, path: Path):
-        self.path = path
+    Lines before :meth:`open` (or after the file failed: disk full) go nowhere; a log
+    never stops a session.
+    """
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.file = None
+
+    def open(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.file = open(path, "a", encoding="utf-8")
+        self.path = path
 
     def __call__(self, message: str) -> None:
+        if self.file is None:
+            return
         stamp = _dt.datetime.now().strftime("%H:%M:%S")
-        self.file.write(f"{stamp} {message}\n")
-        self.file.flush()
+        try:
+            self.file.write(f"{stamp} {message}\n")
+            self.file.flush()
+        except OSError:  # the disk filled up: the session's own error says so
+            self.close()
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            with contextlib.suppress(OSError):
+                self.file.close()
+            self.file = None
 
 
 def _session_name(manifest: Path) -> str:
@@ -177,9 +195,9 @@ def run_session(job: SessionJob, emit: EventSink | None = None) -> SessionOutcom
     name = _session_name(job.manifest)
     folder = job.out_root / name
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    log = _SessionLog(folder / "logs" / f"run-{stamp}-{os.getpid()}.log")
+    log = _SessionLog()
     outcome = SessionOutcome(index=job.index, manifest=str(job.manifest), name=name, status=STATUS_FAILED,
-                             folder=str(folder), log=str(log.path))
+                             folder=str(folder))
     current = {"stage": "validate"}
 
     def event(kind: str, **fields) -> None:
@@ -198,12 +216,18 @@ def run_session(job: SessionJob, emit: EventSink | None = None) -> SessionOutcom
     def progress(stage: str, done: float, total: float, detail: str = "") -> None:
         event("progress", stage=stage, done=done, total=total, detail=detail)
 
+    def warn(message: str) -> None:  # a state file found invalid and ignored, …
+        log(f"warning: {message}")
+        event("info", message=f"warning: {message}")
+
     event("session_start", manifest=str(job.manifest), folder=str(folder))
-    log(f"studio-sep run: {job.manifest} → {folder}")
-    try:
+    try:  # everything that touches the session's folder is inside its failure isolation
+        _open_log(log, folder / "logs" / f"run-{stamp}-{os.getpid()}.log")
+        outcome.log = str(log.path)
+        log(f"studio-sep run: {job.manifest} → {folder}")
         from studio_sep.stages import session_lock
 
-        with session_lock(folder):
+        with session_lock(folder), report_warnings(warn):
             _run_stages(job, folder, outcome, log, stage_start, stage_end, progress, event)
         redone = [stage for stage, status in outcome.stages.items() if stage != "validate" and status != "skipped"]
         outcome.status = STATUS_DONE if redone else STATUS_CURRENT
@@ -212,10 +236,12 @@ def run_session(job: SessionJob, emit: EventSink | None = None) -> SessionOutcom
         outcome.stages[current["stage"]] = "interrupted"
         log(f"{current['stage']}: interrupted")
         raise
-    except StudioSepError as exc:
-        outcome.reason = str(exc)
+    except (StudioSepError, OSError) as exc:
+        error = exc if isinstance(exc, StudioSepError) else \
+            OutputError.from_os_error(exc, None if exc.filename else folder)
+        outcome.reason = str(error)
         outcome.stages[current["stage"]] = "failed"
-        log(f"{current['stage']}: failed: {exc}")
+        log(f"{current['stage']}: failed: {error}")
     except Exception as exc:  # noqa: BLE001 — one bad session must not stop the batch
         outcome.reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
         outcome.stages[current["stage"]] = "failed"
@@ -226,6 +252,16 @@ def run_session(job: SessionJob, emit: EventSink | None = None) -> SessionOutcom
         log.close()
         event("session_end", outcome=asdict(outcome))
     return outcome
+
+
+def _open_log(log: _SessionLog, path: Path) -> None:
+    """Open the session's log, making its folder: the first write under OUT/<session>/."""
+    try:
+        log.open(path)
+    except ValueError as exc:  # a NUL in the session's name
+        shown = str(path.parent.parent).encode("unicode_escape").decode()
+        raise OutputError(shown, f"cannot make the session's folder ({exc})",
+                          "give the session a name without control characters", exit_code=2) from exc
 
 
 def _run_stages(job: SessionJob, folder: Path, outcome: SessionOutcome, log, stage_start, stage_end, progress,

@@ -6,15 +6,63 @@ Each command makes one library call; the commands live in one module per group
 
 from __future__ import annotations
 
+import datetime as _dt
+import os
+import tempfile
+import traceback
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from studio_sep import __version__
 from studio_sep.cli import classnet_cmds, mixing_cmds, separation_cmds, session_cmds
-from studio_sep.cli.printing import console
+from studio_sep.cli.printing import console, print_error
+
+
+#: The base of typer's usage errors (bad option values, unknown commands): typer prints them.
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class _Guarded(TyperGroup):
+    """The top-level guard: no traceback reaches the user's terminal.
+
+    An unexpected exception in a command becomes one line naming it and a log file that
+    holds its traceback (exit code 1); Ctrl-C one line (exit code 130). The package's
+    own errors never get here: each command turns them into one line (``user_errors``).
+    """
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, _USAGE_ERROR):
+            raise  # typer's own: exit codes, usage errors
+        except KeyboardInterrupt:
+            print_error("interrupted (finished files are kept; run the same command again to continue)")
+            raise typer.Exit(130) from None
+        except Exception as exc:  # noqa: BLE001 - the last resort, by design
+            log = write_crash_log(ctx, exc)
+            where = f"the traceback is in {log}" if log else "no log could be written"
+            print_error(f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())} "
+                        f"(a bug in studio-sep; {where}; please report it)")
+            raise typer.Exit(1) from None
+
+
+def write_crash_log(ctx, exc: BaseException) -> str | None:
+    """A new file in the temporary folder with the command line and the traceback; its path."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"studio-sep-crash-{stamp}-", suffix=".log")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(f"studio-sep {__version__}, command {ctx.invoked_subcommand!r}\n")
+            f.write("".join(traceback.format_exception(exc)))
+    except OSError:
+        return None
+    return path
+
 
 app = typer.Typer(
+    cls=_Guarded,
     name="studio-sep",
     help="Separate every instrument of a multi-microphone studio session and remix it.",
     no_args_is_help=True,

@@ -25,13 +25,13 @@ def mix(
     """Render a stereo remix, DAW stems and a REAPER project from a preset."""
     from studio_sep.mixing.routing import Overrides
     from studio_sep.session import load_session
-    from studio_sep.stages import mix_session
+    from studio_sep.stages import mix_session, session_lock
 
-    with user_errors():
+    with user_errors(out):
         overrides = Overrides(gain_db=parse_levels(gain or [], "--gain"), pan=parse_levels(pan or [], "--pan"),
                               mute=frozenset(mute or []), unmute=frozenset(unmute or []), solo=frozenset(solo or []))
         session = load_session(manifest)
-        with StageProgress(console) as progress:
+        with session_lock(out / session.name), StageProgress(console) as progress:
             outcome = mix_session(session, out, find_preset(preset), source=from_, overrides=overrides,
                                   callback=progress)
     print_mix(outcome)

@@ -15,21 +15,38 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from studio_sep.util.errors import StudioSepError
+from studio_sep.util.errors import OutputError, StudioSepError
+from studio_sep.util.notices import report_warnings
 
 console = Console(soft_wrap=True)  # paths and one-line messages are never folded
 err_console = Console(stderr=True)
 
 
 @contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn a :class:`StudioSepError` into ``error: <one line>`` and its exit code."""
+def user_errors(folder: Path | None = None) -> Iterator[None]:
+    """Turn a :class:`StudioSepError`, or an ``OSError`` of a file that cannot be written
+    or read (disk full, read-only folder; ``folder`` names the place when the error names
+    no file), into ``error: <one line>`` and its exit code; print the library's warnings
+    (a state file found invalid and ignored) as ``warning: <one line>``."""
     try:
-        yield
-    except StudioSepError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
+        with report_warnings(print_warning):
+            yield
+    except (StudioSepError, OSError) as exc:
+        error = exc if isinstance(exc, StudioSepError) else \
+            OutputError.from_os_error(exc, None if exc.filename else folder)
+        print_error(str(error))
+        raise typer.Exit(error.exit_code) from None
+
+
+def print_error(message: str) -> None:
+    """``error: <message>`` on stderr, the message (user text) printed as it is."""
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
+
+
+def print_warning(message: str) -> None:
+    err_console.print(Text.assemble(("warning:", "yellow"), " ", message), highlight=False, soft_wrap=True)
 
 
 class StageProgress:
@@ -135,7 +152,7 @@ def print_mix(outcome) -> None:
                   f"gain {r['gain_db']:+.2f} dB)", highlight=False)
     console.print(f"DAW project: {outcome.project} ({len(outcome.stems)} stems)", highlight=False)
     for warning in r["warnings"]:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        print_warning(warning)
 
 
 def print_plugin(info) -> None:

@@ -53,14 +53,15 @@ def separate(
 ) -> None:
     """Separate every source at every mic (FastMNMF2); write images, stems and run.json."""
     from studio_sep.session import load_session
-    from studio_sep.stages import separate_session
+    from studio_sep.stages import resolve_settings, separate_session, session_lock
 
-    with user_errors():
+    with user_errors(out):
         options = separation_options(init, iterations, n_basis, n_fft, hop, device, dtype, seed, processing_rate,
                                       stem_mic, format, max_memory, prior, prior_model, clap_checkpoint,
                                       roberta_dir, blind_start)
         session = load_session(manifest)
-        with StageProgress(console) as progress:
+        resolve_settings(session, options)  # bad settings stop before the lock makes the session's folder
+        with session_lock(out / session.name), StageProgress(console) as progress:
             result = separate_session(session, out, options, callback=progress)
     print_separation(result)
 
@@ -164,10 +165,10 @@ def evaluate(
 ) -> None:
     """Score a separation against the ground truth (SDR, SIR, SAR, SI-SDR; fast-bss-eval)."""
     from studio_sep.session import load_session
-    from studio_sep.stages import evaluate_run
+    from studio_sep.stages import evaluate_run, session_lock
 
-    with user_errors():
+    with user_errors(out):
         session = load_session(manifest)
-        with StageProgress(console) as progress:
+        with session_lock(out / session.name), StageProgress(console) as progress:
             metrics = evaluate_run(session, out, reference_mic=reference_mic, callback=progress)
     print_metrics(metrics, Path(out) / session.name / "report")

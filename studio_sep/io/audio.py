@@ -8,6 +8,7 @@ atomically (temporary sibling, then rename), so a final name never holds a parti
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import struct
@@ -19,7 +20,7 @@ import numpy as np
 import soundfile as sf
 
 from studio_sep.util.atomic import atomic_path
-from studio_sep.util.errors import AudioError
+from studio_sep.util.errors import AudioError, OutputError
 
 #: Subtypes accepted by :func:`write_audio`, by short name.
 SUBTYPES = {"float32": "FLOAT", "float64": "DOUBLE", "pcm24": "PCM_24", "pcm16": "PCM_16"}
@@ -258,7 +259,7 @@ def write_audio(
     fmt = _container(x_CS.size, subtype)
     if bext is not None and fmt == "RF64":
         raise AudioError(path, None, "a bext chunk cannot go into a file over 4 GiB", "split the stem")
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, _write_errors(path, x_CS.size, subtype):
         if bext is None:
             sf.write(str(tmp), x_CS.T, int(sample_rate), subtype=sf_subtype, format=fmt)
         else:
@@ -269,6 +270,30 @@ def write_audio(
             finally:
                 plain.unlink(missing_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def _write_errors(path: Path, n_values: int, subtype: str) -> Iterator[None]:
+    """libsndfile's write failures ("System error.", or fewer frames written than given,
+    which soundfile asserts) as an :class:`OutputError` naming ``path`` and, when the file
+    system has no room for the file, saying so."""
+    try:
+        yield
+    except (sf.LibsndfileError, RuntimeError, AssertionError) as exc:
+        n_bytes = n_values * {"FLOAT": 4, "DOUBLE": 8, "PCM_24": 3, "PCM_16": 2}[SUBTYPES[subtype]]
+        if _free_bytes(path.parent) < n_bytes:
+            raise OutputError.from_os_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), path) from exc
+        raise OutputError(path, f"could not be written ({_one_line(exc) or type(exc).__name__})",
+                          "check the output folder's file system") from exc
+
+
+def _free_bytes(folder: Path) -> int:
+    """Room left for this process's files (root may use the reserved blocks)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return 0
+    return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
 
 
 def _check_samples(path: Path, x_CS: np.ndarray, subtype: str) -> None:
@@ -389,7 +414,7 @@ def open_audio_writer(
                          "must be positive integers")
     n_channels, n_samples = int(n_channels), int(n_samples)
     fmt = _container(n_channels * n_samples, subtype)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, _write_errors(path, n_channels * n_samples, subtype):
         with sf.SoundFile(str(tmp), "w", int(sample_rate), n_channels, SUBTYPES[subtype], format=fmt) as file:
             writer = AudioWriter(file, path, n_channels=n_channels, n_samples=n_samples, subtype=subtype)
             yield writer

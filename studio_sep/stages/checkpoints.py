@@ -4,11 +4,20 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from studio_sep.util.atomic import atomic_path
+from studio_sep.util.notices import warn
+
+_PARAMS = ("Q_FMM", "G_NM", "W_NFK", "H_NKT")
+
+
+class StateFileError(ValueError):
+    """A parameter file under ``.studio-sep/`` that cannot be read back (garbled, truncated,
+    wrong arrays): treated as absent, its stage redone."""
 
 
 def block_fit_path(work: Path, b: int) -> Path:
@@ -23,29 +32,56 @@ def load_checkpoint(path: Path, fp: str):
         return None
     try:
         params, extra = load_params(path)
-    except (OSError, ValueError, KeyError):
-        return None  # unreadable: start over
-    if str(extra.get("fingerprint")) != fp:
+        if str(extra.get("fingerprint")) != fp:
+            return None
+        checkpoint = fastmnmf2.Checkpoint(iteration=int(extra["iteration"]), params=params,
+                                          log_likelihood=np.asarray(extra["log_likelihood"], dtype=float),
+                                          ll_iterations=np.asarray(extra["ll_iterations"], dtype=int))
+        if checkpoint.iteration < 0 or checkpoint.log_likelihood.shape != checkpoint.ll_iterations.shape:
+            raise StateFileError(f"{path}: iteration {checkpoint.iteration} or its log-likelihoods are invalid")
+    except (StateFileError, KeyError, TypeError, ValueError) as exc:
+        warn(f"{path}: unreadable ({' '.join(str(exc).split())}); ignored: that work is redone")
         return None
-    return fastmnmf2.Checkpoint(iteration=int(extra["iteration"]), params=params,
-                                log_likelihood=np.asarray(extra["log_likelihood"]),
-                                ll_iterations=np.asarray(extra["ll_iterations"]))
+    return checkpoint
 
 
 def save_params(path: Path, params, **extra) -> None:
     """The four parameter arrays and ``extra`` (as ``extra_<name>``) into one .npz, atomically."""
-    arrays = {name: getattr(params, name) for name in ("Q_FMM", "G_NM", "W_NFK", "H_NKT")}
+    arrays = {name: getattr(params, name) for name in _PARAMS}
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays, **{f"extra_{k}": np.asarray(v) for k, v in extra.items()})
 
 
 def load_params(path: Path):
-    """The parameters and the extras saved by :func:`save_params`."""
+    """The parameters and the extras saved by :func:`save_params`.
+
+    Raises
+    ------
+    StateFileError
+        The file is not such a file: unreadable, truncated, or arrays missing or of
+        shapes that do not fit together.
+    """
     from studio_sep.separation import fastmnmf2
 
-    with np.load(path, allow_pickle=False) as data:
-        params = fastmnmf2.Params(*(data[name] for name in ("Q_FMM", "G_NM", "W_NFK", "H_NKT")))
-        extra = {k[len("extra_"):]: (data[k].item() if data[k].ndim == 0 else data[k])
-                 for k in data.files if k.startswith("extra_")}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            params = fastmnmf2.Params(*(data[name] for name in _PARAMS))
+            extra = {k[len("extra_"):]: (data[k].item() if data[k].ndim == 0 else data[k])
+                     for k in data.files if k.startswith("extra_")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise StateFileError(f"{path}: {' '.join(str(exc).split()) or type(exc).__name__}") from exc
+    _check_shapes(path, params)
     return params, extra
+
+
+def _check_shapes(path: Path, params) -> None:
+    """Q (F, M, M), G (N, M), W (N, F, K), H (N, K, T), all numeric."""
+    arrays = [getattr(params, name) for name in _PARAMS]
+    Q, G, W, H = arrays
+    ok = (Q.ndim == 3 and G.ndim == 2 and W.ndim == 3 and H.ndim == 3
+          and Q.shape[1] == Q.shape[2] == G.shape[1] and W.shape[0] == G.shape[0] == H.shape[0]
+          and W.shape[1] == Q.shape[0] and W.shape[2] == H.shape[1]
+          and all(np.issubdtype(a.dtype, np.number) for a in arrays))
+    if not ok:
+        raise StateFileError(f"{path}: parameter arrays of shapes {[a.shape for a in arrays]} do not fit together")

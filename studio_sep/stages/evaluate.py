@@ -48,18 +48,17 @@ def evaluate_run(
         raise InputError(session.path, "truth.images", "the session has no ground-truth image for every source",
                          "evaluate needs [truth.images] with one file per source")
     folder = Path(out_root) / session.name
-    run_path = folder / "run.json"
-    if not run_path.is_file():
-        raise InputError(run_path, None, "no separation run found",
+    record = RunRecord(folder)
+    separation = record.separation()
+    if separation is None:
+        raise InputError(record.path, None, "no separation run found",
                          f"run `studio-sep separate {session.path} --out {out_root}` first")
-    run = json.loads(run_path.read_text())
-    stem_mics = run["separation"]["stem_mics"]
+    stem_mics = separation["stem_mics"]
     mic_names = [m.name for m in session.mics]
     reference_mic = reference_mic or mic_names[0]
     if reference_mic not in mic_names:
         raise InputError(None, "reference-mic", f"{reference_mic!r} is not a mic of {session.name}",
                          f"mics: {', '.join(mic_names)}")
-    record = RunRecord(folder)
     hashes = hashes or FileHashes(folder / WORK_DIR / "hashes.json")
     N = len(session.sources)
     budget = max_memory if max_memory is not None else default_budget_bytes()
@@ -73,7 +72,9 @@ def evaluate_run(
     hashes.save()
     report_json = folder / "report" / "metrics.json"
     if not force and record.is_current("evaluate", fp):
-        return json.loads(report_json.read_text()) | {"skipped": True}
+        metrics = json.loads(report_json.read_text())
+        if _has_mean_sdr(metrics):  # else a report of the wrong shape: scored again
+            return metrics | {"skipped": True}
     clock = time.perf_counter()
     record.begin("evaluate")
     eval_mics = list(dict.fromkeys([reference_mic, *(stem_mics[s.name] for s in session.sources)]))
@@ -104,7 +105,7 @@ def evaluate_run(
                "mics_evaluated": eval_mics, "filter_length": filter_length, "metrics": list(METRICS),
                **({"segment_s": round(segment / session.sample_rate, 4), "aggregate": "median over segments"}
                   if whole else {}),
-               "init": run["separation"]["init"], "prior": run["separation"].get("prior", "none"), **result}
+               "init": separation["init"], "prior": separation.get("prior", "none"), **result}
     write_text_atomic(report_json, json.dumps(metrics, indent=2))
     write_text_atomic(folder / "report" / "metrics.md", metrics_markdown(metrics))
     record.finish("evaluate", fp, [report_json, folder / "report" / "metrics.md"],
@@ -159,6 +160,15 @@ def _median_over_segments(scores: list[dict]) -> dict:
         with np.errstate(invalid="ignore"):
             out[k] = np.array([np.median(v[np.isfinite(v)]) if np.isfinite(v).any() else np.nan for v in values.T])
     return out
+
+
+def _has_mean_sdr(metrics) -> bool:
+    """The report holds a mean SDR at the reference mic (a number, or None when not finite)."""
+    try:
+        sdr = metrics["means"]["at_reference_mic"]["separated"]["sdr"]
+    except (KeyError, TypeError):
+        return False
+    return sdr is None or (isinstance(sdr, (int, float)) and not isinstance(sdr, bool))
 
 
 def _db(v: float) -> float | None:

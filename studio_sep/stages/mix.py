@@ -54,12 +54,13 @@ def mix_session(
     preset = load_preset(preset_path)
     overrides = overrides or mixing.Overrides()
     folder = Path(out_root) / session.name
+    record = RunRecord(folder)
     if source == "run":
-        run_path = folder / "run.json"
-        if not run_path.is_file():
-            raise InputError(run_path, None, "no separation run to mix",
+        separation = record.separation()
+        if separation is None:
+            raise InputError(record.path, None, "no separation run to mix",
                              f"run `studio-sep separate {session.path} --out {out_root}` first, or mix --from truth")
-        stem_mics = json.loads(run_path.read_text())["separation"]["stem_mics"]
+        stem_mics = separation["stem_mics"]
     elif source == "truth":
         if not session.has_truth_images:
             raise InputError(session.path, "truth.images", "no ground-truth image for every source",
@@ -70,7 +71,6 @@ def mix_session(
     sample_rate = session.sample_rate
     routes = mixing.resolve_routes(session, preset, stem_mics, overrides, sample_rate=sample_rate)
     chains = mixing.preset_chains(preset, routes)
-    record = RunRecord(folder)
     hashes = hashes or FileHashes(folder / WORK_DIR / "hashes.json")
     plugins = sorted({str(spec.path) for chain, _ in chains for spec in chain if spec.path is not None})
     inputs = (images_identity(folder, session, record, hashes) if source == "run" else
@@ -81,8 +81,11 @@ def mix_session(
     report_path = folder / "remix" / f"{preset.name}.json"
     if not force and record.is_current(stage, fp):
         report = json.loads(report_path.read_text())
-        return MixOutcome(remix=Path(report["remix"]), project=Path(report["project"]),
-                          stems=tuple(Path(p) for p in report["stems"]), report=report, skipped=True)
+        try:  # paths relative to the session folder (a moved or copied OUT still points at its own files)
+            return MixOutcome(remix=folder / report["remix"], project=folder / report["project"],
+                              stems=tuple(folder / p for p in report["stems"]), report=report, skipped=True)
+        except (KeyError, TypeError):  # a report of the wrong shape: the mix is redone
+            pass
     mixing.check_preset(preset, sample_rate=sample_rate, routes=routes)
     hashes.save()
     clock = time.perf_counter()
@@ -102,8 +105,8 @@ def mix_session(
                         callback=callback)
     remix_path, project, stems, warnings = _write_mix(folder, session, preset, result)
     report = {"preset": str(preset.path), "preset_name": preset.name, "from": source, "format": preset.format,
-              **result.report, "warnings": warnings, "remix": str(remix_path), "project": str(project),
-              "stems": [str(p) for p in stems]}
+              **result.report, "warnings": warnings, "remix": _relative(remix_path, folder),
+              "project": _relative(project, folder), "stems": [_relative(p, folder) for p in stems]}
     write_text_atomic(report_path, json.dumps(report, indent=2))
     record.finish(stage, fp, [remix_path, project, report_path, *stems], elapsed_s=time.perf_counter() - clock)
     return MixOutcome(remix=remix_path, project=project, stems=tuple(stems), report=report)
@@ -139,6 +142,10 @@ def _write_mix(folder: Path, session: Session, preset, result):
     project = write_reaper_project(daw_dir / f"{session.name}_{preset.name}.RPP", tracks, sample_rate=sample_rate,
                                    length_samples=result.remix_2S.shape[1])
     return remix_path, project, stems, warnings
+
+
+def _relative(path: Path, folder: Path) -> str:
+    return Path(path).relative_to(folder).as_posix()
 
 
 def _bundle_identity(path: str) -> list:

@@ -8,19 +8,35 @@ the old file is there, or the complete new one. Used by every module that writes
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
+
+from studio_sep.util.errors import OutputError
+
+
+#: errno of a failed write that concerns the destination, whichever call raised it.
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO})
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``.
+    """Yield a temporary path beside ``path``; on success make it durable and rename it onto ``path``.
 
-    The parent folder is created. On any exception the temporary file is removed
-    and ``path`` is left as it was.
+    The parent folder is created. The temporary file is created with mode 0o666 less
+    the umask (as ``open`` would create the final file); once the body is done it is
+    fsynced, renamed, and the folder fsynced where the file system supports it, so a
+    power cut leaves either the old file or the complete new one. On any exception the
+    temporary file is removed and ``path`` is left as it was.
+
+    Raises
+    ------
+    OutputError
+        The folder or file cannot be written (disk full, read-only, no permission),
+        naming ``path``, the cause and the fix.
 
     Parameters
     ----------
@@ -31,26 +47,61 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
         need it); defaults to the final file's suffix.
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{final.name}.", suffix=(final.suffix if suffix is None else suffix) + ".part",
-        dir=final.parent,
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a final file gets the usual mode
-        os.replace(tmp, final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _create_sibling(final, (final.suffix if suffix is None else suffix) + ".part")
+    except OSError as exc:
+        raise OutputError.from_os_error(exc, final) from exc
+    try:
+        try:
+            yield tmp
+        except OSError as exc:
+            if exc.errno in _WRITE_ERRNOS:  # e.g. the disk filled while writing the body
+                raise OutputError.from_os_error(exc, final) from exc
+            raise
+        try:
+            _fsync(tmp)
+            os.replace(tmp, final)
+        except OSError as exc:
+            raise OutputError.from_os_error(exc, final) from exc
+        _fsync_folder(final.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _create_sibling(final: Path, suffix: str) -> Path:
+    """A new empty file ``.<name>.<random><suffix>`` beside ``final``, mode 0o666 less the umask."""
+    for _ in range(100):
+        tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}{suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(final))
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable; a file system without directory fsync is left be."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

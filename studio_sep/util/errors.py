@@ -1,4 +1,4 @@
-"""The package's exceptions. Imports nothing.
+"""The package's exceptions. Imports nothing of the package (errno and os only).
 
 Every error a user can cause derives from :class:`StudioSepError`; the CLI turns
 each into one line (no traceback) and a non-zero exit code. Messages name the file,
@@ -6,6 +6,9 @@ the field, the problem and the fix.
 """
 
 from __future__ import annotations
+
+import errno as _errno
+import os
 
 
 class StudioSepError(Exception):
@@ -37,11 +40,15 @@ class InputError(StudioSepError):
         super().__init__(self._format())
 
     def _format(self) -> str:
-        where = ": ".join(part for part in (self.file, self.field) if part)
-        text = f"{where}: {self.problem}" if where else self.problem
-        if self.fix:
-            text += f" (fix: {self.fix})"
-        return text
+        return _one_line(self.file, self.field, self.problem, self.fix)
+
+
+def _one_line(file: str | None, field: str | None, problem: str, fix: str | None) -> str:
+    where = ": ".join(part for part in (file, field) if part)
+    text = f"{where}: {problem}" if where else problem
+    if fix:
+        text += f" (fix: {fix})"
+    return text
 
 
 class ManifestError(InputError):
@@ -54,3 +61,41 @@ class AudioError(InputError):
 
 class SimulationError(InputError):
     """The reference-session renderer cannot run with the given settings."""
+
+
+#: errno → (what happened, the fix, exit code) of a file that could not be written.
+_WRITE_FAILURES = {
+    _errno.ENOSPC: ("no space left on device", "free space and rerun; finished stages are kept", 1),
+    _errno.EDQUOT: ("disk quota exceeded", "free space and rerun; finished stages are kept", 1),
+    _errno.EROFS: ("read-only file system", "give an --out on a writable file system", 2),
+    _errno.EACCES: ("permission denied", "make the folder writable or give another --out", 2),
+    _errno.EPERM: ("operation not permitted", "make the folder writable or give another --out", 2),
+    _errno.ENAMETOOLONG: ("file name too long", "use a shorter session name or --out path", 2),
+    _errno.ENOTDIR: ("a path component is a file, not a folder", "give another --out", 2),
+}
+
+
+class OutputError(StudioSepError):
+    """A file could not be written (disk full, read-only or forbidden folder, …).
+
+    One line naming the file, the cause and the fix. Exit code 2 when the place the
+    user chose cannot be written (read-only, no permission, name too long), 1 when the
+    machine failed (disk full, I/O error): the input was fine.
+    """
+
+    def __init__(self, path, problem: str, fix: str | None = None, *, exit_code: int = 1):
+        self.path = None if path is None else str(path)
+        self.problem = problem
+        self.fix = fix
+        self.exit_code = exit_code
+        super().__init__(_one_line(self.path, None, " ".join(problem.split()), fix))
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, path=None) -> OutputError:
+        """The one-line account of ``exc``; ``path`` names the file when the error does not
+        (or names only a temporary sibling of it)."""
+        problem, fix, code = _WRITE_FAILURES.get(exc.errno, (None, None, 1))
+        if problem is None:
+            problem = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__)
+            problem = problem[:1].lower() + problem[1:]
+        return cls(path if path is not None else exc.filename, problem, fix, exit_code=code)
