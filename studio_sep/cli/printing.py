@@ -123,6 +123,8 @@ def print_session(session) -> None:
     room_text = "unknown" if room is None or room.dimensions_m is None else \
         f"{fmt(room.dimensions_m)} m" + (f", RT60 {room.rt60_s:g} s" if room.rt60_s else "")
     console.print(f"room: {room_text}; ground truth: {truth}", highlight=False)
+    for warning in session.warnings:
+        err_console.print("[yellow]warning:[/] " + escape(warning), highlight=False, soft_wrap=True)
 
 
 def print_mix(outcome) -> None:
