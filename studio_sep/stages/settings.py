@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from studio_sep.dsp.backend import resolve_device
 from studio_sep.dsp.stft import check_fft_settings, default_fft_size
-from studio_sep.session import INITS, SeparationSettings, Session
+from studio_sep.session import SeparationSettings, Session
+from studio_sep.stages.options_check import check_init_names, check_session_length, option_name
 from studio_sep.util.errors import InputError
 
 #: Settings given on the command line; ``None`` defers to the manifest, then defaults. The
@@ -81,6 +82,8 @@ def resolve_settings(session: Session, options: SeparationOptions = SeparationOp
     for name, value, minimum in (("n_iter", n_iter, 0), ("n_basis", n_basis, 1), ("seed", seed, 0)):
         if value < minimum:
             raise InputError(None, name, f"must be at least {minimum}, got {value}")
+    check_session_length(session, n_fft=n_fft, hop=hop, processing_sample_rate=proc_sr, n_basis=n_basis, init=init,
+                         field=option_name("n_fft") if options.n_fft is not None else "separation.n_fft")
     from studio_sep.priors import resolve_prior
 
     prior = resolve_prior(session, prior_kind, model=chosen.prior_model,
@@ -99,11 +102,7 @@ def _default_init(session: Session) -> tuple[str, ...]:
 
 
 def _check_init(session: Session, init: tuple[str, ...]) -> None:
-    unknown = [i for i in init if i not in INITS]
-    if unknown:
-        raise InputError(None, "init", f"unknown init {unknown[0]!r}", f"use a combination of {', '.join(INITS)}")
-    if "circular" in init and "geometry" in init:
-        raise InputError(None, "init", "circular and geometry both set the spatial model", "pick one of them")
+    check_init_names(init)
     if "geometry" in init and len(session.sources) > len(session.mics):
         raise InputError(session.path, "separation.init",
                          f"geometry init needs at least as many mics as sources ({len(session.mics)} < "

@@ -54,3 +54,9 @@ class AudioError(InputError):
 
 class SimulationError(InputError):
     """The reference-session renderer cannot run with the given settings."""
+
+
+class FitError(StudioSepError):
+    """The separation's fit did not give a usable model for this input (NaN/inf parameters)."""
+
+    exit_code = 1
