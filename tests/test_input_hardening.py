@@ -234,3 +234,20 @@ def test_manifest_processing_rate_below_8000_names_the_field(session_dir: Path) 
     path = _save(session_dir, doc)
     with pytest.raises(ManifestError, match="session.processing_sample_rate: must be at least 8000"):
         load_session(path)
+
+
+def test_user_text_is_not_altered_by_markup(session_dir: Path) -> None:
+    doc = _base_doc()
+    doc["sources"][1]["prompt"] = "[red]low[/red] [/x]"
+    _save(session_dir, doc)
+    result = runner.invoke(app, ["validate", str(session_dir)])
+    assert result.exit_code == 0, result.output
+    assert "[red]low[/red] [/x]" in result.stdout
+
+
+def test_a_newline_in_a_path_keeps_the_error_on_one_line(session_dir: Path) -> None:
+    doc = _base_doc()
+    doc["mics"][2]["file"] = "audio/new\nline.wav"
+    _save(session_dir, doc)
+    line = _one_error_line(runner.invoke(app, ["validate", str(session_dir)]))
+    assert "mics[2].file: audio/new\\nline.wav: file not found" in line

@@ -172,3 +172,11 @@ def test_a_vst3_that_does_not_load_tells_the_user_what_to_do(tmp_path: Path) -> 
         validate_chain([PluginSpec("vst3", "Broken", {}, bundle)], sample_rate=48000, n_channels=2)
     text = str(info.value)
     assert "does not load" in text and f"studio-sep plugins scan {bundle}" in text and "scan_plugins()" not in text
+
+
+def test_user_text_in_an_error_is_printed_as_written(tmp_path: Path) -> None:
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    _preset(presets, _named('"[/x] [bold]b"'))
+    line = _one_error_line(runner.invoke(app, ["presets", str(presets)]))
+    assert "preset.name: name '[/x] [bold]b' is not usable as a file name" in line

@@ -52,7 +52,7 @@ def presets_command(
         console.print(f"[bold]{preset.name}[/]  {escape(preset.description)}  ({escape(str(preset.path))})",
                       highlight=False)
     if not found:
-        console.print(f"no presets in {folder}", highlight=False)
+        console.print(f"no presets in {folder}", highlight=False, markup=False)
 
 
 def plugins_scan(

@@ -8,6 +8,11 @@ the field, the problem and the fix.
 from __future__ import annotations
 
 
+#: Control characters as escapes: a message stays one line on a terminal even when it
+#: quotes user text (a path holding a newline, a name holding an ANSI escape).
+_ONE_LINE = str.maketrans({chr(c): repr(chr(c))[1:-1] for c in (*range(32), 127)})
+
+
 class StudioSepError(Exception):
     """Base class of every error the user can cause (bad input, bad settings)."""
 
@@ -41,7 +46,7 @@ class InputError(StudioSepError):
         text = f"{where}: {self.problem}" if where else self.problem
         if self.fix:
             text += f" (fix: {self.fix})"
-        return text
+        return text.translate(_ONE_LINE)
 
 
 class ManifestError(InputError):
