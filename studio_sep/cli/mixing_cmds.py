@@ -56,7 +56,7 @@ def presets_command(
 
 
 def plugins_scan(
-    directories: Annotated[list[Path] | None, typer.Argument(help="Folders to scan (default: the standard VST3 folders).")] = None,
+    directories: Annotated[list[Path] | None, typer.Argument(help="Folders or .vst3 bundles to scan (default: the standard VST3 folders).")] = None,
 ) -> None:
     """List installed VST3 plugins and their parameters."""
     from studio_sep.mixing.plugins.host import scan_plugins

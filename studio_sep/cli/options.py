@@ -26,8 +26,8 @@ HopOpt = Annotated[int | None, typer.Option(help="STFT hop in samples (default n
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda or auto (default auto: cuda when cupy sees a GPU).")]
 DtypeOpt = Annotated[str | None, typer.Option(help="float32 or float64 (default float64).")]
 SeedOpt = Annotated[int | None, typer.Option(help="Seed of the random initial values (default 0).")]
-RateOpt = Annotated[int | None, typer.Option(help="Separate at this sample rate in Hz; outputs stay at the "
-                                             "session's rate (default: manifest, else native).")]
+RateOpt = Annotated[int | None, typer.Option(help="Separate at this sample rate in Hz, at least 8000; outputs stay "
+                                             "at the session's rate (default: manifest, else native).")]
 StemMicOpt = Annotated[list[str] | None, typer.Option(help="Mic whose image becomes the stem: MIC for all sources "
                                                       "or SOURCE=MIC; repeatable (default: spot_mic).")]
 FormatOpt = Annotated[str, typer.Option(help="Sample format of the written images and stems: float32 or pcm24.")]
