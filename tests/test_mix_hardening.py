@@ -19,19 +19,9 @@ from studio_sep.stages.settings import choose_stem_mics
 
 from .test_input_hardening import _one_error_line
 from .test_manifest import session_dir  # noqa: F401 - the fixture
+from .test_mixing import UNITY
 
 runner = CliRunner()
-
-UNITY = """
-[preset]
-tail_s = 0.25
-true_peak_dbtp = "none"
-format = "float32"
-
-[defaults]
-feeds = [{ mic = "@spot" }]
-"""
-
 
 def _preset(folder: Path, text: str, file: str = "p") -> Path:
     path = folder / f"{file}.toml"
