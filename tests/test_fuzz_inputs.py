@@ -30,7 +30,8 @@ from studio_sep.util.toml import to_toml
 
 runner = CliRunner()
 SR, N = 16000, 4000
-EXAMPLES = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 40)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+EXAMPLES = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 40)), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
 
 MANIFEST = {
     "session": {"name": "fuzz", "description": "two sources, three mics", "processing_sample_rate": 8000},
