@@ -251,3 +251,15 @@ def test_a_newline_in_a_path_keeps_the_error_on_one_line(session_dir: Path) -> N
     _save(session_dir, doc)
     line = _one_error_line(runner.invoke(app, ["validate", str(session_dir)]))
     assert "mics[2].file: audio/new\\nline.wav: file not found" in line
+
+
+@pytest.mark.parametrize(("args", "start"), [
+    (["--hop", "300"], "error: --hop: 300 must divide n_fft (1024)"),  # the manifest's n_fft, the option's hop
+    (["--processing-rate", "48000"], "error: --processing-rate: 48000 Hz is above the recording's 16000 Hz"),
+])
+def test_a_session_dependent_option_error_names_the_option(session_dir: Path, tmp_path: Path, args,
+                                                           start: str) -> None:
+    line = _one_error_line(runner.invoke(app, ["separate", str(session_dir), "--out", str(tmp_path / "o"),
+                                               "--device", "cpu", *args]))
+    assert line.startswith(start), line
+    assert not (tmp_path / "o").exists()

@@ -58,7 +58,7 @@ def separation_options(init, iterations, n_basis, n_fft, hop, device, dtype, see
         processing_sample_rate=processing_rate, stem_mics=parse_stem_mics(stem_mic or []), subtype=format,
         max_memory=None if max_memory is None else parse_size(max_memory), prior=prior, prior_model=prior_model,
         clap={k: v for k, v in (("checkpoint", clap_checkpoint), ("roberta", roberta_dir)) if v} or None)
-    check_options(options, {"n_iter": "--iterations", "processing_sample_rate": "--processing-rate"})
+    check_options(options)
     return options
 
 

@@ -16,9 +16,13 @@ from studio_sep.session.manifest import MIN_PROCESSING_RATE
 from studio_sep.util.errors import InputError
 
 
+#: The command-line options whose names are not their field's (``--<field with dashes>``).
+OPTION_NAMES = {"n_iter": "--iterations", "processing_sample_rate": "--processing-rate"}
+
+
 def option_name(field: str) -> str:
-    """The command-line option of a settings field by default: ``n_fft`` → ``--n-fft``."""
-    return "--" + field.replace("_", "-")
+    """The command-line option that sets a settings field: ``n_fft`` → ``--n-fft``."""
+    return OPTION_NAMES.get(field) or "--" + field.replace("_", "-")
 
 
 def check_init_names(init: tuple[str, ...], field: str = "init") -> None:
@@ -72,12 +76,12 @@ def check_options(options: SeparationSettings, names: Mapping[str, str] | None =
 
 
 def check_session_length(session: Session, *, n_fft: int, hop: int, processing_sample_rate: int, n_basis: int,
-                         init: tuple[str, ...], field: str) -> None:
+                         init: tuple[str, ...], where: tuple) -> None:
     """The session (and, for the dictionary init, every reference take) gives the fit enough
     STFT frames: a window no longer than the recording, at least as many frames as mics
-    and as bases. ``field`` names where ``n_fft`` came from (an option, or the manifest's
-    ``separation.n_fft``)."""
-    file = session.path if field.startswith("separation.") else None
+    and as bases. ``where`` is the (file, field) ``n_fft`` came from: an option, or the
+    manifest's ``separation.n_fft``."""
+    file, field = where
     rate = processing_sample_rate
 
     def check(n_samples: int, sample_rate: int, what: str, need: int) -> None:

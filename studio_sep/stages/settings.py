@@ -56,7 +56,7 @@ def resolve_settings(session: Session, options: SeparationOptions = SeparationOp
         raise ValueError("resolve_settings needs a session loaded with its audio checked")
     proc_sr = chosen.processing_sample_rate or session.processing_sample_rate or native
     if proc_sr > native:
-        raise InputError(session.path, "processing_sample_rate",
+        raise InputError(*_where(session, options, "processing_sample_rate"),
                          f"{proc_sr} Hz is above the recording's {native} Hz", f"use at most {native}")
     default_fft, default_hop = default_fft_size(proc_sr)
     n_fft = pick("n_fft", default_fft)
@@ -64,7 +64,7 @@ def resolve_settings(session: Session, options: SeparationOptions = SeparationOp
     try:
         check_fft_settings(n_fft, hop)
     except InputError as exc:
-        raise InputError(session.path, f"separation.{exc.field}", exc.problem, exc.fix) from None
+        raise InputError(*_where(session, options, exc.field), exc.problem, exc.fix) from None
     init = tuple(dict.fromkeys(pick("init", _default_init(session))))
     prior_kind = pick("prior", "classnet" if "prior" in init else "none")
     if prior_kind != "none" and "prior" not in init:
@@ -83,7 +83,7 @@ def resolve_settings(session: Session, options: SeparationOptions = SeparationOp
         if value < minimum:
             raise InputError(None, name, f"must be at least {minimum}, got {value}")
     check_session_length(session, n_fft=n_fft, hop=hop, processing_sample_rate=proc_sr, n_basis=n_basis, init=init,
-                         field=option_name("n_fft") if options.n_fft is not None else "separation.n_fft")
+                         where=_where(session, options, "n_fft"))
     from studio_sep.priors import resolve_prior
 
     prior = resolve_prior(session, prior_kind, model=chosen.prior_model,
@@ -91,6 +91,15 @@ def resolve_settings(session: Session, options: SeparationOptions = SeparationOp
     return ResolvedSettings(init=init, n_iter=n_iter, n_basis=n_basis, n_fft=n_fft, hop=hop, device=device,
                             dtype=dtype, seed=seed, sample_rate=native, processing_sample_rate=proc_sr,
                             stem_mics=stem_mics, subtype=chosen.subtype or "float32", prior=prior.describe())
+
+
+def _where(session: Session, options: SeparationOptions, field: str) -> tuple:
+    """(file, field) to blame for a setting: the command line's option when it set the
+    value, else the manifest's field."""
+    if getattr(options, field) is not None:
+        return None, option_name(field)
+    return session.path, "session.processing_sample_rate" if field == "processing_sample_rate" else \
+        f"separation.{field}"
 
 
 def _default_init(session: Session) -> tuple[str, ...]:
