@@ -6,7 +6,6 @@ before anything is read or written."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 
 from studio_sep.dsp.backend import resolve_device
 from studio_sep.dsp.stft import check_fft_settings, n_frames
@@ -34,12 +33,10 @@ def check_init_names(init: tuple[str, ...], field: str = "init") -> None:
         raise InputError(None, field, "circular and geometry both set the spatial model", "pick one of them")
 
 
-def check_options(options: SeparationSettings, names: Mapping[str, str] | None = None) -> None:
-    """Check settings given on the command line, each on its own, before any session.
-
-    ``names`` maps a field to the option that set it, for the message (default
-    ``--<field with dashes>``). What depends on a session (a hop against the
-    manifest's n_fft, the session's length) is checked per session by
+def check_options(options: SeparationSettings) -> None:
+    """Check settings given on the command line, each on its own, before any session;
+    an error names the option (:func:`option_name`). What depends on a session (a hop
+    against the manifest's n_fft, the session's length) is checked per session by
     :func:`studio_sep.stages.settings.resolve_settings`.
 
     Raises
@@ -47,32 +44,29 @@ def check_options(options: SeparationSettings, names: Mapping[str, str] | None =
     InputError
         Naming the option, the value and the fix.
     """
-    def option(field: str) -> str:
-        return (names or {}).get(field) or option_name(field)
-
     for field, minimum in (("n_iter", 0), ("n_basis", 1), ("seed", 0), ("hop", 1),
                            ("processing_sample_rate", MIN_PROCESSING_RATE)):
         value = getattr(options, field)
         if value is not None and value < minimum:
-            raise InputError(None, option(field), f"must be at least {minimum}, got {value}",
+            raise InputError(None, option_name(field), f"must be at least {minimum}, got {value}",
                              "the separation needs at least 8 kHz" if field == "processing_sample_rate" else None)
     if options.n_fft is not None:
         try:
             check_fft_settings(options.n_fft, options.hop or options.n_fft // 4)
         except InputError as exc:
-            raise InputError(None, option(exc.field), exc.problem, exc.fix) from None
+            raise InputError(None, option_name(exc.field), exc.problem, exc.fix) from None
     for field, choices in (("device", DEVICES), ("dtype", DTYPES), ("prior", PRIORS)):
         value = getattr(options, field)
         if value is not None and value not in choices:
-            raise InputError(None, option(field), f"{value!r} is not one of {', '.join(choices)}",
+            raise InputError(None, option_name(field), f"{value!r} is not one of {', '.join(choices)}",
                              "pick one of those")
     if options.init is not None:
-        check_init_names(options.init, option("init"))
+        check_init_names(options.init, option_name("init"))
     if options.device is not None:
         try:
             resolve_device(options.device)
         except InputError as exc:
-            raise InputError(None, option("device"), exc.problem, exc.fix) from None
+            raise InputError(None, option_name("device"), exc.problem, exc.fix) from None
 
 
 def check_session_length(session: Session, *, n_fft: int, hop: int, processing_sample_rate: int, n_basis: int,
