@@ -157,7 +157,7 @@ def test_non_finite_samples(session_dir: Path, bad_value: float) -> None:
     x[123, 1] = bad_value
     _write(session_dir / "audio/multi.wav", x)
     msg = _error(session_dir, _base_doc())
-    assert "mics[0].file" in msg and "NaN/inf sample at sample 123 of channel 2" in msg
+    assert "mics[1].file" in msg and "NaN/inf sample at sample 123 of channel 2" in msg  # channel 2: room_r
 
 
 def test_non_finite_in_unused_channel_is_fine(session_dir: Path) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from studio_sep.cli.options import DEFAULT_PRESETS_DIR, find_preset, parse_levels
 from studio_sep.cli.printing import StageProgress, console, print_mix, print_plugin, user_errors
@@ -23,12 +24,14 @@ def mix(
     solo: Annotated[list[str] | None, typer.Option(help="Solo a source; repeatable.")] = None,
 ) -> None:
     """Render a stereo remix, DAW stems and a REAPER project from a preset."""
+    from studio_sep.mixing.presets import GAIN_DB_MAX, GAIN_DB_MIN
     from studio_sep.mixing.routing import Overrides
     from studio_sep.session import load_session
     from studio_sep.stages import mix_session, session_lock
 
     with user_errors(out):
-        overrides = Overrides(gain_db=parse_levels(gain or [], "--gain"), pan=parse_levels(pan or [], "--pan"),
+        overrides = Overrides(gain_db=parse_levels(gain or [], "--gain", low=GAIN_DB_MIN, high=GAIN_DB_MAX),
+                              pan=parse_levels(pan or [], "--pan", low=-1.0, high=1.0),
                               mute=frozenset(mute or []), unmute=frozenset(unmute or []), solo=frozenset(solo or []))
         session = load_session(manifest)
         with session_lock(out / session.name), StageProgress(console) as progress:
@@ -46,13 +49,14 @@ def presets_command(
     with user_errors():
         found = list_presets(folder)
     for preset in found:
-        console.print(f"[bold]{preset.name}[/]  {preset.description}  ({preset.path})", highlight=False)
+        console.print(f"[bold]{preset.name}[/]  {escape(preset.description)}  ({escape(str(preset.path))})",
+                      highlight=False)
     if not found:
-        console.print(f"no presets in {folder}", highlight=False)
+        console.print(f"no presets in {folder}", highlight=False, markup=False)
 
 
 def plugins_scan(
-    directories: Annotated[list[Path] | None, typer.Argument(help="Folders to scan (default: the standard VST3 folders).")] = None,
+    directories: Annotated[list[Path] | None, typer.Argument(help="Folders or .vst3 bundles to scan (default: the standard VST3 folders).")] = None,
 ) -> None:
     """List installed VST3 plugins and their parameters."""
     from studio_sep.mixing.plugins.host import scan_plugins

@@ -29,8 +29,8 @@ HopOpt = Annotated[int | None, typer.Option(help="STFT hop in samples (default n
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda or auto (default auto: cuda when cupy sees a GPU).")]
 DtypeOpt = Annotated[str | None, typer.Option(help="float32 or float64 (default float64).")]
 SeedOpt = Annotated[int | None, typer.Option(help="Seed of the random initial values (default 0).")]
-RateOpt = Annotated[int | None, typer.Option(help="Separate at this sample rate in Hz; outputs stay at the "
-                                             "session's rate (default: manifest, else native).")]
+RateOpt = Annotated[int | None, typer.Option(help="Separate at this sample rate in Hz, at least 8000; outputs stay "
+                                             "at the session's rate (default: manifest, else native).")]
 StemMicOpt = Annotated[list[str] | None, typer.Option(help="Mic whose image becomes the stem: MIC for all sources "
                                                       "or SOURCE=MIC; repeatable (default: spot_mic).")]
 FormatOpt = Annotated[str, typer.Option(help="Sample format of the written images and stems: float32 or pcm24.")]
@@ -51,19 +51,23 @@ def separation_options(init, iterations, n_basis, n_fft, hop, device, dtype, see
                         format, max_memory=None, prior=None, prior_model=None, clap_checkpoint=None,
                         roberta_dir=None, blind_start=None):
     from studio_sep.stages import SeparationOptions, parse_size
+    from studio_sep.stages.options_check import check_options
 
     if format not in ("float32", "pcm24"):
         raise InputError(None, "--format", f"{format!r} is not float32 or pcm24", "pick one of those")
-    return SeparationOptions(
+    options = SeparationOptions(
         init=tuple(i.strip() for i in init.split(",") if i.strip()) if init else None,
         n_iter=iterations, n_basis=n_basis, n_fft=n_fft, hop=hop, device=device, dtype=dtype, seed=seed,
         processing_sample_rate=processing_rate, stem_mics=parse_stem_mics(stem_mic or []), subtype=format,
         max_memory=None if max_memory is None else parse_size(max_memory), prior=prior, prior_model=prior_model,
         clap={k: v for k, v in (("checkpoint", clap_checkpoint), ("roberta", roberta_dir)) if v} or None,
         blind_start=blind_start)
+    check_options(options)
+    return options
 
 
-def parse_levels(values: list[str], option: str) -> dict[str, float]:
+def parse_levels(values: list[str], option: str, *, low: float, high: float) -> dict[str, float]:
+    """``SOURCE=NUMBER`` values, each a finite number in ``low … high``."""
     levels = {}
     for value in values:
         name, sep, number = value.partition("=")
@@ -73,6 +77,9 @@ def parse_levels(values: list[str], option: str) -> dict[str, float]:
             raise InputError(None, option, f"{value!r} is not SOURCE=NUMBER", f"write e.g. {option} sax=+3") from None
         if not sep or not name:
             raise InputError(None, option, f"{value!r} is not SOURCE=NUMBER", f"write e.g. {option} sax=+3")
+        if not low <= levels[name] <= high:  # also refuses nan
+            raise InputError(None, option, f"{value!r}: {number} is not a number from {low:g} to {high:g}",
+                             f"use a value from {low:g} to {high:g}")
     return levels
 
 

@@ -82,7 +82,7 @@ class StageProgress:
                 if done >= total and self.last_plain[stage] >= 10:
                     return
                 self.last_plain[stage] = 10 if done >= total else step
-                self.console.print(f"{stage}: {done:g}/{total:g} {detail}".rstrip(), highlight=False)
+                self.console.print(f"{stage}: {done:g}/{total:g} {detail}".rstrip(), highlight=False, markup=False)
 
 
 def print_separation(result) -> None:
@@ -92,7 +92,8 @@ def print_separation(result) -> None:
     ll = result.run["log_likelihood"]
     t = result.run["timings_s"]
     console.print(
-        f"separated [bold]{result.run['session']['name']}[/] → {result.folder}: init {'+'.join(sep['init'])}, "
+        f"separated [bold]{escape(result.run['session']['name'])}[/] → {escape(str(result.folder))}: "
+        f"init {'+'.join(sep['init'])}, "
         f"{sep['n_iter']} iterations on {sep['device']} ({sep['dtype']}), {t['per_iteration_s']:.3f} s/iteration, "
         f"log-likelihood {ll['initial']:.3f} → {ll['final']:.3f}", highlight=False)
     console.print(f"prior: {prior_label(sep['prior'])}; spectral init: {sep['spectral_init']}", highlight=False)
@@ -111,13 +112,14 @@ def print_metrics(metrics: dict, report_dir: Path) -> None:
     for row in metrics_rows(metrics):
         table.add_row(*row)
     console.print(table)
-    console.print(f"report: {report_dir / 'metrics.md'}, {report_dir / 'metrics.json'}", highlight=False)
+    console.print(f"report: {report_dir / 'metrics.md'}, {report_dir / 'metrics.json'}", highlight=False,
+                  markup=False)
 
 
 def print_simulation(result) -> None:
     verb = "reused" if result.reused else "rendered"
     console.print(
-        f"{verb} [bold]{result.manifest}[/] — RT60 requested {result.rt60_requested_s:.2f} s, "
+        f"{verb} [bold]{escape(str(result.manifest))}[/] — RT60 requested {result.rt60_requested_s:.2f} s, "
         f"measured {result.rt60_measured_s:.2f} s", highlight=False,
     )
 
@@ -132,11 +134,12 @@ def print_session(session) -> None:
     )
     sources = Table("source", "prompt", "position (m)", "spot mic", "reference", title="sources", title_justify="left")
     for s in session.sources:
-        sources.add_row(s.name, s.prompt, fmt(s.position_m), s.spot_mic or "-", "yes" if s.reference else "-")
+        sources.add_row(s.name, escape(s.prompt), fmt(s.position_m), s.spot_mic or "-",
+                        "yes" if s.reference else "-")
     mics = Table("mic", "pattern", "position (m)", "aim az/el (deg)", "signal", title="mics", title_justify="left")
     for m in session.mics:
         aim = "-" if m.pattern == "omni" else f"{m.aim_azimuth_deg:.0f} / {m.aim_elevation_deg:.0f}"
-        mics.add_row(m.name, m.pattern, fmt(m.position_m), aim, f"{m.file.name}:{m.channel}")
+        mics.add_row(m.name, m.pattern, fmt(m.position_m), aim, escape(f"{m.file.name}:{m.channel}"))
     console.print(sources)
     console.print(mics)
     truth = "yes" if session.truth is not None and session.truth.images else "no"
@@ -144,24 +147,28 @@ def print_session(session) -> None:
     room_text = "unknown" if room is None or room.dimensions_m is None else \
         f"{fmt(room.dimensions_m)} m" + (f", RT60 {room.rt60_s:g} s" if room.rt60_s else "")
     console.print(f"room: {room_text}; ground truth: {truth}", highlight=False)
+    for warning in session.warnings:
+        err_console.print("[yellow]warning:[/] " + escape(warning), highlight=False, soft_wrap=True)
 
 
 def print_mix(outcome) -> None:
     r = outcome.report
     console.print(f"remix: {outcome.remix} ({r['loudness_out_lufs']} LUFS, true peak {r['true_peak_out_dbtp']} dBTP, "
-                  f"gain {r['gain_db']:+.2f} dB)", highlight=False)
-    console.print(f"DAW project: {outcome.project} ({len(outcome.stems)} stems)", highlight=False)
+                  f"gain {r['gain_db']:+.2f} dB)", highlight=False, markup=False)
+    console.print(f"DAW project: {outcome.project} ({len(outcome.stems)} stems)", highlight=False, markup=False)
     for warning in r["warnings"]:
         print_warning(warning)
 
 
 def print_plugin(info) -> None:
     if info.error:
-        console.print(f"[bold]{info.path}[/]: [red]failed[/] ({info.error})", highlight=False)
+        console.print(f"[bold]{escape(str(info.path))}[/]: [red]failed[/] ({escape(str(info.error))})",
+                      highlight=False)
         return
     channels = "/".join(str(c) for c in info.channel_counts) or "?"
     table = Table("parameter", "range", "default", "units", "settable",
-                  title=f"{info.name} — {info.path} ({channels} ch, latency {info.latency_samples} samples)",
+                  title=f"{escape(info.name)} — {escape(str(info.path))} ({channels} ch, latency "
+                        f"{info.latency_samples} samples)",
                   title_justify="left")
     for p in info.parameters:
         low, high = p.min_value, p.max_value

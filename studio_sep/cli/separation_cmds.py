@@ -114,6 +114,7 @@ def run_batch(sessions, out: Path, *, presets, evaluate: bool, force: bool, jobs
         find_sessions,
         run_batch,
     )
+    from studio_sep.mixing.presets import check_unique_preset_names
 
     with user_errors():
         if jobs < 1:
@@ -129,6 +130,7 @@ def run_batch(sessions, out: Path, *, presets, evaluate: bool, force: bool, jobs
         check_unique_names(manifests)
         preset_paths = tuple(find_preset(p).resolve() for p in presets)
         check_presets(preset_paths)
+        check_unique_preset_names(preset_paths)
     cores = os.cpu_count() or 1
     run_options = RunOptions(separation=options, presets=preset_paths, force=force, evaluate=evaluate,
                              reference_mic=reference_mic, blas_threads=max(1, cores // jobs) if jobs > 1 else None)

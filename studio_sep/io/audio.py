@@ -62,7 +62,38 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
                          "export it as WAV, FLAC or AIFF") from None
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioError(path, None, "holds no audio samples", "export the take again")
+    truncated = _wav_truncation(path)
+    if truncated is not None:
+        raise AudioError(path, None, f"truncated: header says {truncated[0]} frames, file holds {truncated[1]}",
+                         "the file was cut short: copy or export it again")
     return AudioInfo(path, int(info.samplerate), int(info.frames), int(info.channels), str(info.subtype))
+
+
+def _wav_truncation(path: Path) -> tuple[int, int] | None:
+    """(frames the header declares, whole frames the file holds) of a RIFF WAVE file whose
+    ``data`` chunk is cut short; None for any other file. libsndfile reads such a file
+    without complaint (as many frames as it finds), so a copy cut short would pass as a
+    shorter take. The placeholder sizes of an unfinished recording (0, 0xFFFFFFFF) are
+    not checked."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"WAVE":
+            return None
+        file_size, block_align = os.fstat(f.fileno()).st_size, 0
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            chunk_id, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if chunk_id == b"data":
+                held = file_size - f.tell()
+                if not block_align or length in (0, 0xFFFFFFFF) or length <= held:
+                    return None
+                return length // block_align, held // block_align
+            if chunk_id == b"fmt " and length >= 14:
+                block_align = struct.unpack("<H", f.read(14)[12:14])[0]
+                length -= 14
+            f.seek(length + (length & 1), os.SEEK_CUR)
 
 
 def read_audio(
@@ -107,36 +138,57 @@ def read_audio(
     return np.ascontiguousarray(data.T), int(sample_rate)
 
 
-def find_nonfinite(
-    path: str | os.PathLike, *, channels: Sequence[int] | None = None, block_samples: int = 1 << 16
-) -> tuple[int, int] | None:
-    """Scan a file block by block for NaN or infinite samples.
+@dataclass(frozen=True)
+class SampleScan:
+    """What :func:`scan_samples` found: the first non-finite sample (``(sample, channel)``,
+    0-based, or None) and the channels that are digitally silent (every sample 0)."""
+
+    nonfinite: tuple[int, int] | None
+    silent: tuple[int, ...]
+
+
+def scan_samples(
+    path: str | os.PathLike, *, channels: Sequence[int] | None = None, silence: bool = True,
+    block_samples: int = 1 << 16,
+) -> SampleScan:
+    """Scan a file block by block for NaN or infinite samples and for silent channels.
 
     Parameters
     ----------
     channels : sequence of int, optional
-        0-based channels to scan; all by default.
-
-    Returns
-    -------
-    (sample, channel) : tuple of int, 0-based, of the first non-finite sample, or
-    None when every sample is finite.
+        0-based channels to scan; all by default. Channels in the result are the file's.
+    silence : bool
+        Also find the digitally silent channels. An integer file (which cannot hold NaN)
+        is read only until every channel has shown a non-zero sample.
     """
     info = audio_info(path)
-    if info.subtype not in {"FLOAT", "DOUBLE"}:
-        return None  # integer PCM cannot hold NaN or inf
+    chosen = list(range(info.n_channels)) if channels is None else list(channels)
+    floating = info.subtype in {"FLOAT", "DOUBLE"}
+    heard = np.zeros(len(chosen), dtype=bool)
+    if not floating and not silence:
+        return SampleScan(None, ())  # integer PCM cannot hold NaN or inf
     offset = 0
     with sf.SoundFile(str(path)) as f:
         for block in f.blocks(blocksize=block_samples, dtype="float64", always_2d=True):
-            if channels is not None:
-                block = block[:, list(channels)]
-            bad = ~np.isfinite(block)
-            if bad.any():
-                sample, column = np.argwhere(bad)[0]
-                channel = column if channels is None else list(channels)[column]
-                return offset + int(sample), int(channel)
+            block = block[:, chosen]
+            if floating:
+                bad = ~np.isfinite(block)
+                if bad.any():
+                    sample, column = np.argwhere(bad)[0]
+                    return SampleScan((offset + int(sample), chosen[column]), ())
+            heard |= (block != 0).any(axis=0)
+            if not floating and heard.all():
+                break
             offset += block.shape[0]
-    return None
+    return SampleScan(None, tuple(c for c, h in zip(chosen, heard) if not h) if silence else ())
+
+
+def find_nonfinite(
+    path: str | os.PathLike, *, channels: Sequence[int] | None = None, block_samples: int = 1 << 16
+) -> tuple[int, int] | None:
+    """The first NaN or infinite sample as ``(sample, channel)``, 0-based, or None when
+    every sample is finite (:func:`scan_samples` without the silence check)."""
+    return scan_samples(path, channels=channels, silence=False, block_samples=block_samples).nonfinite
 
 
 @dataclass(frozen=True)

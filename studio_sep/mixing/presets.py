@@ -13,12 +13,15 @@ from __future__ import annotations
 import math
 import os
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from studio_sep.mixing.plugins.builtin import check_builtin_values
 from studio_sep.mixing.plugins.spec import ParamValue, PluginSpec
 from studio_sep.util.errors import InputError
+from studio_sep.util.names import NAME_RULE, name_problem
 from studio_sep.util.toml import unknown_key_fix
 
 # --------------------------------------------------------------------------- the preset model
@@ -26,6 +29,7 @@ from studio_sep.util.toml import unknown_key_fix
 SPOT = "@spot"  #: feed mic placeholder: the source's stem mic (its spot mic)
 POSITION = "@position"  #: pan placeholder: from the source's position across the stage
 FORMATS = ("pcm24", "pcm16", "float32")
+GAIN_DB_MIN, GAIN_DB_MAX = -120.0, 24.0  #: a feed's or a source's gain (and ``mix --gain``), dB
 
 
 class PresetError(InputError):
@@ -105,8 +109,12 @@ def load_preset(path: str | os.PathLike) -> Preset:
     r.keys(data, "", _PRESET_KEYS)
     head = r.table(data.get("preset", {}), "preset", _HEAD_KEYS)
     name = head.get("name", path.stem)
-    if not isinstance(name, str) or not name or any(c in name for c in "/\\:"):
-        raise r.error("preset.name", f"{name!r} is not usable as a file name", "use letters, digits, '_' or '-'")
+    if not isinstance(name, str):
+        raise r.error("preset.name", f"must be a string, got {name!r}", NAME_RULE)
+    problem = name_problem(name)
+    if problem is not None:  # the name makes file names: daw/<name>/, remix/<name>.wav
+        raise r.error("preset.name", problem + ("" if "name" in head else " (taken from the file name)"),
+                      NAME_RULE + ("" if "name" in head else "; or set name = \"...\" under [preset]"))
     description = head.get("description", "")
     tail_s = r.number(head.get("tail_s", 2.0), "preset.tail_s", low=0.0, high=60.0)
     loudness = head.get("loudness_lufs")
@@ -184,8 +192,10 @@ class _Reader:
             params = {k: v for k, v in entry.items() if k not in ("plugin", "dual_mono")}
             if "params" in params and isinstance(params["params"], dict):
                 params = params.pop("params") | params
-            return PluginSpec("builtin", name, self._params(params, where), None,
+            spec = PluginSpec("builtin", name, self._params(params, where), None,
                               self.boolean(entry.get("dual_mono", False), f"{where}.dual_mono"), located)
+            check_builtin_values(spec)
+            return spec
         self.keys(entry, where, ("vst3", "params", "dual_mono", "name"))
         raw = entry["vst3"]
         if not isinstance(raw, str) or not raw:
@@ -222,7 +232,8 @@ class _Reader:
         return SourceMix(
             feeds=feeds,
             chain=self.chain(data["chain"], f"{where}.chain") if "chain" in data else base.chain,
-            gain_db=self.number(data.get("gain_db", base.gain_db), f"{where}.gain_db", low=-120.0, high=24.0),
+            gain_db=self.number(data.get("gain_db", base.gain_db), f"{where}.gain_db", low=GAIN_DB_MIN,
+                                high=GAIN_DB_MAX),
             pan=self.pan(data.get("pan", base.pan), f"{where}.pan"),
             mute=self.boolean(data.get("mute", base.mute), f"{where}.mute"),
             solo=self.boolean(data.get("solo", base.solo), f"{where}.solo"),
@@ -237,13 +248,26 @@ class _Reader:
             raise self.error(f"{where}.mic", "missing", "name a mic of the session, or \"@spot\"")
         return Feed(
             mic=data["mic"],
-            gain_db=self.number(data.get("gain_db", 0.0), f"{where}.gain_db", low=-120.0, high=24.0),
+            gain_db=self.number(data.get("gain_db", 0.0), f"{where}.gain_db", low=GAIN_DB_MIN, high=GAIN_DB_MAX),
             pan=self.pan(data.get("pan", 0.0), f"{where}.pan"),
             delay_ms=self.number(data.get("delay_ms", 0.0), f"{where}.delay_ms", low=0.0, high=1000.0),
             chain=self.chain(data.get("chain", []), f"{where}.chain"),
             optional=self.boolean(data.get("optional", False), f"{where}.optional"),
             where=f"{self.path}: {where}",
         )
+
+
+def check_unique_preset_names(paths: Sequence[str | os.PathLike]) -> None:
+    """Two presets of one run with one name would write the same remix and DAW folder
+    (``remix/<name>.wav``, ``daw/<name>/``): refuse up front. The same file twice is fine."""
+    seen: dict[str, Path] = {}
+    for path in paths:
+        preset = load_preset(path)
+        other = seen.setdefault(preset.name, preset.path)
+        if other != preset.path:
+            raise PresetError(preset.path, "preset.name", f"{preset.name!r} is also the name of preset {other}; "
+                              f"both would write remix/{preset.name}.wav and daw/{preset.name}/",
+                              "give every preset of a run its own name")
 
 
 def list_presets(folder: str | os.PathLike) -> list[Preset]:

@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from studio_sep.mixing.plugins.builtin import check_builtin_nyquist
 from studio_sep.mixing.plugins.spec import PluginSpec
 from studio_sep.mixing.presets import POSITION, SPOT, Preset, PresetError, SourceMix
 from studio_sep.session import Session
@@ -108,6 +109,9 @@ def resolve_routes(session: Session, preset: Preset, stem_mics: Mapping[str, str
         pan = overrides.pan.get(source.name, position_pan(source) if mix.pan == POSITION else float(mix.pan))
         routes.append(Route(source.name, tuple(feeds), mix.chain,
                             overrides.gain_db.get(source.name, mix.gain_db), pan, audible))
+    for spec in [s for r in routes for c in (r.chain, *(f.chain for f in r.feeds)) for s in c] + list(preset.master):
+        if spec.kind == "builtin":
+            check_builtin_nyquist(spec, sample_rate)
     return tuple(routes)
 
 

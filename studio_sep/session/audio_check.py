@@ -12,26 +12,39 @@ from studio_sep.session.manifest import Session
 from studio_sep.util.errors import AudioError, ManifestError
 
 
+def _info(session: Session, file: Path, field_name: str) -> audio_io.AudioInfo:
+    try:
+        return audio_io.audio_info(file)
+    except AudioError as exc:
+        raise ManifestError(session.path, field_name, f"{_display(file, session.path)}: {exc.problem}",
+                            exc.fix) from None
+
+
+def _scan(session: Session, file: Path, field_name, channels: list[int], silence: bool = False) -> tuple[int, ...]:
+    """The file's silent channels; raises on a NaN/inf sample, naming the field of its
+    channel (``field_name``: a field, or a function of the 0-based channel)."""
+    path = session.path
+    where = field_name if callable(field_name) else (lambda channel: field_name)
+    try:
+        found = audio_io.scan_samples(file, channels=channels, silence=silence)
+    except AudioError as exc:
+        raise ManifestError(path, where(channels[0]), f"{_display(file, path)}: {exc.problem}", exc.fix) from None
+    if found.nonfinite is not None:
+        sample, channel = found.nonfinite
+        raise ManifestError(path, where(channel), f"{_display(file, path)} has a NaN/inf sample at sample {sample} "
+                            f"of channel {channel + 1}", "repair or re-export the audio")
+    return found.silent
+
+
 def check_session_audio(session: Session) -> Session:
     """Open every referenced audio file and check it against the mics."""
     path = session.path
 
     def info(file: Path, field_name: str) -> audio_io.AudioInfo:
-        try:
-            return audio_io.audio_info(file)
-        except AudioError as exc:
-            raise ManifestError(path, field_name, f"{_display(file, path)}: {exc.problem}", exc.fix) from None
+        return _info(session, file, field_name)
 
     def finite(file: Path, field_name: str, channels: list[int]) -> None:
-        try:
-            bad = audio_io.find_nonfinite(file, channels=channels)
-        except AudioError as exc:
-            raise ManifestError(path, field_name, f"{_display(file, path)}: {exc.problem}", exc.fix) from None
-        if bad is not None:
-            sample, channel = bad
-            raise ManifestError(path, field_name,
-                                f"{_display(file, path)} has a NaN/inf sample at sample {sample} "
-                                f"of channel {channel + 1}", "repair or re-export the audio")
+        _scan(session, file, field_name, channels)
 
     first: tuple[int, int, str] | None = None  # sample rate, n_samples, field of the first mic
     channels_by_file: dict[Path, list[int]] = {}
@@ -54,9 +67,13 @@ def check_session_audio(session: Session) -> Session:
                                 "export all mics from the same start to the same end")
         channels_by_file.setdefault(mic.file, []).append(mic.channel - 1)
     assert first is not None  # the parser guarantees at least one mic
+    silent_mics = []
     for file, channels in channels_by_file.items():
-        mic_index = next(i for i, m in enumerate(session.mics) if m.file == file)
-        finite(file, f"mics[{mic_index}].file", sorted(set(channels)))
+        mic_of = {m.channel - 1: i for i, m in enumerate(session.mics) if m.file == file}
+        silent = _scan(session, file, lambda channel: f"mics[{mic_of[channel]}].file", sorted(set(channels)),
+                       silence=True)
+        silent_mics += sorted(i for channel, i in mic_of.items() if channel in silent)
+    warnings = _check_silence(session, sorted(silent_mics))
 
     sample_rate, n_samples, _ = first
     for i, source in enumerate(session.sources):
@@ -85,7 +102,19 @@ def check_session_audio(session: Session) -> Session:
                                         f"{meta.sample_rate} Hz; the mics are {n_samples} at {sample_rate} Hz",
                                         "ground truth must match the mic recordings sample for sample")
                 finite(file, where, list(range(n_channels)))
-    return replace(session, sample_rate=sample_rate, n_samples=n_samples)
+    return replace(session, sample_rate=sample_rate, n_samples=n_samples, warnings=warnings)
+
+
+def _check_silence(session: Session, silent_mics: list[int]) -> tuple[str, ...]:
+    """Refuse a session whose every mic is digitally silent (the fit would divide zero by
+    zero); one warning per silent mic otherwise."""
+    if len(silent_mics) == len(session.mics):
+        raise ManifestError(session.path, "mics", "every mic's signal is digitally silent (all samples 0); "
+                            "there is nothing to separate",
+                            "check each mic's file and channel, and that the export holds the recording")
+    return tuple(f"mics[{i}] ({session.mics[i].name}): channel {session.mics[i].channel} of "
+                 f"{_display(session.mics[i].file, session.path)} is digitally silent (all samples 0); "
+                 "its images will be silent too" for i in silent_mics)
 
 
 def _display(file: Path, manifest: Path) -> str:

@@ -20,6 +20,7 @@ INITS = ("circular", "geometry", "dictionary", "prior")
 DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "float64")
 PRIORS = ("none", "nmf", "classnet")  #: spectral priors (studio_sep.priors)
+MIN_PROCESSING_RATE = 8000  #: Hz; the lowest rate a separation runs at (manifest and --processing-rate)
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,8 @@ class Session:
     truth: Truth | None = None
     sample_rate: int | None = None
     n_samples: int | None = None
+    #: What the audio check found worth telling but not refusing (a digitally silent mic).
+    warnings: tuple[str, ...] = ()
 
     @property
     def folder(self) -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import math
 import os
-import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from studio_sep.session.manifest import (
     DTYPES,
     INITS,
     MANIFEST_SEPARATION_KEYS,
+    MIN_PROCESSING_RATE,
     PATTERNS,
     PRIORS,
     Mic,
@@ -33,9 +33,9 @@ from studio_sep.session.manifest import (
     Truth,
 )
 from studio_sep.util.errors import ManifestError
+from studio_sep.util.names import NAME_RULE, name_problem
 from studio_sep.util.toml import unknown_key_fix
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TOP_KEYS = ("session", "room", "mics", "sources", "separation", "truth")
 
 
@@ -102,9 +102,9 @@ class _Reader:
 
     def name(self, value: Any, where: str) -> str:
         value = self.string(value, where)
-        if not _NAME_RE.match(value):
-            raise self.error(where, f"name {value!r} is not usable as a file name",
-                             "use letters, digits, '_', '-' or '.', starting with a letter or digit")
+        problem = name_problem(value)
+        if problem is not None:
+            raise self.error(where, problem, NAME_RULE)
         return value
 
     def integer(self, value: Any, where: str, *, minimum: int | None = None) -> int:
@@ -136,7 +136,12 @@ class _Reader:
 
     def file(self, value: Any, where: str) -> Path:
         value = self.string(value, where)
-        return (self.folder / value).resolve() if not os.path.isabs(value) else Path(value)
+        try:
+            resolved = (self.folder / value).resolve()  # an absolute value replaces the folder
+        except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError on a symlink loop
+            raise self.error(where, f"{value}: the path loops through symbolic links",
+                             "point it at the file itself, not at a link that leads back to itself") from None
+        return resolved if not os.path.isabs(value) else Path(value)
 
 
 def _parse(r: _Reader, data: dict) -> Session:
@@ -148,7 +153,7 @@ def _parse(r: _Reader, data: dict) -> Session:
         raise r.error("session.description", f"must be a string, got {description!r}")
     processing_sr = head.get("processing_sample_rate")
     if processing_sr is not None:
-        processing_sr = r.integer(processing_sr, "session.processing_sample_rate", minimum=8000)
+        processing_sr = r.integer(processing_sr, "session.processing_sample_rate", minimum=MIN_PROCESSING_RATE)
 
     raw_mics = data.get("mics", [])
     raw_sources = data.get("sources", [])

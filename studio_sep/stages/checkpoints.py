@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from studio_sep.util.atomic import atomic_path
+from studio_sep.util.errors import FitError
 from studio_sep.util.notices import warn
 
 _PARAMS = ("Q_FMM", "G_NM", "W_NFK", "H_NKT")
@@ -43,6 +44,22 @@ def load_checkpoint(path: Path, fp: str):
         warn(f"{path}: unreadable ({' '.join(str(exc).split())}); ignored: that work is redone")
         return None
     return checkpoint
+
+
+def check_finite(params, where: str) -> None:
+    """Refuse parameters holding NaN or inf (a fit that diverged) before they are saved,
+    used or recorded as a finished stage; ``where`` names the fit (e.g. ``block 2/3``).
+
+    Raises
+    ------
+    FitError
+        Naming the arrays that are not finite.
+    """
+    bad = [name for name in _PARAMS if not np.isfinite(np.asarray(getattr(params, name))).all()]
+    if bad:
+        raise FitError(f"the separation diverged ({where}): {', '.join(bad)} hold NaN/inf values; nothing was "
+                       "saved (fix: check that the mics hold signal (`studio-sep validate` warns about silent "
+                       "ones) and try --dtype float64 or another --init)")
 
 
 def save_params(path: Path, params, **extra) -> None:

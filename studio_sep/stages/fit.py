@@ -10,7 +10,7 @@ import numpy as np
 
 from studio_sep.dsp.backend import device_spectrogram, to_host
 from studio_sep.session import Session
-from studio_sep.stages.checkpoints import block_fit_path, load_checkpoint, load_params, save_params
+from studio_sep.stages.checkpoints import block_fit_path, check_finite, load_checkpoint, load_params, save_params
 from studio_sep.stages.memory import MemoryPlan
 from studio_sep.stages.runrecord import fingerprint
 from studio_sep.stages.settings import BLIND_INIT, ResolvedSettings
@@ -64,6 +64,7 @@ def run_fit(X_host, init, settings: ResolvedSettings, work: Path, fp: str, repor
                         checkpoint_every=CHECKPOINT_EVERY, on_checkpoint=save_checkpoint)
     params = fastmnmf2.Params(*(np.array(to_host(a)) for a in (fit.params.Q_FMM, fit.params.G_NM,
                                                                   fit.params.W_NFK, fit.params.H_NKT)))
+    check_finite(params, f"{where}after {settings.n_iter} iterations")
     return fastmnmf2.FitResult(params, fit.log_likelihood, fit.ll_iterations), first
 
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from studio_sep.dsp.backend import resolve_device
 from studio_sep.dsp.stft import check_fft_settings, default_fft_size
-from studio_sep.session import INITS, SeparationSettings, Session
+from studio_sep.session import SeparationSettings, Session
+from studio_sep.stages.options_check import check_init_names, check_session_length, option_name
 from studio_sep.util.errors import InputError
 
 #: Settings given on the command line; ``None`` defers to the manifest, then defaults. The
@@ -64,7 +65,7 @@ def resolve_settings(session: Session, options: SeparationOptions = SeparationOp
         raise ValueError("resolve_settings needs a session loaded with its audio checked")
     proc_sr = chosen.processing_sample_rate or session.processing_sample_rate or native
     if proc_sr > native:
-        raise InputError(session.path, "processing_sample_rate",
+        raise InputError(*_where(session, options, "processing_sample_rate"),
                          f"{proc_sr} Hz is above the recording's {native} Hz", f"use at most {native}")
     default_fft, default_hop = default_fft_size(proc_sr)
     n_fft = pick("n_fft", default_fft)
@@ -72,7 +73,7 @@ def resolve_settings(session: Session, options: SeparationOptions = SeparationOp
     try:
         check_fft_settings(n_fft, hop)
     except InputError as exc:
-        raise InputError(session.path, f"separation.{exc.field}", exc.problem, exc.fix) from None
+        raise InputError(*_where(session, options, exc.field), exc.problem, exc.fix) from None
     init = tuple(dict.fromkeys(pick("init", _default_init(session))))
     prior_kind = pick("prior", "classnet" if "prior" in init else "none")
     if prior_kind != "none" and "prior" not in init:
@@ -90,6 +91,8 @@ def resolve_settings(session: Session, options: SeparationOptions = SeparationOp
     for name, value, minimum in (("n_iter", n_iter, 0), ("n_basis", n_basis, 1), ("seed", seed, 0)):
         if value < minimum:
             raise InputError(None, name, f"must be at least {minimum}, got {value}")
+    check_session_length(session, n_fft=n_fft, hop=hop, processing_sample_rate=proc_sr, n_basis=n_basis, init=init,
+                         where=_where(session, options, "n_fft"))
     from studio_sep.priors import resolve_prior
 
     prior = resolve_prior(session, prior_kind, model=chosen.prior_model,
@@ -103,6 +106,15 @@ def resolve_settings(session: Session, options: SeparationOptions = SeparationOp
                             and "geometry" in init and len(session.mics) > 1)
 
 
+def _where(session: Session, options: SeparationOptions, field: str) -> tuple:
+    """(file, field) to blame for a setting: the command line's option when it set the
+    value, else the manifest's field."""
+    if getattr(options, field) is not None:
+        return None, option_name(field)
+    return session.path, "session.processing_sample_rate" if field == "processing_sample_rate" else \
+        f"separation.{field}"
+
+
 def _default_init(session: Session) -> tuple[str, ...]:
     """:data:`DEFAULT_INIT`, unless the session has fewer mics than sources: the geometric
     demixer then cannot name every source, and the blind start is the one that works."""
@@ -112,11 +124,7 @@ def _default_init(session: Session) -> tuple[str, ...]:
 
 
 def _check_init(session: Session, init: tuple[str, ...]) -> None:
-    unknown = [i for i in init if i not in INITS]
-    if unknown:
-        raise InputError(None, "init", f"unknown init {unknown[0]!r}", f"use a combination of {', '.join(INITS)}")
-    if "circular" in init and "geometry" in init:
-        raise InputError(None, "init", "circular and geometry both set the spatial model", "pick one of them")
+    check_init_names(init)
     if "geometry" in init and len(session.sources) > len(session.mics):
         raise InputError(session.path, "separation.init",
                          f"geometry init needs at least as many mics as sources ({len(session.mics)} < "

@@ -11,6 +11,11 @@ import errno as _errno
 import os
 
 
+#: Control characters as escapes: a message stays one line on a terminal even when it
+#: quotes user text (a path holding a newline, a name holding an ANSI escape).
+_ONE_LINE = str.maketrans({chr(c): repr(chr(c))[1:-1] for c in (*range(32), 127)})
+
+
 class StudioSepError(Exception):
     """Base class of every error the user can cause (bad input, bad settings)."""
 
@@ -48,7 +53,7 @@ def _one_line(file: str | None, field: str | None, problem: str, fix: str | None
     text = f"{where}: {problem}" if where else problem
     if fix:
         text += f" (fix: {fix})"
-    return text
+    return text.translate(_ONE_LINE)
 
 
 class ManifestError(InputError):
@@ -99,3 +104,9 @@ class OutputError(StudioSepError):
             problem = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__)
             problem = problem[:1].lower() + problem[1:]
         return cls(path if path is not None else exc.filename, problem, fix, exit_code=code)
+
+
+class FitError(StudioSepError):
+    """The separation's fit did not give a usable model for this input (NaN/inf parameters)."""
+
+    exit_code = 1

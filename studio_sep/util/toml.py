@@ -32,6 +32,8 @@ def to_toml(doc: Mapping[str, Any]) -> str:
             return json.dumps(v, ensure_ascii=False)
         if isinstance(v, (list, tuple)):
             return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, Mapping):  # an inline table, as in a preset's chain = [{ plugin = ... }]
+            return "{ " + ", ".join(f"{_key(k)} = {value(x)}" for k, x in v.items()) + " }"
         raise TypeError(f"to_toml: cannot format {type(v).__name__}")
 
     def table(header: str | None, body: Mapping[str, Any]) -> None:

@@ -70,6 +70,55 @@ def _builtin_value(spec: PluginSpec, key: str, value: Any, current: Any) -> Any:
     return value
 
 
+#: Highest frequency a built-in effect's ``*_hz`` parameter takes: the Nyquist frequency
+#: of 48 kHz. A session at a lower rate is held to its own Nyquist frequency when the
+#: preset is routed onto it (:func:`check_builtin_nyquist`).
+MAX_FREQUENCY_HZ = 24000.0
+
+#: The ranges of a built-in effect's parameters, checked when the preset is loaded, by
+#: parameter name (suffix, or the whole name): (name, low, high, low excluded, what).
+#: pedalboard itself accepts a cutoff of -100 Hz or a gain of 1e9 dB and fails, or
+#: renders nonsense, only when the chain runs.
+BUILTIN_RANGES = (
+    ("_hz", 0.0, MAX_FREQUENCY_HZ, True, "a frequency in Hz"),
+    ("_db", -120.0, 60.0, False, "a level in dB"),
+    ("_ms", 0.0, 60_000.0, False, "a time in ms"),
+    ("_seconds", 0.0, 60.0, False, "a time in seconds"),
+    ("q", 0.0, 100.0, True, "a filter Q"),
+    ("ratio", 1.0, 1000.0, False, "a compression ratio"),
+)
+
+
+def _param_range(key: str):
+    return next((r for r in BUILTIN_RANGES if key == r[0] or (r[0].startswith("_") and key.endswith(r[0]))), None)
+
+
+def check_builtin_values(spec: PluginSpec) -> None:
+    """Check a built-in effect's numbers against :data:`BUILTIN_RANGES` (no pedalboard
+    needed: this runs when the preset is loaded). Names and types are checked when the
+    effect is built (:func:`build_builtin`)."""
+    for key, value in spec.params.items():
+        known = _param_range(key)
+        if known is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        _, low, high, low_open, what = known
+        if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
+            span = f"above {low:g} and up to {high:g}" if low_open else f"{low:g} to {high:g}"
+            raise PluginError(None, f"{spec.where or spec.name}.{key}",
+                              f"{spec.name} {key} = {value!r} is not {what} {span}", f"use a value {span}")
+
+
+def check_builtin_nyquist(spec: PluginSpec, sample_rate: int) -> None:
+    """A built-in effect's frequencies are at most the Nyquist frequency of ``sample_rate``."""
+    for key, value in spec.params.items():
+        if (key.endswith("_hz") and isinstance(value, (int, float)) and not isinstance(value, bool)
+                and value > sample_rate / 2):  # above it, pedalboard's filters blow up (inf)
+            raise PluginError(None, f"{spec.where or spec.name}.{key}",
+                              f"{spec.name} {key} = {value:g} Hz is above the Nyquist frequency "
+                              f"({sample_rate / 2:g} Hz) of this session's {sample_rate} Hz",
+                              f"use a frequency up to {sample_rate / 2:g} Hz")
+
+
 def build_builtin(spec: PluginSpec):
     """Construct a built-in effect from a spec; raises PluginError on any bad name or value."""
     where = spec.where or spec.name

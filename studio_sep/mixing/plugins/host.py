@@ -120,7 +120,8 @@ def _validate_vst3(spec: PluginSpec, info: PluginInfo, n_channels: int) -> None:
     where = spec.where or spec.name
     if not info.ok:
         raise PluginError(None, where, f"VST3 plugin {spec.path} does not load: {info.error}",
-                          "check the plugin with scan_plugins() or remove it from the chain")
+                          f"run `studio-sep plugins scan {spec.path}` to see whether it loads on its own; "
+                          "reinstall it or remove it from the chain")
     writable = info.writable_names
     for key, value in spec.params.items():
         param = info.param(key)
@@ -187,7 +188,8 @@ def validate_chain(specs: Sequence[PluginSpec], *, sample_rate: float, n_channel
         elif spec.kind == "vst3":
             if spec.path is None or not Path(spec.path).expanduser().exists():
                 raise PluginError(None, where, f"VST3 plugin not found: {spec.path}",
-                                  "give the path of an installed .vst3 bundle (see scan_plugins())")
+                                  "give the path of an installed .vst3 bundle "
+                                  "(`studio-sep plugins scan` lists them)")
             _validate_vst3(spec, describe_plugin(spec.path, timeout_s=timeout_s), n_channels)
         else:
             raise PluginError(None, where, f"unknown plugin kind {spec.kind!r}", 'use "builtin" or "vst3"')

@@ -214,7 +214,7 @@ def scan_plugins(directories: Iterable[str | os.PathLike] | None = None, *,
     Parameters
     ----------
     directories : iterable of path-like, optional
-        Folders to search (not recursively past ``.vst3`` bundles). Default:
+        Folders to search (not recursively past ``.vst3`` bundles), or bundles. Default:
         :data:`DEFAULT_VST3_DIRS` then ``$VST3_PATH``; missing folders are skipped.
     timeout_s : float
         Time one plugin may take to load and be described.
@@ -228,7 +228,12 @@ def scan_plugins(directories: Iterable[str | os.PathLike] | None = None, *,
     dirs = _default_dirs() if directories is None else [Path(d).expanduser() for d in directories]
     bundles: list[Path] = []
     for folder in dirs:
-        if folder.is_dir():
+        if directories is not None and not folder.exists():
+            raise PluginError(None, str(folder), "no such folder or .vst3 bundle",
+                              "give a folder of VST3 plugins or a .vst3 bundle")
+        if folder.suffix == ".vst3":  # a bundle itself (a folder on Linux and macOS, a file on Windows)
+            bundles.append(folder)
+        elif folder.is_dir():
             bundles += sorted(p for p in folder.rglob("*.vst3") if not any(
                 parent.suffix == ".vst3" for parent in p.relative_to(folder).parents if parent != Path(".")))
     unique = sorted({str(p.resolve()): p for p in bundles}.values(), key=lambda p: str(p))
@@ -259,7 +264,7 @@ def describe_plugin(path: str | os.PathLike, *, timeout_s: float = DESCRIBE_TIME
     bundle = Path(path).expanduser()
     if not bundle.exists():
         raise PluginError(None, str(bundle), "VST3 plugin not found",
-                          "give the path of an installed .vst3 bundle (see scan_plugins())")
+                          "give the path of an installed .vst3 bundle (`studio-sep plugins scan` lists them)")
     return _describe_many([bundle], timeout_s=timeout_s)[str(bundle.resolve())]
 
 
