@@ -82,10 +82,20 @@ def test_sessions_that_cannot_make_their_folder_fail_alone(rendered_session: Pat
     assert "Traceback" not in result.stdout + result.stderr
     summary = __import__("json").loads(result.stdout.splitlines()[-1])
     by_index = {s["index"]: s for s in summary["sessions"]}
-    assert by_index[0]["status"] == "failed" and "file name too long" in by_index[0]["reason"]
-    assert "x" * 300 in by_index[0]["reason"]  # the path named
-    assert by_index[1]["status"] == "failed" and "without control characters" in by_index[1]["reason"]
+    assert by_index[0]["status"] == "failed" and "session.name" in by_index[0]["reason"]
+    assert by_index[1]["status"] == "failed" and "session.name" in by_index[1]["reason"]
     assert by_index[2]["status"] == "done" and (out / "good" / "stems").is_dir()
+    # the refused sessions' logs are under their folders' names, not the names they were refused for
+    assert sorted(p.name for p in out.iterdir()) == ["a_long", "b_nul", "good"]
+
+
+def test_user_text_in_the_batch_display_is_printed_as_written(rendered_session: Path, tmp_path: Path) -> None:
+    """A path holding rich markup (`[day 2]`, `[/]`) reaches the batch's lines and summary unchanged."""
+    broken = _named_copy(rendered_session, tmp_path / "takes" / "[day 2]" / "[/]", "take[1]")
+    result = _cli("run", str(broken), "--out", str(tmp_path / "out"), "--iterations", "2", "--no-mix",
+                  "--no-evaluate")
+    assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
+    assert "take[1]" in result.stdout and "[day 2]/[/]" in result.stdout, result.stdout
 
 
 def test_a_read_only_out_is_one_line_even_when_everything_is_up_to_date(rendered_session: Path,

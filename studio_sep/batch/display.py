@@ -16,6 +16,7 @@ from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from studio_sep.batch.runner import STATUS_CURRENT, STATUS_DONE, SessionOutcome
 
@@ -39,9 +40,9 @@ class LiveDisplay:
     def __init__(self, console: Console, n_sessions: int):
         self.console, self.n = console, n_sessions
         self.progress = Progress(
-            TextColumn("{task.description:<34}"), BarColumn(bar_width=30),
+            TextColumn("{task.description:<34}", markup=False), BarColumn(bar_width=30),
             TextColumn("{task.completed:>6.0f}/{task.total:<6.0f}"), TimeElapsedColumn(), TextColumn("eta"),
-            TimeRemainingColumn(), TextColumn("{task.fields[detail]}"), console=console, transient=True)
+            TimeRemainingColumn(), TextColumn("{task.fields[detail]}", markup=False), console=console, transient=True)
         self.overall = self.progress.add_task("sessions", total=n_sessions, detail="")
         self.tasks: dict[int, int] = {}
         self.stage: dict[int, str] = {}
@@ -69,14 +70,14 @@ class LiveDisplay:
                                     description=f"{event['name']}: {event['stage']}")
             self.progress.update(task, completed=event["done"], total=event["total"] or 1, detail=event["detail"])
         elif kind == "info":
-            self.console.print(f"{_tag(event, self.n)}: {event['message']}", highlight=False)
+            self.console.print(Text(f"{_tag(event, self.n)}: {event['message']}"), highlight=False)
         elif kind == "session_end":
             if index in self.tasks:
                 self.progress.remove_task(self.tasks.pop(index))
             self.progress.advance(self.overall)
             outcome = event["outcome"]
             colour = "green" if outcome["status"] in (STATUS_DONE, STATUS_CURRENT) else "red"
-            self.console.print(f"[{colour}]{_tag(event, self.n)}: {_end_line(outcome)}[/]", highlight=False)
+            self.console.print(Text(f"{_tag(event, self.n)}: {_end_line(outcome)}", style=colour), highlight=False)
 
 
 class PlainDisplay:
@@ -158,11 +159,11 @@ def summary_table(outcomes: Sequence[SessionOutcome], *, plain: bool = False) ->
         sdr = "—" if o.sdr_db is None else f"{o.sdr_db:+.2f}"
         ok = o.status in (STATUS_DONE, STATUS_CURRENT)
         status = o.status if plain else f"[{'green' if ok else 'red'}]{o.status}[/]"
-        table.add_row(o.name, status, duration, f"{o.elapsed_s:.1f} s", sdr, o.folder or "—")
+        table.add_row(Text(o.name), status, duration, f"{o.elapsed_s:.1f} s", sdr, Text(o.folder or "—"))
         if not ok and (o.reason or o.log):
             notes.append(f"{o.name}: {o.reason or o.status}" + (f" (log: {o.log})" if o.log else ""))
     if notes:
-        table.caption = "\n".join(notes)
+        table.caption = Text("\n".join(notes))
         table.caption_justify = "left"
     return table
 

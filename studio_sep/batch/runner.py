@@ -167,17 +167,21 @@ class _SessionLog:
 
 
 def _session_name(manifest: Path) -> str:
-    """The manifest's ``name`` if it can be read cheaply, else its folder's name."""
+    """The manifest's ``name`` if it can be read cheaply and is a valid name, else its
+    folder's name made safe (:func:`studio_sep.util.names.safe_name`): a session whose name
+    the manifest check will refuse still gets a log folder of a usable name."""
+    from studio_sep.util.names import name_problem, safe_name
+
     try:
         import tomllib
 
         head = tomllib.loads(manifest.read_text(encoding="utf-8")).get("session")
         name = head.get("name") if isinstance(head, dict) else None
-        if isinstance(name, str) and name and "/" not in name and name not in (".", ".."):
+        if isinstance(name, str) and name_problem(name) is None:
             return name
-    except (OSError, ValueError):
+    except (OSError, ValueError, UnicodeDecodeError):
         pass
-    return manifest.parent.name or manifest.stem
+    return safe_name(manifest.parent.name or manifest.stem)
 
 
 def run_session(job: SessionJob, emit: EventSink | None = None) -> SessionOutcome:
