@@ -56,7 +56,7 @@ def _reference_sdr(session, out: Path) -> float:
 def test_the_blind_start_rescues_a_misleading_manifest(rendered_session: Path, tmp_path: Path) -> None:
     session = load_session(_misled(rendered_session))
     guided = separate_session(session, tmp_path / "guided", SeparationOptions(n_iter=60, blind_start=False))
-    both = separate_session(session, tmp_path / "both", SeparationOptions(n_iter=60))
+    both = separate_session(session, tmp_path / "both", SeparationOptions(n_iter=60, blind_start=True))
     assert guided.run["separation"]["starts"] == ["init"]
     assert both.run["separation"]["starts"] == ["init", "blind"]
     kept = both.run["separation"]["start_kept"]
@@ -77,7 +77,7 @@ def test_the_blind_start_rescues_a_misleading_manifest(rendered_session: Path, t
 
 def test_a_guided_start_that_fits_better_is_kept(rendered_session: Path, tmp_path: Path) -> None:
     session = load_session(rendered_session)
-    result = separate_session(session, tmp_path, SeparationOptions(n_iter=30))
+    result = separate_session(session, tmp_path, SeparationOptions(n_iter=30, blind_start=True))
     kept = result.run["separation"]["start_kept"]
     assert kept["start"] == "init" and kept["log_likelihood"]["init"] > kept["log_likelihood"]["blind"]
     assert "outputs_named_by" not in kept
@@ -85,22 +85,24 @@ def test_a_guided_start_that_fits_better_is_kept(rendered_session: Path, tmp_pat
 
 def test_which_starts_run(rendered_session: Path, tmp_path: Path) -> None:
     session = load_session(rendered_session)
-    assert resolve_settings(session).starts == ("init", "blind")
-    assert resolve_settings(session, SeparationOptions(blind_start=False)).starts == ("init",)
+    assert resolve_settings(session).starts == ("init",)  # off by default
+    assert resolve_settings(session, SeparationOptions(blind_start=True)).starts == ("init", "blind")
     # a blind init is the blind start already
-    assert resolve_settings(session, SeparationOptions(init=("circular",))).starts == ("init",)
-    assert resolve_settings(session, SeparationOptions(init=("circular",), prior="nmf")).starts == ("init", "blind")
-    # the manifest may turn it off; the command line wins over the manifest
+    assert resolve_settings(session, SeparationOptions(init=("circular",), blind_start=True)).starts == ("init",)
+    assert resolve_settings(session, SeparationOptions(init=("circular",), prior="nmf",
+                                                       blind_start=True)).starts == ("init", "blind")
+    # the manifest may turn it on; the command line wins over the manifest
     text = rendered_session.read_text()
-    off = rendered_session.parent / "off.toml"
-    off.write_text(text + "\n[separation]\nblind_start = false\n" if "[separation]" not in text else
-                   text.replace("[separation]", "[separation]\nblind_start = false"))
-    assert resolve_settings(load_session(off)).starts == ("init",)
-    assert resolve_settings(load_session(off), SeparationOptions(blind_start=True)).starts == ("init", "blind")
+    on = rendered_session.parent / "on.toml"
+    on.write_text(text + "\n[separation]\nblind_start = true\n" if "[separation]" not in text else
+                  text.replace("[separation]", "[separation]\nblind_start = true"))
+    assert resolve_settings(load_session(on)).starts == ("init", "blind")
+    assert resolve_settings(load_session(on), SeparationOptions(blind_start=False)).starts == ("init",)
     # sessions separated in time blocks fit from one start
     from tests.test_long_sessions import _three_block_budget
 
-    blocked = separate_session(session, tmp_path, SeparationOptions(n_iter=2, max_memory=_three_block_budget()))
+    blocked = separate_session(session, tmp_path, SeparationOptions(n_iter=2, max_memory=_three_block_budget(),
+                                                                   blind_start=True))
     assert blocked.run["separation"]["memory"]["blocks"] >= 3 and blocked.run["separation"]["starts"] == ["init"]
 
 

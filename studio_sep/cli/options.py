@@ -21,7 +21,7 @@ RobertaDirOpt = Annotated[str | None, typer.Option(help="Folder with the roberta
                                                 "(else $STUDIO_SEP_ROBERTA_DIR, else config).")]
 BlindStartOpt = Annotated[bool | None, typer.Option(
     "--blind-start/--no-blind-start", help="Also fit from the blind start and keep the fit with the higher "
-    "log-likelihood (default: on when the init is guided; off for sessions separated in time blocks).")]
+    "log-likelihood (default off; never for sessions separated in time blocks).")]
 IterationsOpt = Annotated[int | None, typer.Option(help="FastMNMF2 iterations (default 100).")]
 NBasisOpt = Annotated[int | None, typer.Option(help="NMF bases per source (default 8).")]
 NFftOpt = Annotated[int | None, typer.Option(help="STFT window in samples (default: ~64 ms at the processing rate).")]

@@ -92,7 +92,7 @@ class SeparationSettings:
     #: LAION-CLAP files for a CLAP-conditioned checkpoint: ``{"checkpoint": …, "roberta": …}``.
     clap: Mapping[str, str] | None = None
     #: Also fit from the blind start and keep the fit with the higher log-likelihood
-    #: (None: on when the init is guided, see :func:`studio_sep.stages.settings.resolve_settings`).
+    #: (None: off; see :func:`studio_sep.stages.settings.resolve_settings`).
     blind_start: bool | None = None
     #: Correct the geometric start's inter-mic delays by those measured on the recording
     #: (GCC-PHAT against each source's stem mic). None: off.

@@ -47,9 +47,11 @@ class ResolvedSettings:
     normalize_every: int = 10
     log_likelihood_every: int = 5
     dictionary_iterations: int = 200
-    #: The fits run: "init" (from ``init``) and, unless the init is already blind,
-    #: "blind" (from :data:`BLIND_INIT`); the one with the higher final log-likelihood
-    #: is kept (:func:`studio_sep.stages.fit.fit_starts`).
+    #: The fits run: "init" (from ``init``) and, with ``blind_start`` unless the init is
+    #: already blind, "blind" (from :data:`BLIND_INIT`); the one with the higher final
+    #: log-likelihood is kept (:func:`studio_sep.stages.fit.fit_starts`). Off by default:
+    #: on the scene zoo the higher log-likelihood was the worse separation more often than
+    #: not (benchmarks/README.md, "Scene zoo").
     starts: tuple[str, ...] = ("init",)
     #: The geometric start uses the inter-mic delays measured on the recording.
     measured_delays: bool = False
@@ -98,7 +100,7 @@ def resolve_settings(session: Session, options: SeparationOptions = SeparationOp
     prior = resolve_prior(session, prior_kind, model=chosen.prior_model,
                           clap=dict(chosen.clap) if chosen.clap else None)
     guided = init != BLIND_INIT
-    starts = ("init", "blind") if pick("blind_start", guided) and guided else ("init",)
+    starts = ("init", "blind") if pick("blind_start", False) and guided else ("init",)
     return ResolvedSettings(init=init, n_iter=n_iter, n_basis=n_basis, n_fft=n_fft, hop=hop, device=device,
                             dtype=dtype, seed=seed, sample_rate=native, processing_sample_rate=proc_sr,
                             stem_mics=stem_mics, subtype=chosen.subtype or "float32", prior=prior.describe(),
