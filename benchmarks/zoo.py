@@ -46,7 +46,8 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NU
 #: studio-sep configurations: SeparationOptions fields ("default": none, what `run` does).
 CONFIGS: dict[str, dict] = {
     "default": {},
-    "guided": {"blind_start": False},  # the default before two starts: the guided init alone
+    "two-starts": {"blind_start": True},  # the guided init and the blind start, the higher log-likelihood kept
+    "delays": {"measured_delays": True},  # the geometric start's delays measured on the recording
     "nmf": {"prior": "nmf"},
     "classnet": {"prior": "classnet"},
     "blind": {"init": ["circular"]},

@@ -140,3 +140,35 @@ def test_run_warns_once_before_separating(misplaced, tmp_path) -> None:
     assert len(lines) == 1 and "trio_c" in lines[0]
     log = next((tmp_path / "2").glob("*/logs/run-*.log")).read_text()
     assert log.count("looks misplaced") == 1
+
+
+def test_measured_delays_correct_only_a_misplaced_mic(rendered_session: Path) -> None:
+    """The geometric start's delay corrections (the measured_delays lever): none on the
+    manifest that is right; on one whose ambience mic is typed 40 cm off, that mic's
+    corrections are what the move implies, and no other mic is touched."""
+    import dataclasses
+
+    from studio_sep.dsp.delays import arrival_times_s
+    from studio_sep.dsp.resample import resample
+    from studio_sep.session import dump_session, load_mics, load_session
+    from studio_sep.stages.geometry import delay_corrections_s
+
+    session = load_session(rendered_session)
+    x = resample(load_mics(session), session.sample_rate, 16000)
+    assert not np.any(delay_corrections_s(session, x, 16000))
+    m = [mic.name for mic in session.mics].index("ambience")
+    typed = np.add(session.mics[m].position_m, (0.4, 0.0, 0.0))
+    mics = tuple(dataclasses.replace(mic, position_m=tuple(typed)) if i == m else mic
+                 for i, mic in enumerate(session.mics))
+    path = rendered_session.parent / "ambience-off.toml"
+    dump_session(dataclasses.replace(session, mics=mics, path=path), path)
+    moved = load_session(path)
+    corrections = delay_corrections_s(moved, x, 16000)
+    assert not np.any(np.delete(corrections, m, axis=0))
+    assert np.count_nonzero(corrections[m]) >= 1
+    sources = [s.position_m for s in session.sources]
+    true_tau = arrival_times_s([mic.position_m for mic in session.mics], sources)
+    typed_tau = arrival_times_s([mic.position_m for mic in moved.mics], sources)
+    expected = true_tau[m] - typed_tau[m]  # the reference (stem) mics are where the manifest says
+    measured = corrections[m][corrections[m] != 0]
+    np.testing.assert_allclose(measured, expected[corrections[m] != 0], atol=0.03 / 343.0)
