@@ -116,7 +116,8 @@ def fit_starts(X_host, init, settings: ResolvedSettings, work: Path, fp: str, re
     make the result worse than the blind start, by the model's measure. A blind fit
     that is kept takes the names of the guided fit's outputs
     (:func:`studio_sep.separation.initial.match_outputs`). Each finished start is
-    saved (``fit-<start>.npz``) and not redone after an interruption.
+    saved (``fit-<start>.npz``) and not redone after an interruption; a single start is
+    the plain fit (its checkpoint only).
 
     Returns the kept fit, the record's fields (every start's final log-likelihood and
     the one kept) and the number of iterations run here.
@@ -125,8 +126,9 @@ def fit_starts(X_host, init, settings: ResolvedSettings, work: Path, fp: str, re
 
     fits, iterations_run, n_starts = {}, 0, len(settings.starts)
     for i, start in enumerate(settings.starts):
-        path, fp_s = start_fit_path(work, start), fingerprint("start", fp, start)
-        saved = load_checkpoint(path, fp_s) if resume else None
+        # one start: the fit alone, as it always was (its checkpoint, no start file)
+        path, fp_s = (start_fit_path(work, start), fingerprint("start", fp, start)) if n_starts > 1 else (None, fp)
+        saved = load_checkpoint(path, fp_s) if resume and path else None
         if saved is not None:
             fits[start] = fastmnmf2_result(saved)
             report("separate", (i + 1) * settings.n_iter, n_starts * settings.n_iter,
@@ -142,8 +144,9 @@ def fit_starts(X_host, init, settings: ResolvedSettings, work: Path, fp: str, re
                              progress=(i * settings.n_iter, n_starts * settings.n_iter,
                                        f"{start} start" if n_starts > 1 else ""))
         iterations_run += settings.n_iter - first
-        save_params(path, fit.params, fingerprint=fp_s, iteration=settings.n_iter,
-                    log_likelihood=fit.log_likelihood, ll_iterations=fit.ll_iterations)
+        if path:
+            save_params(path, fit.params, fingerprint=fp_s, iteration=settings.n_iter,
+                        log_likelihood=fit.log_likelihood, ll_iterations=fit.ll_iterations)
         (work / "fit-checkpoint.npz").unlink(missing_ok=True)
         fits[start] = fit
     final = {start: float(fit.log_likelihood[-1]) for start, fit in fits.items()}
