@@ -89,7 +89,8 @@ class SessionOutcome:
 
 def find_sessions(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Manifests from files, folders (a ``session.toml`` in it, else in its subfolders)
-    and glob patterns, in the order given, without duplicates.
+    and glob patterns, in the order given, without duplicates. A path that exists is
+    taken as written, not as a pattern.
 
     Raises
     ------
@@ -100,7 +101,9 @@ def find_sessions(paths: Iterable[str | os.PathLike]) -> list[Path]:
     found: dict[Path, None] = {}
     for raw in paths:
         text = str(raw)
-        matches = [Path(p) for p in sorted(glob.glob(text, recursive=True))] if glob.has_magic(text) else [Path(text)]
+        # a path that exists is taken as written, even when it holds glob characters ("[day 2]")
+        pattern = glob.has_magic(text) and not Path(text).exists()
+        matches = [Path(p) for p in sorted(glob.glob(text, recursive=True))] if pattern else [Path(text)]
         if not matches:
             raise InputError(None, "sessions", f"{text!r} matches no file or folder",
                              "give session.toml files, folders of sessions or a quoted glob")
