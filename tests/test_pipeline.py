@@ -229,6 +229,9 @@ def test_cli_evaluate_without_a_run_is_one_line(rendered_session: Path, tmp_path
     result = runner.invoke(app, ["evaluate", str(rendered_session), "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "no separation run found" in result.stderr and "studio-sep separate" in result.stderr
+    mixed = runner.invoke(app, ["mix", str(rendered_session), "--out", str(tmp_path)])
+    assert mixed.exit_code == 2 and "no separation run to mix" in mixed.stderr
+    assert not list(tmp_path.iterdir())  # nothing written: not even the lock's folder
 
 
 def test_fewer_mics_than_sources_start_blind_by_default(rendered_session: Path, tmp_path: Path) -> None:

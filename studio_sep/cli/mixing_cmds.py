@@ -34,7 +34,7 @@ def mix(
                               pan=parse_levels(pan or [], "--pan", low=-1.0, high=1.0),
                               mute=frozenset(mute or []), unmute=frozenset(unmute or []), solo=frozenset(solo or []))
         session = load_session(manifest)
-        with session_lock(out / session.name), StageProgress(console) as progress:
+        with session_lock(out / session.name, create=from_ == "truth"), StageProgress(console) as progress:
             outcome = mix_session(session, out, find_preset(preset), source=from_, overrides=overrides,
                                   callback=progress)
     print_mix(outcome)

@@ -171,6 +171,6 @@ def evaluate(
 
     with user_errors(out):
         session = load_session(manifest)
-        with session_lock(out / session.name), StageProgress(console) as progress:
+        with session_lock(out / session.name, create=False), StageProgress(console) as progress:
             metrics = evaluate_run(session, out, reference_mic=reference_mic, callback=progress)
     print_metrics(metrics, Path(out) / session.name / "report")

@@ -258,15 +258,20 @@ class SessionBusyError(StudioSepError):
 
 
 @contextmanager
-def session_lock(folder: str | os.PathLike) -> Iterator[None]:
+def session_lock(folder: str | os.PathLike, *, create: bool = True) -> Iterator[None]:
     """Hold an exclusive lock on a session's output folder for the duration.
 
     The lock dies with the process (SIGKILL included), so a killed run never blocks
     the next one. Leftover temporary files of a killed run (``.<name>.*.part``) are
-    removed once the lock is held.
+    removed once the lock is held. ``create=False`` (a command that only reads and adds
+    to an existing run: mix, evaluate) takes no lock and writes nothing where no run has
+    been: the command then stops with its own "no separation run" error.
     """
     folder = Path(folder)
     work = folder / WORK_DIR
+    if not create and not work.is_dir():
+        yield
+        return
     work.mkdir(parents=True, exist_ok=True)
     handle = open(work / "lock", "a+")
     try:
