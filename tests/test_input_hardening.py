@@ -70,6 +70,21 @@ def test_one_silent_mic_is_a_warning(session_dir: Path) -> None:
     assert "warning: mics[1] (room_r): channel 2 of audio/multi.wav is digitally silent" in result.stderr
 
 
+def test_a_silent_mic_warning_reaches_separate_and_run(session_dir: Path, tmp_path: Path) -> None:
+    x = 0.1 * np.random.default_rng(1).standard_normal((N, 2))
+    x[:, 1] = 0.0
+    _write(session_dir / "audio/multi.wav", x)
+    text = "warning: mics[1] (room_r): channel 2 of audio/multi.wav is digitally silent"
+    separated = runner.invoke(app, ["separate", str(session_dir), "--out", str(tmp_path / "a"), "--iterations", "1",
+                                    "--device", "cpu"])
+    assert separated.exit_code == 0, separated.output
+    assert separated.stderr.count(text) == 1
+    batch = runner.invoke(app, ["run", str(session_dir), "--out", str(tmp_path / "b"), "--iterations", "1",
+                                "--device", "cpu", "--no-mix", "--no-evaluate", "--json"])
+    assert batch.exit_code == 0, batch.output
+    assert text in batch.stdout
+
+
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the NaN on its way
 def test_a_fit_gone_nan_is_an_error_not_a_finished_stage(session_dir: Path, tmp_path: Path) -> None:
     session = load_session(session_dir)  # validated with signal; then the files go silent

@@ -291,7 +291,8 @@ def _run_stages(job: SessionJob, folder: Path, outcome: SessionOutcome, log, sta
     settings = resolve_settings(session, options.separation)
     for preset in options.presets:
         check_preset_routes(session, preset, settings.stem_mics)
-    for warning in check_geometry(session).warnings:  # typed coordinates against the recording, once a run
+    # the audio's (a silent mic), then typed coordinates against the recording, once a run
+    for warning in (*session.warnings, *check_geometry(session).warnings):
         log(f"warning: {warning}")
         event("info", message=f"warning: {warning}")
     stage_end("validate", "ran")

@@ -19,7 +19,6 @@ from studio_sep import __version__
 from studio_sep.cli import classnet_cmds, mixing_cmds, separation_cmds, session_cmds
 from studio_sep.cli.printing import console, print_error
 
-
 #: The base of typer's usage errors (bad option values, unknown commands): typer prints them.
 _USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 

@@ -9,7 +9,14 @@ import typer
 from rich.markup import escape
 
 from studio_sep.cli.options import DEFAULT_PRESETS_DIR, find_preset, parse_levels
-from studio_sep.cli.printing import StageProgress, console, print_mix, print_plugin, user_errors
+from studio_sep.cli.printing import (
+    StageProgress,
+    console,
+    print_mix,
+    print_plugin,
+    print_session_warnings,
+    user_errors,
+)
 
 
 def mix(
@@ -34,6 +41,7 @@ def mix(
                               pan=parse_levels(pan or [], "--pan", low=-1.0, high=1.0),
                               mute=frozenset(mute or []), unmute=frozenset(unmute or []), solo=frozenset(solo or []))
         session = load_session(manifest)
+        print_session_warnings(session)
         with session_lock(out / session.name, create=from_ == "truth"), StageProgress(console) as progress:
             outcome = mix_session(session, out, find_preset(preset), source=from_, overrides=overrides,
                                   callback=progress)

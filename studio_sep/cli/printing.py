@@ -12,8 +12,8 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -43,6 +43,12 @@ def user_errors(folder: Path | None = None) -> Iterator[None]:
 def print_error(message: str) -> None:
     """``error: <message>`` on stderr, the message (user text) printed as it is."""
     err_console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
+
+
+def print_session_warnings(session) -> None:
+    """The session's own warnings (a digitally silent mic), one ``warning:`` line each."""
+    for warning in session.warnings:
+        print_warning(warning)
 
 
 def print_warning(message: str) -> None:

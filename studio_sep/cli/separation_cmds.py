@@ -36,6 +36,7 @@ from studio_sep.cli.printing import (
     err_console,
     print_metrics,
     print_separation,
+    print_session_warnings,
     user_errors,
 )
 from studio_sep.util.errors import InputError
@@ -60,6 +61,7 @@ def separate(
                                       stem_mic, format, max_memory, prior, prior_model, clap_checkpoint,
                                       roberta_dir, blind_start)
         session = load_session(manifest)
+        print_session_warnings(session)
         resolve_settings(session, options)  # bad settings stop before the lock makes the session's folder
         with session_lock(out / session.name), StageProgress(console) as progress:
             result = separate_session(session, out, options, callback=progress)
@@ -171,6 +173,7 @@ def evaluate(
 
     with user_errors(out):
         session = load_session(manifest)
+        print_session_warnings(session)
         with session_lock(out / session.name, create=False), StageProgress(console) as progress:
             metrics = evaluate_run(session, out, reference_mic=reference_mic, callback=progress)
     print_metrics(metrics, Path(out) / session.name / "report")
