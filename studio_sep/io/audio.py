@@ -76,15 +76,8 @@ def _wav_truncation(path: Path) -> tuple[int, int] | None:
     shorter take. The placeholder sizes of an unfinished recording (0, 0xFFFFFFFF) are
     not checked."""
     with open(path, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"WAVE":
-            return None
         file_size, block_align = os.fstat(f.fileno()).st_size, 0
-        while True:
-            chunk = f.read(8)
-            if len(chunk) < 8:
-                return None
-            chunk_id, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+        for chunk_id, length in _wav_chunks(f):
             if chunk_id == b"data":
                 held = file_size - f.tell()
                 if not block_align or length in (0, 0xFFFFFFFF) or length <= held:
@@ -92,8 +85,24 @@ def _wav_truncation(path: Path) -> tuple[int, int] | None:
                 return length // block_align, held // block_align
             if chunk_id == b"fmt " and length >= 14:
                 block_align = struct.unpack("<H", f.read(14)[12:14])[0]
-                length -= 14
-            f.seek(length + (length & 1), os.SEEK_CUR)
+    return None
+
+
+def _wav_chunks(f):
+    """``(chunk id, length)`` of every chunk of an open RIFF WAVE file, the file positioned at
+    the chunk's data when each is given (the caller may read from it); nothing for another
+    kind of file."""
+    head = f.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"WAVE":
+        return
+    while True:
+        chunk = f.read(8)
+        if len(chunk) < 8:
+            return
+        chunk_id, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+        start = f.tell()
+        yield chunk_id, length
+        f.seek(start + length + (length & 1))
 
 
 def read_audio(
@@ -225,14 +234,7 @@ def _bext_payload(b: Bext) -> bytes:
 def read_bext(path: str | os.PathLike) -> Bext | None:
     """The ``bext`` chunk of a WAV file, or None when it has none."""
     with open(path, "rb") as f:
-        head = f.read(12)
-        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return None
-        while True:
-            chunk = f.read(8)
-            if len(chunk) < 8:
-                return None
-            cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+        for cid, size in _wav_chunks(f):
             if cid == b"bext":
                 data = f.read(size)
                 fields = struct.unpack(_BEXT_FORMAT, data[:602])
@@ -241,7 +243,7 @@ def read_bext(path: str | os.PathLike) -> Bext | None:
                             originator_reference=text(fields[2]), origination_date=text(fields[3]),
                             origination_time=text(fields[4]), time_reference=fields[5] | (fields[6] << 32),
                             coding_history=text(data[602:]))
-            f.seek(size + (size & 1), os.SEEK_CUR)
+    return None
 
 
 def _insert_bext(src: Path, dst: Path, bext: Bext) -> None:
