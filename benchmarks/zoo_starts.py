@@ -8,7 +8,7 @@ the blind start (``--init circular``), this computes what a two-start separation
    never the ground truth);
 2. when the blind start wins, name its outputs without the spot-mic rule: output k goes to
    the source whose guided-start spectral model ``λ_n = W_n H_n`` its own ``λ_k`` correlates
-   with best (log-power correlation over all bins, Hungarian assignment).
+   with best (:func:`studio_sep.separation.initial.match_outputs`, as the pipeline does).
 
 Both fits are the runs' own (``.studio-sep/fit.npz``), so the result is exactly what the
 pipeline would write; only the choice and the naming are computed here. It also reports
@@ -36,27 +36,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 
-def spectral_models(fit_path: Path) -> np.ndarray:
-    """``log λ`` of every output of a fit, ``(N, F·T)``."""
-    with np.load(fit_path) as fit:
-        lam = np.einsum("nfk,nkt->nft", fit["W_NFK"], fit["H_NKT"])
-    return np.log(np.maximum(lam, 1e-30)).reshape(len(lam), -1)
-
-
-def name_by_models(blind_log_lam: np.ndarray, guided_log_lam: np.ndarray) -> list[int]:
-    """For each source n, the blind output that continues the guided model's source n."""
-    from scipy.optimize import linear_sum_assignment
-
-    a = blind_log_lam - blind_log_lam.mean(axis=1, keepdims=True)
-    b = guided_log_lam - guided_log_lam.mean(axis=1, keepdims=True)
-    corr = (a @ b.T) / np.outer(np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1))  # [blind k, source n]
-    k, n = linear_sum_assignment(-corr)
-    order = [0] * len(n)
-    for kk, nn in zip(k, n):
-        order[nn] = int(kk)
-    return order
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("work", type=Path)
@@ -65,7 +44,9 @@ def main(argv=None) -> int:
 
     from studio_sep.dsp.metrics import bss_metrics
     from studio_sep.io import audio as audio_io
+    from studio_sep.separation.initial import match_outputs
     from studio_sep.session import load_session
+    from studio_sep.stages.checkpoints import load_params
 
     rows = []
     for scene in sorted(p for p in args.work.iterdir() if (p / "render.json").is_file()):
@@ -94,8 +75,8 @@ def main(argv=None) -> int:
 
         ll = {c: record[c]["log_likelihood"]["final"] for c in runs}
         guided, blind_named = sdr(images(runs["default"])), sdr(images(runs["blind"]))
-        order = name_by_models(spectral_models(runs["blind"] / ".studio-sep" / "fit.npz"),
-                               spectral_models(runs["default"] / ".studio-sep" / "fit.npz"))
+        order = list(match_outputs(load_params(runs["blind"] / ".studio-sep" / "fit.npz")[0],
+                                   load_params(runs["default"] / ".studio-sep" / "fit.npz")[0]))
         blind_by_models = sdr(images(runs["blind"], order))
         blind_oracle = max(sdr(images(runs["blind"], list(p))) for p in itertools.permutations(range(len(order))))
         pick = "blind" if ll["blind"] > ll["default"] else "default"
