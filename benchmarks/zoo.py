@@ -52,6 +52,9 @@ CONFIGS: dict[str, dict] = {
     "classnet": {"prior": "classnet"},
     "blind": {"init": ["circular"]},
     "nfft2048": {"n_fft": 2048, "hop": 512},
+    "window2x": {"window_scale": 2},  # twice the default STFT window at the session's rate (128 ms)
+    "seed1": {"seed": 1},
+    "seed2": {"seed": 2},
     "geometry": {"init": ["geometry"], "prior": "none"},
 }
 PEER = "pra"
@@ -81,6 +84,12 @@ def worker(spec: dict) -> dict:
         options = dict(spec["options"])
         if "init" in options:
             options["init"] = tuple(options["init"])
+        if "window_scale" in options:  # a multiple of the default window at the rate the fit runs at
+            from studio_sep.dsp.stft import default_fft_size
+
+            rate = options.get("processing_sample_rate") or session.processing_sample_rate or session.sample_rate
+            n_fft = default_fft_size(rate)[0] * options.pop("window_scale")
+            options.update(n_fft=n_fft, hop=n_fft // 4)
         t0 = time.perf_counter()
         result = separate_session(session, spec["out"], SeparationOptions(**options), force=True)
         wall = time.perf_counter() - t0
@@ -236,7 +245,8 @@ def _f(v, fmt="{:+.1f}"):
 def markdown(report: dict) -> str:
     s, configs = report["summary"], report["configs"]
     lines = [f"# Scene zoo: {report['n_scenes']} sessions of {report['duration_s']:g} s (zoo seed {report['seed']})",
-             "", f"{report['date']}, commit {report['commit']}; {report['machine']['cpu']}, one BLAS thread per job, "
+             "", f"{report['date']}, commit {report['commit']} (rows from {', '.join(report['rows_from_commits'])}); "
+             f"{report['machine']['cpu']}, one BLAS thread per job, "
              f"{report['jobs']} jobs at once. dB; a session's value is its mean over sources. "
              f"pyroomacoustics: {report['pra_iterations']} iterations, best permutation at the reference mic. "
              "`X:init-start` and `X:blind-start`: configuration X's two fits, each scored alone (the init start "
@@ -283,6 +293,9 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "studio-sep" / "zoo")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--with-commits", default="",
+                        help="comma-separated earlier commits whose rows count as this one's (for configurations "
+                             "whose code path did not change between them); the peer's rows are reused from any commit")
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(jsonable(worker(json.loads(args.worker)))))
@@ -325,7 +338,14 @@ def main(argv=None) -> int:
         for line in results_path.read_text().splitlines():
             row = json.loads(line)
             done[(row["index"], row["config"], row["commit"])] = row
-    todo = [(i, c) for i in manifests for c in configs if (i, c, commit) not in done]
+    same = {commit, *(c.strip() for c in args.with_commits.split(",") if c.strip())}
+
+    def kept(i, c):
+        """This scene's row for configuration c from a commit that counts as this one (the peer: any)."""
+        rows = [r for (j, cc, k), r in done.items() if j == i and cc == c and (k in same or c == PEER)]
+        return rows[-1] if rows else None
+
+    todo = [(i, c) for i in manifests for c in configs if kept(i, c) is None]
     log(f"{len(todo)} jobs to run ({len(done)} results kept)")
 
     def one(job):
@@ -342,12 +362,15 @@ def main(argv=None) -> int:
 
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(one, todo))
-    rows = [json.loads(line) for line in results_path.read_text().splitlines()]
-    rows = [r for r in rows if r["commit"] == commit and r["index"] in manifests and r["config"] in configs]
+    for line in results_path.read_text().splitlines():
+        row = json.loads(line)
+        done[(row["index"], row["config"], row["commit"])] = row
+    rows = [r for r in (kept(i, c) for i in manifests for c in configs) if r is not None]
     rows, configs = with_start_rows(rows, configs)
     report = {"date": dt.date.today().isoformat(), "commit": commit, "seed": seed, "n_scenes": len(manifests),
               "duration_s": args.duration, "jobs": args.jobs, "pra_iterations": args.pra_iterations,
-              "configs": configs, "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "memory_gib": memory_gib()},
+              "configs": configs,
+              "rows_from_commits": sorted({r["commit"] for r in rows}), "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "memory_gib": memory_gib()},
               "versions": package_versions(["pyroomacoustics", "fast-bss-eval", "scipy"]),
               "summary": summarise(rows, scenes, configs), "scenes": scenes}
     text = markdown(report)
