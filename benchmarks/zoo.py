@@ -48,6 +48,7 @@ CONFIGS: dict[str, dict] = {
     "default": {},
     "two-starts": {"blind_start": True},  # the guided init and the blind start, the higher log-likelihood kept
     "delays": {"measured_delays": True},  # the geometric start's delays measured on the recording
+    "steering": {"measured_steering": True},  # the geometric start's steering vectors measured at the stem mics
     "nmf": {"prior": "nmf"},
     "classnet": {"prior": "classnet"},
     "blind": {"init": ["circular"]},
@@ -58,6 +59,9 @@ CONFIGS: dict[str, dict] = {
     "geometry": {"init": ["geometry"], "prior": "none"},
 }
 PEER = "pra"
+#: Rows that do not depend on studio-sep's separation code: reused from any commit.
+ORACLE = "oracle-mwf"
+REFERENCES = (PEER, ORACLE)
 
 
 # ----------------------------------------------------------------------------- workers
@@ -106,6 +110,9 @@ def worker(spec: dict) -> dict:
                 "prior": sep["prior"]["kind"] if isinstance(sep["prior"], dict) else sep["prior"],
                 "start_kept": sep.get("start_kept")}
 
+    if spec["kind"] == "oracle":
+        return oracle_row(session)
+
     # the peer: pyroomacoustics' FastMNMF2 at 16 kHz on its own STFT, scored at the reference mic
     import pyroomacoustics as pra
 
@@ -138,6 +145,42 @@ def worker(spec: dict) -> dict:
     return {"sdr_ref": float(np.mean(best["sdr"])), "si_sdr_ref": float(np.mean(best["si_sdr"])),
             "delta_sdr_ref": float(np.mean(best["sdr"] - mix["sdr"])), "sdr_stem": None,
             "per_iteration_s": fit_s / spec["n_iter"], "wall_s": fit_s}
+
+
+def oracle_row(session) -> dict:
+    """The oracle full-rank multichannel Wiener filter (``oracle_mwf.py``: every source's
+    spatial covariance and power taken from its true images) at the rate and STFT the
+    default separation runs at, scored at the reference mic: a ceiling for a Gaussian
+    full-rank spatial model at that resolution, which FastMNMF2 approaches from below."""
+    import numpy as np
+
+    from oracle_mwf import oracle_wiener
+    from studio_sep.dsp import stft
+    from studio_sep.dsp.metrics import bss_metrics
+    from studio_sep.dsp.resample import resample
+    from studio_sep.io import audio as audio_io
+    from studio_sep.session import load_mics
+    from studio_sep.stages.settings import resolve_settings
+
+    settings = resolve_settings(session)
+    native, rate = session.sample_rate, settings.processing_sample_rate
+    x_MS = load_mics(session)
+    x_proc = resample(x_MS, native, rate)
+    X = stft.stft(x_proc, n_fft=settings.n_fft, hop=settings.hop)
+    images = [audio_io.read_audio(session.truth.images[s.name])[0] for s in session.sources]
+    C = np.stack([stft.stft(resample(img, native, rate), n_fft=settings.n_fft, hop=settings.hop) for img in images])
+    t0 = time.perf_counter()
+    S = oracle_wiener(X, C)
+    wall = time.perf_counter() - t0
+    est = np.stack([resample(stft.istft(S[n][:, :, :1], n_fft=settings.n_fft, hop=settings.hop,
+                                        n_samples=x_proc.shape[1])[0], rate, native, n_samples=x_MS.shape[1])
+                    for n in range(len(images))])
+    truth = np.stack([img[0] for img in images])
+    m = bss_metrics(truth, est)
+    mix = bss_metrics(truth, np.repeat(x_MS[:1], len(images), axis=0))
+    return {"sdr_ref": float(np.mean(m["sdr"])), "si_sdr_ref": float(np.mean(m["si_sdr"])),
+            "delta_sdr_ref": float(np.mean(m["sdr"] - mix["sdr"])), "sdr_stem": None, "per_iteration_s": None,
+            "wall_s": wall, "processing_sample_rate": rate}
 
 
 def score_starts(session, options: dict, folder: Path) -> dict:
@@ -289,6 +332,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="zoo seed (default: studio_sep.sim.zoo_scenes.ZOO_SEED)")
     parser.add_argument("--configs", default="default", help=f"of {', '.join(CONFIGS)}")
     parser.add_argument("--no-peer", action="store_true", help="skip pyroomacoustics")
+    parser.add_argument("--oracle", action="store_true",
+                        help="also the oracle full-rank multichannel Wiener filter (a ceiling, from the true images)")
     parser.add_argument("--pra-iterations", type=int, default=30)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "studio-sep" / "zoo")
@@ -311,6 +356,8 @@ def main(argv=None) -> int:
         parser.error(f"unknown configuration {unknown[0]!r}; known: {', '.join(CONFIGS)}")
     if not args.no_peer:
         configs.append(PEER)
+    if args.oracle:
+        configs.append(ORACLE)
     commit = _commit()
     indices = list(range(args.first, args.first + args.n))
     scenes = {i: draw_scene(i, seed).to_dict() for i in indices}
@@ -342,7 +389,7 @@ def main(argv=None) -> int:
 
     def kept(i, c):
         """This scene's row for configuration c from a commit that counts as this one (the peer: any)."""
-        rows = [r for (j, cc, k), r in done.items() if j == i and cc == c and (k in same or c == PEER)]
+        rows = [r for (j, cc, k), r in done.items() if j == i and cc == c and (k in same or c in REFERENCES)]
         return rows[-1] if rows else None
 
     todo = [(i, c) for i in manifests for c in configs if kept(i, c) is None]
@@ -351,6 +398,7 @@ def main(argv=None) -> int:
     def one(job):
         i, c = job
         spec = ({"kind": "pra", "manifest": manifests[i], "n_iter": args.pra_iterations, "seed": 0} if c == PEER
+                else {"kind": "oracle", "manifest": manifests[i]} if c == ORACLE
                 else {"kind": "ours", "manifest": manifests[i], "options": CONFIGS[c],
                       "out": str(work / "out" / c)})
         row = {"index": i, "config": c, "commit": commit, **run_job(spec)}
