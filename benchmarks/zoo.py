@@ -48,7 +48,8 @@ CONFIGS: dict[str, dict] = {
     "default": {},
     "two-starts": {"blind_start": True},  # the guided init and the blind start, the higher log-likelihood kept
     "delays": {"measured_delays": True},  # the geometric start's delays measured on the recording
-    "steering": {"measured_steering": True},  # the geometric start's steering vectors measured at the stem mics
+    "delays+window2x": {"measured_delays": True, "window_scale": 2},
+    "wpe": {"wpe": True},  # the model fitted to the mics dereverberated by WPE (nara-wpe)
     "nmf": {"prior": "nmf"},
     "classnet": {"prior": "classnet"},
     "blind": {"init": ["circular"]},

@@ -97,6 +97,9 @@ class SeparationSettings:
     #: Correct the geometric start's inter-mic delays by those measured on the recording
     #: (GCC-PHAT against each source's stem mic). None: off.
     measured_delays: bool | None = None
+    #: Fit the model to the mics dereverberated by WPE (``nara-wpe``); the images are still
+    #: the fitted Wiener filters applied to the recorded mics. None: off.
+    wpe: bool | None = None
 
     def over(self, other: SeparationSettings) -> SeparationSettings:
         """These settings where set, else ``other``'s, field by field."""

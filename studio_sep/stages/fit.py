@@ -14,7 +14,7 @@ from studio_sep.stages.checkpoints import block_fit_path, check_finite, load_che
 from studio_sep.stages.memory import MemoryPlan
 from studio_sep.stages.runrecord import fingerprint
 from studio_sep.stages.settings import BLIND_INIT, ResolvedSettings
-from studio_sep.stages.signals import mic_signals
+from studio_sep.stages.signals import fit_spectrogram, mic_signals
 
 #: The fit writes a checkpoint every this many iterations (resume after a kill).
 CHECKPOINT_EVERY = 10
@@ -88,7 +88,7 @@ def fit_blocks(session: Session, settings: ResolvedSettings, plan: MemoryPlan, w
                 report("separate", (b + 1) * settings.n_iter, plan.n_blocks * settings.n_iter,
                        detail=f"block {b + 1}/{plan.n_blocks} done earlier")
                 continue
-        X_host = mic_signals(session, settings, start, stop)[2]
+        X_host = fit_spectrogram(mic_signals(session, settings, start, stop)[2], settings)
         init = load_params(work / "prior.npz")[0] if b == 0 else None
         fit, first = run_fit(X_host, init, settings, work, fp_b, report, resume=not force, carry=previous,
                              progress=(b * settings.n_iter, plan.n_blocks * settings.n_iter,

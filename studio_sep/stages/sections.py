@@ -71,7 +71,9 @@ def separation_fingerprints(session: Session, settings: ResolvedSettings, hashes
     prior = fingerprint("prior", mics, sources, settings.init, settings.n_basis, settings.n_fft, settings.hop,
                         settings.processing_sample_rate, settings.seed, settings.dictionary_iterations, blocks,
                         settings.prior, settings.stem_mics if settings.prior["kind"] != "none" or
-                        settings.measured_delays else None, *(["measured delays"] if settings.measured_delays else []))
+                        settings.measured_delays else None,
+                        *(["measured delays"] if settings.measured_delays else []),
+                        *(["wpe"] if settings.wpe else []))
     separate = fingerprint("separate", prior, settings.n_iter, settings.normalize_every,
                            settings.log_likelihood_every, settings.device, settings.dtype,
                            *([settings.starts] if settings.starts != ("init",) else []))

@@ -35,7 +35,7 @@ from studio_sep.stages.prior import prior_stage
 from studio_sep.stages.runrecord import WORK_DIR, FileHashes, ProgressCallback, RunRecord
 from studio_sep.stages.sections import run_sections, separation_fingerprints
 from studio_sep.stages.settings import ResolvedSettings, SeparationOptions, resolve_settings
-from studio_sep.stages.signals import mic_signals
+from studio_sep.stages.signals import fit_spectrogram, mic_signals
 
 
 @dataclass(frozen=True)
@@ -133,15 +133,16 @@ class _OnePass:
                  force: bool):
         self.session, self.settings, self.work, self.report, self.force = session, settings, work, report, force
         self.x_MS, self.x_proc, self.X_host = mic_signals(session, settings)
+        self.X_fit = fit_spectrogram(self.X_host, settings)
 
     def first_signals(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.x_proc, self.X_host
+        return self.x_proc, self.X_fit
 
     def fit(self, fp: str) -> tuple[list[Path], dict, int]:
         """Fit, save ``fit.npz``; the files, the record's fields and the iterations run."""
         work, settings = self.work, self.settings
         init, _ = load_params(work / "prior.npz")
-        fit, fields, iterations_run = fit_starts(self.X_host, init, settings, work, fp, self.report,
+        fit, fields, iterations_run = fit_starts(self.X_fit, init, settings, work, fp, self.report,
                                                  resume=not self.force)
         save_params(work / "fit.npz", fit.params, log_likelihood=fit.log_likelihood,
                     ll_iterations=fit.ll_iterations)
@@ -166,7 +167,8 @@ class _InBlocks:
         self.report, self.force = report, force
 
     def first_signals(self) -> tuple[np.ndarray, np.ndarray]:
-        return mic_signals(self.session, self.settings, *self.plan.bounds()[0])[1:]
+        x_proc, X_host = mic_signals(self.session, self.settings, *self.plan.bounds()[0])[1:]
+        return x_proc, fit_spectrogram(X_host, self.settings)
 
     def fit(self, fp: str) -> tuple[list[Path], dict, int]:
         """Fit every block; the files, the record's fields and the iterations run."""

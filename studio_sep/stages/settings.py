@@ -4,6 +4,7 @@ into one concrete, frozen :class:`ResolvedSettings`; the choice of every source'
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ class ResolvedSettings:
     starts: tuple[str, ...] = ("init",)
     #: The geometric start uses the inter-mic delays measured on the recording.
     measured_delays: bool = False
+    #: The model is fitted to the mics dereverberated by WPE (:func:`studio_sep.stages.signals.fit_spectrogram`).
+    wpe: bool = False
 
 
 def resolve_settings(session: Session, options: SeparationOptions = SeparationOptions()) -> ResolvedSettings:
@@ -99,13 +102,18 @@ def resolve_settings(session: Session, options: SeparationOptions = SeparationOp
 
     prior = resolve_prior(session, prior_kind, model=chosen.prior_model,
                           clap=dict(chosen.clap) if chosen.clap else None)
+    wpe = bool(pick("wpe", False))
+    if wpe and importlib.util.find_spec("nara_wpe") is None:
+        raise InputError(None, "separation.wpe", "WPE needs the nara-wpe package, which is not installed",
+                         "pip install 'studio-sep[dereverb]', or leave wpe off")
     guided = init != BLIND_INIT
     starts = ("init", "blind") if pick("blind_start", False) and guided else ("init",)
     return ResolvedSettings(init=init, n_iter=n_iter, n_basis=n_basis, n_fft=n_fft, hop=hop, device=device,
                             dtype=dtype, seed=seed, sample_rate=native, processing_sample_rate=proc_sr,
                             stem_mics=stem_mics, subtype=chosen.subtype or "float32", prior=prior.describe(),
                             starts=starts, measured_delays=bool(pick("measured_delays", False))
-                            and "geometry" in init and len(session.mics) > 1)
+                            and "geometry" in init and len(session.mics) > 1,
+                            wpe=wpe)
 
 
 def _where(session: Session, options: SeparationOptions, field: str) -> tuple:

@@ -27,6 +27,24 @@ def mic_signals(session: Session, settings: ResolvedSettings, start: int = 0, st
     return x_MS, x_proc, stft_of(x_proc, settings)
 
 
+#: WPE (nara-wpe): prediction taps and delay in frames, iterations.
+WPE_TAPS, WPE_DELAY, WPE_ITERATIONS = 10, 3, 3
+
+
+def fit_spectrogram(X_FTM: np.ndarray, settings: ResolvedSettings) -> np.ndarray:
+    """The STFT the model is fitted to: the mics' own, or with ``settings.wpe`` the mics
+    dereverberated by weighted prediction error (nara-wpe; the late reverberation of every
+    mic predicted from the delayed past of all mics, ``WPE_TAPS`` frames from
+    ``WPE_DELAY`` on, and removed). The images are always made from the mics' own STFT."""
+    if not settings.wpe:
+        return X_FTM
+    from nara_wpe.wpe import wpe  # present: resolve_settings checked
+
+    Y_FMT = np.ascontiguousarray(np.transpose(X_FTM, (0, 2, 1)))
+    return np.ascontiguousarray(np.transpose(wpe(Y_FMT, taps=WPE_TAPS, delay=WPE_DELAY, iterations=WPE_ITERATIONS),
+                                             (0, 2, 1)))
+
+
 def reference_power(session: Session, settings: ResolvedSettings) -> list[np.ndarray]:
     """Power spectrogram (F, T_n) of every source's solo reference take at the processing rate."""
     from studio_sep.dsp import stft
