@@ -296,11 +296,11 @@ def markdown(report: dict) -> str:
              "`X:init-start` and `X:blind-start`: configuration X's two fits, each scored alone (the init start "
              "alone is what X did before two starts; the blind one named as the pipeline names it); "
              "`X:blind-oracle`: the blind fit with the best permutation.", "",
-             "| configuration | SDR ref median | p10 | worst | SI-SDR ref median | p10 | ΔSDR ref median "
-             "| SDR stem median | p10 | failed | s/iteration |", "|" + "---|" * 11]
+             "| configuration | n | SDR ref median | p10 | worst | SI-SDR ref median | p10 | ΔSDR ref median "
+             "| SDR stem median | p10 | failed | s/iteration |", "|" + "---|" * 12]
     for c in configs:
         o = s["overall"][c]
-        lines.append(f"| {c} | {_f(o['sdr_ref']['median'])} | {_f(o['sdr_ref']['p10'])} | {_f(o['sdr_ref']['worst'])} "
+        lines.append(f"| {c} | {o['sdr_ref']['n']} | {_f(o['sdr_ref']['median'])} | {_f(o['sdr_ref']['p10'])} | {_f(o['sdr_ref']['worst'])} "
                      f"| {_f(o['si_sdr_ref']['median'])} | {_f(o['si_sdr_ref']['p10'])} "
                      f"| {_f(o['delta_sdr_ref']['median'])} | {_f(o['sdr_stem']['median'])} "
                      f"| {_f(o['sdr_stem']['p10'])} | {o['failed']} | {_f(o['per_iteration_s'], '{:.3f}')} |")
@@ -333,6 +333,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="zoo seed (default: studio_sep.sim.zoo_scenes.ZOO_SEED)")
     parser.add_argument("--configs", default="default", help=f"of {', '.join(CONFIGS)}")
     parser.add_argument("--no-peer", action="store_true", help="skip pyroomacoustics")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: the table of the rows already in results.jsonl (a configuration's "
+                             "median over the scenes it has)")
     parser.add_argument("--oracle", action="store_true",
                         help="also the oracle full-rank multichannel Wiener filter (a ceiling, from the true images)")
     parser.add_argument("--pra-iterations", type=int, default=30)
@@ -393,7 +396,7 @@ def main(argv=None) -> int:
         rows = [r for (j, cc, k), r in done.items() if j == i and cc == c and (k in same or c in REFERENCES)]
         return rows[-1] if rows else None
 
-    todo = [(i, c) for i in manifests for c in configs if kept(i, c) is None]
+    todo = [] if args.report_only else [(i, c) for i in manifests for c in configs if kept(i, c) is None]
     log(f"{len(todo)} jobs to run ({len(done)} results kept)")
 
     def one(job):
@@ -419,7 +422,7 @@ def main(argv=None) -> int:
     report = {"date": dt.date.today().isoformat(), "commit": commit, "seed": seed, "n_scenes": len(manifests),
               "duration_s": args.duration, "jobs": args.jobs, "pra_iterations": args.pra_iterations,
               "configs": configs,
-              "rows_from_commits": sorted({r["commit"] for r in rows}), "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "memory_gib": memory_gib()},
+              "rows_from_commits": sorted({r["commit"] for r in rows if "commit" in r}), "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "memory_gib": memory_gib()},
               "versions": package_versions(["pyroomacoustics", "fast-bss-eval", "scipy"]),
               "summary": summarise(rows, scenes, configs), "scenes": scenes}
     text = markdown(report)
