@@ -202,8 +202,8 @@ def score_starts(session, options: dict, folder: Path) -> dict:
     from studio_sep.stages.signals import mic_signals
 
     work = folder / ".studio-sep"
-    if not (work / "fit-blind.npz").is_file():
-        return {}
+    if not options.get("blind_start") or not (work / "fit-blind.npz").is_file():
+        return {}  # one start (a start file left by an earlier two-start run in this folder is not this run's)
     settings = resolve_settings(session, SeparationOptions(**options))
     x_MS, x_proc, X_host = mic_signals(session, settings)
     truth = np.stack([audio_io.read_audio(session.truth.images[s.name], channels=[0])[0][0] for s in session.sources])
@@ -231,6 +231,8 @@ def with_start_rows(rows: list[dict], configs: list[str]) -> tuple[list[dict], l
     configuration per start (its fit scored alone at the reference mic)."""
     extra, names = [], []
     for c in configs:
+        if not CONFIGS.get(c, {}).get("blind_start"):
+            continue  # rows of single-start runs may carry scores of an earlier run's start files
         for key, label in START_ROWS.items():
             mine = [r for r in rows if r["config"] == c and r.get(key) is not None]
             if mine:
