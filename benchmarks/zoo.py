@@ -275,12 +275,40 @@ def summarise(rows: list[dict], scenes: dict[int, dict], configs: list[str]) -> 
                              for k in ("sdr_ref", "si_sdr_ref", "delta_sdr_ref", "sdr_stem")}
         out["overall"][c]["failed"] = sum(1 for r in mine if "error" in r)
         out["overall"][c]["per_iteration_s"] = _quantiles([r.get("per_iteration_s") for r in mine])["median"]
+    out["paired"] = paired_with_base(rows, configs)
     axes = next(iter(scenes.values()))["axes"].keys() if scenes else []
     for axis in axes:
         values = sorted({str(s["axes"][axis]) for s in scenes.values()}, key=lambda v: (len(v), v))
         out["axes"][axis] = {v: {c: _quantiles([r.get("sdr_ref") for r in rows if r["config"] == c and
                                                 str(scenes[r["index"]]["axes"][axis]) == v])
                                  for c in configs} for v in values}
+    return out
+
+
+#: The configuration every other is paired with (same sessions) in the report.
+PAIRED_BASE = "default"
+
+
+def paired_with_base(rows: list[dict], configs: list[str]) -> dict:
+    """Each configuration against :data:`PAIRED_BASE` on the sessions both have: the medians,
+    the median difference, how many sessions it is better/worse on by more than 0.5 dB, and
+    the median and largest absolute difference (for a seed, the spread a user sees)."""
+    import numpy as np
+
+    base = {r["index"]: r.get("sdr_ref") for r in rows if r["config"] == PAIRED_BASE}
+    out = {}
+    for c in configs:
+        if c == PAIRED_BASE:
+            continue
+        pairs = [(r["sdr_ref"], base[r["index"]]) for r in rows if r["config"] == c and r.get("sdr_ref") is not None
+                 and base.get(r["index"]) is not None]
+        if not pairs:
+            continue
+        a, b = np.array(pairs).T
+        d = a - b
+        out[c] = {"n": len(d), "median": float(np.median(a)), "base_median": float(np.median(b)),
+                  "median_diff": float(np.median(d)), "better": int((d > 0.5).sum()), "worse": int((d < -0.5).sum()),
+                  "median_abs_diff": float(np.median(np.abs(d))), "max_abs_diff": float(np.abs(d).max())}
     return out
 
 
@@ -306,6 +334,16 @@ def markdown(report: dict) -> str:
                      f"| {_f(o['si_sdr_ref']['median'])} | {_f(o['si_sdr_ref']['p10'])} "
                      f"| {_f(o['delta_sdr_ref']['median'])} | {_f(o['sdr_stem']['median'])} "
                      f"| {_f(o['sdr_stem']['p10'])} | {o['failed']} | {_f(o['per_iteration_s'], '{:.3f}')} |")
+    paired = report["summary"].get("paired", {})
+    if paired:
+        lines += ["", f"Paired with `{PAIRED_BASE}` on the sessions both have (SDR at the reference mic; better/worse: "
+                  "by more than 0.5 dB; spread: median and largest absolute difference):", "",
+                  "| configuration | n | its median | base median | median difference | better | worse "
+                  "| median abs. difference | largest abs. difference |", "|" + "---|" * 9]
+        for c, q in paired.items():
+            lines.append(f"| {c} | {q['n']} | {_f(q['median'])} | {_f(q['base_median'])} | {_f(q['median_diff'])} "
+                         f"| {q['better']} | {q['worse']} | {_f(q['median_abs_diff'], '{:.1f}')} "
+                         f"| {_f(q['max_abs_diff'], '{:.1f}')} |")
     lines += ["", "Median SDR at the reference mic per axis value (sessions with that value in brackets):", "",
               "| axis | value | n | " + " | ".join(configs) + " |", "|" + "---|" * (3 + len(configs))]
     for axis, values in s["axes"].items():
