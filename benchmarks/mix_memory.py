@@ -39,7 +39,6 @@ def rss_bytes(field: str) -> int:
 
 def tiled_session(base: Path, out: Path, seconds: float) -> Path:
     """``base``'s mics and truth images repeated to ``seconds``, written block by block."""
-    import numpy as np
     import soundfile as sf
 
     manifest = out / "session.toml"
@@ -129,16 +128,16 @@ def main() -> None:
             print(f"{seconds:g} s {mode}: peak {res['peak'] / GiB:.2f} GiB, above baseline "
                   f"{(res['peak'] - res['baseline']) / GiB:.2f} GiB, {res['wall_s']:.1f} s", flush=True)
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+                            text=True, check=False).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
+                           capture_output=True, text=True, check=False).stdout.strip()
     machine = (f"{cpu_model()}, {os.cpu_count()} cores, {memory_gib()} GiB; {platform.platform(terse=True)}; "
                f"studio-sep {commit}{' (tree changed)' if dirty else ''}; preset {args.preset.name}; "
                "another job shared the machine (it does not change a process's own peak RSS)")
     by = {(r["seconds"], r["mode"]): r for r in rows}
     lines = [f"# Mix stage peak memory against length ({args.rate} Hz, 7 mics, 3 sources)", "", f"Machine: {machine}",
-             "", "| seconds | stream peak RSS GiB | stream above baseline GiB | whole peak RSS GiB | "
-             "whole above baseline GiB | whole ÷ stream (above baseline) |", "|---:|---:|---:|---:|---:|---:|"]
+             "", ("| seconds | stream peak RSS GiB | stream above baseline GiB | whole peak RSS GiB | "
+                  "whole above baseline GiB | whole ÷ stream (above baseline) |"), "|---:|---:|---:|---:|---:|---:|"]
     for seconds in dict.fromkeys(r["seconds"] for r in rows):
         s, w = by.get((seconds, "stream")), by.get((seconds, "whole"))
 
