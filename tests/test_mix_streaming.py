@@ -12,6 +12,7 @@ import pytest
 from studio_sep import mixing
 from studio_sep.io import audio as audio_io
 from studio_sep.mixing.plugins import host as plugin_host
+from studio_sep.mixing.plugins.errors import PluginJobError
 from studio_sep.mixing.plugins.spec import PluginSpec
 from studio_sep.mixing.presets import load_preset
 from studio_sep.mixing.routing import Route, RoutedFeed
@@ -19,6 +20,8 @@ from studio_sep.mixing.stream import PEDALBOARD_BUFFER
 from studio_sep.session import load_session
 from studio_sep.stages import mix_session
 from studio_sep.util.errors import InputError
+
+from . import plugin_faults
 
 SR = 16000
 
@@ -135,6 +138,46 @@ def test_streaming_meters_equal_the_whole_signal_meters(rate: int, n_samples: in
         lufs = loudness.finish()
         assert lufs == pytest.approx(whole_lufs, abs=1e-9) if math.isfinite(whole_lufs) else lufs == whole_lufs
         assert true_peak.finish() == pytest.approx(whole_peak, abs=1e-9)
+
+
+ZAM = Path("/usr/lib/vst3")
+needs_zam = pytest.mark.skipif(not all((ZAM / f"{n}.vst3").exists() for n in ("ZamEQ2", "ZamCompX2", "ZaMaximX2")),
+                               reason="zam-plugins VST3s not installed (apt-get install zam-plugins)")
+
+
+def _vst3(name: str, dual_mono: bool = False, **params) -> PluginSpec:
+    return PluginSpec("vst3", name, params, path=ZAM / f"{name}.vst3", dual_mono=dual_mono, where=f"test: {name}")
+
+
+def _stream_through(specs, x_CS: np.ndarray, block: int, **kwargs) -> np.ndarray:
+    stream = plugin_host.open_chain_stream(specs, sample_rate=48000, n_channels=x_CS.shape[0], **kwargs)
+    parts = [stream.push(x_CS[:, s:s + block]) for s in range(0, x_CS.shape[1], block)]
+    return np.concatenate([*parts, stream.finish()], axis=1)
+
+
+@needs_zam
+def test_vst3_chain_streams_in_one_worker_as_the_whole_signal_job_renders() -> None:
+    """A dual-mono EQ, a compressor and a limiter with 480 samples of latency."""
+    specs = [_vst3("ZamEQ2", dual_mono=True), _vst3("ZamCompX2", threshold_db=-20.0), _vst3("ZaMaximX2")]
+    x = 0.3 * np.random.default_rng(2).standard_normal((2, 6 * PEDALBOARD_BUFFER + 501))
+    whole = plugin_host.render_chain(specs, x, sample_rate=48000)
+    streamed = _stream_through(specs, x, 2 * PEDALBOARD_BUFFER)
+    assert streamed.shape == whole.shape and np.max(np.abs(streamed - whole)) <= 1e-6
+
+
+@needs_zam
+@pytest.mark.parametrize(("fault", "message"), [
+    ("exit", "worker exited with status 3 without a result"),
+    ("hang", "timed out after 3 s (worker killed)"),
+    ("crosstalk", "parameter read-back mismatch after setting every instance"),
+])
+def test_a_failing_stream_worker_is_one_job_error(monkeypatch: pytest.MonkeyPatch, fault: str, message: str) -> None:
+    specs = [_vst3("ZamCompX2", threshold_db=-20.0), _vst3("ZamCompX2", threshold_db=-10.0)]
+    plugin_faults.inject(monkeypatch, fault)
+    with pytest.raises(PluginJobError) as caught:
+        _stream_through(specs, 0.1 * np.ones((2, PEDALBOARD_BUFFER)), PEDALBOARD_BUFFER, timeout_s=3.0)
+    assert message in str(caught.value) and "test: ZamCompX2" in str(caught.value)  # the plugin, by its place
+    assert "\n" not in str(caught.value)
 
 
 def test_clipper_over_blocks_says_what_clip_for_format_says() -> None:

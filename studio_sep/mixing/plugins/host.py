@@ -25,7 +25,7 @@ import numpy as np
 
 from studio_sep.mixing.plugins.builtin import build_builtin, suggest
 from studio_sep.mixing.plugins.errors import PluginError, PluginJobError, one_line
-from studio_sep.mixing.plugins.runtime import instantiate, run_stages
+from studio_sep.mixing.plugins.runtime import StageStream, instantiate, run_stages
 from studio_sep.mixing.plugins.scan import (
     DEFAULT_VST3_DIRS,
     DESCRIBE_TIMEOUT_S,
@@ -36,7 +36,7 @@ from studio_sep.mixing.plugins.scan import (
     scan_plugins,
 )
 from studio_sep.mixing.plugins.spec import PluginSpec
-from studio_sep.mixing.plugins.workers import render_in_worker
+from studio_sep.mixing.plugins.workers import StreamWorker, render_in_worker
 
 __all__ = [
     "PluginError", "PluginJobError", "ParamInfo", "PluginInfo", "MIN_SAMPLE_RATE", "MAX_SAMPLE_RATE",
@@ -319,78 +319,35 @@ class ChainStream:
         raise NotImplementedError
 
 
-class _BuiltinChainStream(ChainStream):
-    """Built-in effects in this process, their state kept across blocks
-    (``Pedalboard.process(..., reset=False)``). With blocks of a multiple of
-    pedalboard's buffer size (8192 samples) the plugins see the same 8192-sample
-    blocks as one whole-signal render, so the output is the same."""
+class _CheckedChainStream(ChainStream):
+    """A stream's blocks checked as :func:`render_chain` checks its output (finite), its
+    failures as :class:`PluginJobError`."""
 
-    _MAX_FLUSHES = 64  # latency is flushed by zeros; a chain that never catches up is a job error
+    def __init__(self, stream, names: list[str]):
+        self._stream, self._names = stream, names
 
-    def __init__(self, specs: Sequence[PluginSpec], sample_rate: float, n_channels: int):
-        import pedalboard
-
-        self._names = _job_names(specs)
-        self._sample_rate = float(sample_rate)
-        self._n_channels = n_channels
-        self._n_in = self._n_out = 0
+    def _checked(self, step) -> np.ndarray:
         try:
-            stages = [instantiate(spec.to_dict(), n_channels, {}) for spec in specs]
-        except Exception as exc:  # noqa: BLE001 - as in render_chain_with_report
-            raise PluginJobError(self._names, one_line(exc)) from None
-        # consecutive ordinary stages run as one board; a dual-mono stage as one board per channel
-        self._boards: list = []
-        group: list = []
-        for spec, instances in zip(specs, stages):
-            if not spec.dual_mono:
-                group.append(instances[0])
-                continue
-            if group:
-                self._boards.append(pedalboard.Pedalboard(group))
-                group = []
-            self._boards.append([pedalboard.Pedalboard([inst]) for inst in instances])
-        if group:
-            self._boards.append(pedalboard.Pedalboard(group))
-
-    def _process(self, x_CB: np.ndarray) -> np.ndarray:
-        y = x_CB
-        try:
-            for board in self._boards:
-                if y.shape[1] == 0:
-                    break
-                if isinstance(board, list):
-                    y = np.concatenate([b(y[c:c + 1], self._sample_rate, reset=False) for c, b in enumerate(board)])
-                else:
-                    y = board(y, self._sample_rate, reset=False)
+            y = step()
+        except PluginJobError:
+            raise
         except Exception as exc:  # noqa: BLE001 - any failure of the effect becomes a job error
             raise PluginJobError(self._names, one_line(exc)) from None
-        y = np.asarray(y, dtype=np.float64)
         if not np.all(np.isfinite(y)):
             raise PluginJobError(self._names, "output contains NaN or inf (check gains and feedback settings)")
-        self._n_out += y.shape[1]
         return y
 
     def push(self, x_CB: np.ndarray) -> np.ndarray:
-        self._n_in += x_CB.shape[1]
-        return self._process(x_CB) if x_CB.shape[1] else x_CB
+        return self._checked(lambda: self._stream.push(x_CB))
 
     def finish(self) -> np.ndarray:
-        rest = [np.zeros((self._n_channels, 0))]
-        for _ in range(self._MAX_FLUSHES):
-            missing = self._n_in - self._n_out
-            if missing <= 0:
-                break
-            rest.append(self._process(np.zeros((self._n_channels, missing)))[:, :missing])
-        if self._n_out < self._n_in:
-            raise PluginJobError(self._names, f"the chain's latency was not flushed ({self._n_out} of "
-                                 f"{self._n_in} samples came out)")
-        return np.concatenate(rest, axis=1)
+        return self._checked(self._stream.finish)
 
 
 class _WholeSignalChainStream(ChainStream):
-    """A chain with a VST3 plugin (or an effect that does not stream): the blocks are gathered and rendered as one job in a
-    worker process (:func:`render_chain`) when the signal ends, so this chain's input
-    and output are whole-signal in memory (streaming a worker is not built yet)."""
+    """A chain with an effect that does not stream: the blocks are gathered and rendered
+    as one job (:func:`render_chain`) when the signal ends, so this chain's input and
+    output are whole-signal in memory."""
 
     def __init__(self, specs: Sequence[PluginSpec], sample_rate: float, n_channels: int):
         self._specs, self._sample_rate = list(specs), sample_rate
@@ -406,17 +363,29 @@ class _WholeSignalChainStream(ChainStream):
         return render_chain(self._specs, x_CS, sample_rate=self._sample_rate)
 
 
-def open_chain_stream(specs: Sequence[PluginSpec], *, sample_rate: float, n_channels: int) -> ChainStream:
+def open_chain_stream(specs: Sequence[PluginSpec], *, sample_rate: float, n_channels: int,
+                      timeout_s: float = 120.0) -> ChainStream:
     """A :class:`ChainStream` for a chain, validated first (:func:`validate_chain`).
 
-    Built-in-only chains stream in this process with their state kept across blocks;
-    a chain holding a VST3 plugin (or one of :data:`_WHOLE_SIGNAL_BUILTINS`) is rendered
-    whole (a VST3 in a worker) when the stream ends.
+    Built-in-only chains stream in this process, chains with a VST3 plugin in one worker
+    process (:class:`~studio_sep.mixing.plugins.workers.StreamWorker`; ``timeout_s`` per
+    block), the plugins' state kept across blocks; a chain holding one of
+    :data:`_WHOLE_SIGNAL_BUILTINS` is rendered whole when the stream ends.
     """
     validate_chain(specs, sample_rate=sample_rate, n_channels=n_channels)
-    if all(spec.kind == "builtin" and spec.name not in _WHOLE_SIGNAL_BUILTINS for spec in specs):
-        return _BuiltinChainStream(specs, sample_rate, n_channels)
-    return _WholeSignalChainStream(specs, sample_rate, n_channels)
+    if any(spec.kind == "builtin" and spec.name in _WHOLE_SIGNAL_BUILTINS for spec in specs):
+        return _WholeSignalChainStream(specs, sample_rate, n_channels)
+    names = _job_names(specs)
+    if all(spec.kind == "builtin" for spec in specs):
+        spec_dicts = [spec.to_dict() for spec in specs]
+        try:
+            stages = [instantiate(d, n_channels, {}) for d in spec_dicts]
+        except Exception as exc:  # noqa: BLE001 - as in render_chain_with_report
+            raise PluginJobError(names, one_line(exc)) from None
+        return _CheckedChainStream(StageStream(spec_dicts, stages, float(sample_rate), n_channels), names)
+    infos = {str(spec.path): describe_plugin(spec.path).to_dict() for spec in specs if spec.kind == "vst3"}
+    return _CheckedChainStream(StreamWorker(specs, float(sample_rate), n_channels, infos=infos, names=names,
+                                            timeout_s=float(timeout_s)), names)
 
 
 #: Built-in effects whose output, block by block with ``reset=False``, differed from one
