@@ -120,11 +120,9 @@ def mix_blocks(
                     total += gain * stems_N2B[n] * balance
             yield total
 
-    done = 0
-    for master in chain(preset.master, remix_input(), 2, "master"):
+    for done, master in enumerate(chain(preset.master, remix_input(), 2, "master")):
         stems_N2B = pending.popleft()
-        done += master.shape[1]
-        report_progress("mix", done, length)
+        report_progress("mix", done + 1, len(sizes))  # blocks
         yield stems_N2B, master
 
 
