@@ -78,8 +78,10 @@ chain = [{{ plugin = "Compressor", threshold_db = -24.0, ratio = 3.0 }}, {{ plug
 
 
 def _streamed(images, routes, preset, block_samples: int):
-    blocks = list(mixing.mix_blocks(images, routes, preset, sample_rate=SR,
-                                    open_chain=plugin_host.open_chain_stream, block_samples=block_samples))
+    events = []
+    blocks = list(mixing.mix_blocks(images, routes, preset, sample_rate=SR, open_chain=plugin_host.open_chain_stream,
+                                    block_samples=block_samples, callback=lambda *e: events.append(e)))
+    assert events == [("mix", n + 1, len(blocks)) for n in range(len(blocks))]
     stems = np.concatenate([s for s, _ in blocks], axis=2)
     master = np.concatenate([m for _, m in blocks], axis=1)
     return stems, master, [m.shape[1] for _, m in blocks]

@@ -1,5 +1,9 @@
 """The mixing stage: separated images + a preset → stereo stems and a stereo remix.
 
+:func:`mix` renders whole signals: it is the reference (and short mixes' shortcut); the
+mix stage renders the same signal flow block by block (:mod:`studio_sep.mixing.stream`),
+whose samples equal these (tested).
+
 Signal flow for each source (all arrays ``(channels, samples)``, float64):
 
 1. every feed takes the source's image at one mic (mono), runs the feed's chain,
@@ -80,13 +84,14 @@ def mix(
             x = np.zeros((1, length))
             x[0, feed.delay_samples:feed.delay_samples + S] = images_NMS[n, feed.mic]
             if feed.chain:
-                x = _checked(render_chain(list(feed.chain), x, sample_rate=sample_rate), length,
-                             f"{route.source} feed")
+                x = check_chain_output(render_chain(list(feed.chain), x, sample_rate=sample_rate), length,
+                                       f"{route.source} feed")
                 x = x.mean(axis=0, keepdims=True) if x.shape[0] > 1 else x
             left, right = pan_gains(feed.pan)
             bus += db_to_gain(feed.gain_db) * np.concatenate([left * x, right * x])
         if route.chain:
-            bus = _checked(render_chain(list(route.chain), bus, sample_rate=sample_rate), length, route.source)
+            bus = check_chain_output(render_chain(list(route.chain), bus, sample_rate=sample_rate), length,
+                                     route.source)
         stems[n] = bus
         report_progress("mix sources", n + 1, N)
 
@@ -97,7 +102,8 @@ def mix(
             remix_input += db_to_gain(route.gain_db) * stems[n] * np.array([[left], [right]])
     remix = remix_input
     if preset.master:
-        remix = _checked(render_chain(list(preset.master), remix_input, sample_rate=sample_rate), length, "master")
+        remix = check_chain_output(render_chain(list(preset.master), remix_input, sample_rate=sample_rate), length,
+                                   "master")
     report_progress("master", 1, 1)
     remix, level = normalise(remix, sample_rate, loudness_lufs=preset.loudness_lufs,
                              true_peak_dbtp=preset.true_peak_dbtp)
@@ -124,7 +130,8 @@ def mix_report(routes: tuple[Route, ...], preset: Preset, *, n_samples: int, len
             "master": [spec.to_dict() for spec in preset.master]}
 
 
-def _checked(y: np.ndarray, length: int, what: str) -> np.ndarray:
+def check_chain_output(y: np.ndarray, length: int, what: str) -> np.ndarray:
+    """A chain's output as float64, checked: ``(channels, length)`` and finite."""
     y = np.asarray(y, dtype=np.float64)
     if y.ndim != 2 or y.shape[1] != length:
         raise InputError(None, what, f"a chain returned shape {y.shape}, expected (channels, {length})",

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from studio_sep.mixing.presets import Preset
-from studio_sep.mixing.render import _checked, db_to_gain, mix_length
+from studio_sep.mixing.render import check_chain_output, db_to_gain, mix_length
 from studio_sep.mixing.routing import Route, balance_gains, pan_gains
 from studio_sep.util.errors import InputError
 
@@ -137,7 +137,7 @@ def _through(stream, blocks: Iterator[np.ndarray], what: str) -> Iterator[np.nda
         nonlocal ready, n_ready
         joined = np.concatenate(ready, axis=1) if len(ready) > 1 else ready[0]
         ready, n_ready = [joined[:, size:]], n_ready - size
-        return _checked(joined[:, :size], size, what)
+        return check_chain_output(joined[:, :size], size, what)
 
     for x in blocks:
         sizes.append(x.shape[1])
