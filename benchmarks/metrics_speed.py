@@ -53,8 +53,9 @@ def main() -> None:
     for n in [int(v) for v in args.lengths.split(",")]:
         ref = rng.standard_normal((3, n))
         est = ref + 0.3 * rng.standard_normal((3, 3)) @ ref + 0.1 * rng.standard_normal((3, n))
-        peer = timed(lambda: bss_eval_sources(ref, est, filter_length=512, compute_permutation=False), args.repeats)
-        ours = timed(lambda: bss_metrics(ref, est, filter_length=512), args.repeats)
+        peer = timed(lambda r=ref, e=est: bss_eval_sources(r, e, filter_length=512, compute_permutation=False),
+                     args.repeats)
+        ours = timed(lambda r=ref, e=est: bss_metrics(r, e, filter_length=512), args.repeats)
         a = bss_eval_sources(ref, est, filter_length=512, compute_permutation=False)[:3]
         b = bss_metrics(ref, est, filter_length=512)
         diff = max(float(np.max(np.abs(x - b[k]))) for x, k in zip(a, ("sdr", "sir", "sar")))
