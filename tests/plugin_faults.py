@@ -40,10 +40,10 @@ def inject(monkeypatch: pytest.MonkeyPatch, fault: str) -> None:
 
 
 def worker_main(job_dir: str) -> None:
-    """Worker entry point with a fault: fail a render job as ``FAULT_ENV`` says, then the real main."""
+    """Worker entry point with a fault: fail a render or stream job as ``FAULT_ENV`` says, then the real main."""
     fault = os.environ.get(FAULT_ENV, "")
     kind = json.loads((Path(job_dir) / "job.json").read_text())["kind"]
-    if kind == "render":
+    if kind in ("render", "stream"):
         if fault == "exit":
             os._exit(3)
         elif fault == "segv":

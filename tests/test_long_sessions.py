@@ -197,6 +197,19 @@ def test_evaluation_over_budget_scores_segments(block_runs) -> None:
     assert segmented["separated"] == whole["separated"] and segmented["means"] == whole["means"]
 
 
+def test_evaluation_of_a_long_session_scores_segments_whatever_the_budget(block_runs, monkeypatch) -> None:
+    from studio_sep.stages import evaluate as evaluate_stage
+
+    session, out, *_, metrics, _ = block_runs
+    monkeypatch.setattr(evaluate_stage, "EVAL_MAX_BYTES", 10 * 2**20)
+    monkeypatch.setattr(evaluate_stage, "EVAL_SEGMENT_S", 2.0)  # 6 s: segments of 2^14 samples, and a sliver
+    segmented = evaluate_run(session, out / "blocked", max_memory=2**50)
+    assert segmented["segment_s"] == 2**14 / 16000 and segmented["aggregate"] == "median over segments"
+    assert segmented["separated"] != metrics["blocked"]["separated"]  # framewise medians, not whole-signal scores
+    sdr = segmented["means"]["at_reference_mic"]["improvement"]["sdr"]
+    assert sdr is not None and sdr > 0
+
+
 def test_segment_scores_are_medians_of_the_finite_values() -> None:
     from studio_sep.stages.evaluate import _median_over_segments
 

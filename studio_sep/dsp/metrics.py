@@ -1,11 +1,14 @@
 """Separation metrics against ground truth: SDR, SIR, SAR (BSS Eval v4 style, with a
-distortion filter) and SI-SDR, computed by fast-bss-eval.
+distortion filter) and SI-SDR, computed by fast-bss-eval (its correlation statistics
+blockwise here, :func:`lag_correlations`).
 
 Pure array code: references and estimates in, numbers out. Sources are matched by
 name (the separation names its outputs), so no permutation is searched here.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -27,16 +30,73 @@ def bss_metrics(ref_NS: np.ndarray, est_NS: np.ndarray, *, filter_length: int = 
     dict mapping each of ``METRICS`` to an array of shape (N,), in dB.
     """
     # fast-bss-eval's top-level SI-SDR needs torch; its numpy submodule does not.
-    from fast_bss_eval.numpy import bss_eval_sources, si_bss_eval_sources
+    from fast_bss_eval.numpy import si_bss_eval_sources
+    from fast_bss_eval.numpy.metrics import _base_metrics_bss_eval
 
     ref = np.asarray(ref_NS, dtype=np.float64)
     est = np.asarray(est_NS, dtype=np.float64)
     if ref.shape != est.shape or ref.ndim != 2:
         raise ValueError(f"bss_metrics: shapes differ or are not (N, S): {ref.shape} vs {est.shape}")
     with np.errstate(divide="ignore"):  # a perfect or artefact-free estimate gives +inf dB
-        sdr, sir, sar = bss_eval_sources(ref, est, filter_length=filter_length, compute_permutation=False)[:3]
+        neg_sdr, neg_sir, neg_sar = _base_metrics_bss_eval(*_square_cosines(ref, est, filter_length))
         si_sdr = si_bss_eval_sources(ref, est, compute_permutation=False)[0]
-    return {"sdr": sdr, "sir": sir, "sar": sar, "si_sdr": si_sdr}
+    return {"sdr": -neg_sdr, "sir": -neg_sir, "sar": -neg_sar, "si_sdr": si_sdr}
+
+
+def _square_cosines(ref_NS: np.ndarray, est_NS: np.ndarray, filter_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """fast-bss-eval 0.1.4's ``square_cosine_metrics`` (non-pairwise, direct solves), whose
+    cost is its correlation statistics: FFTs of twice the signal's length for only
+    ``filter_length`` lags. Here the lags come from :func:`lag_correlations` (blocks of
+    8192 points, ≈ 9× faster on 2^20 samples); the rest is its code, so the metrics are
+    its own to rounding (tested against ``fast_bss_eval.numpy.bss_eval_sources``)."""
+    from fast_bss_eval.numpy.helpers import _normalize
+    from fast_bss_eval.numpy.linalg import block_toeplitz, toeplitz
+
+    if filter_length == 1:
+        from fast_bss_eval.numpy.metrics import square_cosine_metrics
+
+        return square_cosine_metrics(ref_NS, est_NS, filter_length=1, pairwise=False)
+    est, ref, L = _normalize(est_NS, axis=-1), _normalize(ref_NS, axis=-1), filter_length
+    R_LNN = lag_correlations(ref, ref, L + 1)
+    # the references' correlations at lags 0..L-1 and -L..-1, [lag, c, d] = Σ_n ref_c[n + lag] ref_d[n]
+    acf = np.concatenate([R_LNN[:L].transpose(0, 2, 1), R_LNN[L:0:-1]], axis=0)
+    xcorr = lag_correlations(ref, est, L)  # [lag, c, d] = Σ_n ref_c[n] est_d[n + lag]
+    diag = list(range(ref.shape[-2]))
+    acf_sdr = acf[..., diag, diag].swapaxes(-2, -1)[..., :L]
+    xcorr_sdr = xcorr[..., :, diag, diag].swapaxes(-2, -1)
+    coh_sdr = np.einsum("...l,...l->...", xcorr_sdr, np.linalg.solve(toeplitz(acf_sdr), xcorr_sdr))
+    xcorr = xcorr.reshape(xcorr.shape[:-3] + (-1,) + xcorr.shape[-1:])
+    coh_sar = np.einsum("...lc,...lc->...c", xcorr, np.linalg.solve(block_toeplitz(acf), xcorr))
+    return coh_sdr, coh_sar
+
+
+def lag_correlations(a_IS: np.ndarray, b_JS: np.ndarray, n_lags: int) -> np.ndarray:
+    """``R[l, i, j] = Σ_m a_i[m] · b_j[m + l]`` for lags ``l = 0 … n_lags - 1`` (zero
+    outside the signals), from FFTs of 8192-point blocks (or 2·n_lags) summed in the
+    frequency domain: one small inverse FFT instead of one of twice the signal's length.
+
+    Parameters
+    ----------
+    a_IS, b_JS : ndarray, shape (I, S) and (J, S)
+    n_lags : int
+
+    Returns
+    -------
+    R_LIJ : ndarray, shape (n_lags, I, J)
+    """
+    from scipy import fft
+
+    S = a_IS.shape[-1]
+    F = max(8192, 2 ** math.ceil(math.log2(2 * n_lags)))
+    hop = F - n_lags  # a block of a holds `hop` samples; its partner in b, hop + n_lags - 1 < F
+    K = -(-S // hop)
+    a = np.zeros((a_IS.shape[0], K * hop))
+    a[:, :S] = a_IS
+    b = np.zeros((b_JS.shape[0], K * hop + F))
+    b[:, :S] = b_JS
+    a_blocks = fft.rfft(a.reshape(a.shape[0], K, hop), n=F, axis=-1)
+    b_blocks = fft.rfft(b[:, np.arange(K)[:, None] * hop + np.arange(hop + n_lags - 1)], n=F, axis=-1)
+    return fft.irfft(np.einsum("ikf,jkf->fij", a_blocks.conj(), b_blocks), n=F, axis=0)[:n_lags]
 
 
 def si_sdr(ref_S: np.ndarray, est_S: np.ndarray) -> float:

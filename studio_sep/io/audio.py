@@ -425,6 +425,7 @@ def open_audio_writer(
     n_channels: int,
     n_samples: int,
     subtype: str = "float32",
+    bext: Bext | None = None,
 ) -> Iterator[AudioWriter]:
     """Write a WAV file of known shape block by block, atomically.
 
@@ -447,6 +448,8 @@ def open_audio_writer(
         between WAV and RF64, for files over 4 GiB).
     subtype : {"float32", "float64", "pcm24", "pcm16"}
         Sample format.
+    bext : Bext, optional
+        Add a Broadcast-WAV ``bext`` chunk (not for RF64 files), as :func:`write_audio` does.
 
     Yields
     ------
@@ -468,13 +471,22 @@ def open_audio_writer(
                          "must be positive integers")
     n_channels, n_samples = int(n_channels), int(n_samples)
     fmt = _container(n_channels * n_samples, subtype)
+    if bext is not None and fmt == "RF64":
+        raise AudioError(path, None, "a bext chunk cannot go into a file over 4 GiB", "split the stem")
     with atomic_path(path) as tmp, _write_errors(path, n_channels * n_samples, subtype):
-        with sf.SoundFile(str(tmp), "w", int(sample_rate), n_channels, SUBTYPES[subtype], format=fmt) as file:
-            writer = AudioWriter(file, path, n_channels=n_channels, n_samples=n_samples, subtype=subtype)
-            yield writer
-            if writer.n_written != n_samples:
-                raise ValueError(f"open_audio_writer: {path.name} got {writer.n_written} of its {n_samples} "
-                                 "samples per channel")
+        plain = tmp if bext is None else tmp.with_name(tmp.name + ".plain")
+        try:
+            with sf.SoundFile(str(plain), "w", int(sample_rate), n_channels, SUBTYPES[subtype], format=fmt) as file:
+                writer = AudioWriter(file, path, n_channels=n_channels, n_samples=n_samples, subtype=subtype)
+                yield writer
+                if writer.n_written != n_samples:
+                    raise ValueError(f"open_audio_writer: {path.name} got {writer.n_written} of its {n_samples} "
+                                     "samples per channel")
+            if bext is not None:
+                _insert_bext(plain, tmp, bext)
+        finally:
+            if bext is not None:
+                plain.unlink(missing_ok=True)
 
 
 def _one_line(exc: BaseException) -> str:

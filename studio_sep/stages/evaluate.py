@@ -31,12 +31,12 @@ def evaluate_run(
 ) -> dict:
     """Score a separation run against the session's ground truth; write the report.
 
-    Signals are read one mic at a time. When scoring the whole signal at once would
-    take more than ``max_memory`` bytes (default: the machine's budget; BSS Eval's
-    correlations go through FFTs of twice the signal's length for every pair of
-    sources), the metrics are the median over consecutive segments of
-    at most :data:`EVAL_SEGMENT_S` (as in BSS Eval v4's framewise scores), and the
-    report says so (``"segment_s"``).
+    Signals are read one segment at a time. When scoring the whole signal at once would
+    take more than ``max_memory`` bytes (default: the machine's budget), or more than
+    :data:`EVAL_MAX_BYTES` whatever the budget (BSS Eval's correlations go through FFTs
+    of twice the signal's length for every pair of sources), the metrics are the median
+    over consecutive segments of at most :data:`EVAL_SEGMENT_S` (as in BSS Eval v4's
+    framewise scores), and the report says so (``"segment_s"``).
 
     Metrics (SDR, SIR, SAR, SI-SDR) for every source at the reference mic (default the
     first mic) and at every source's stem mic, for the separated images and for the
@@ -61,7 +61,7 @@ def evaluate_run(
                          f"mics: {', '.join(mic_names)}")
     hashes = hashes or FileHashes(folder / WORK_DIR / "hashes.json")
     N = len(session.sources)
-    budget = max_memory if max_memory is not None else default_budget_bytes()
+    budget = min(max_memory if max_memory is not None else default_budget_bytes(), EVAL_MAX_BYTES)
     whole = _bss_eval_bytes(session.n_samples, N) > budget  # True: too long to score at once, segments
     # segments of 2^k samples (≤ EVAL_SEGMENT_S): fast-bss-eval's FFTs are then of 2^(k+1) points, not 4×
     segment = 2 ** int(math.log2(EVAL_SEGMENT_S * session.sample_rate)) if whole else session.n_samples
@@ -83,15 +83,14 @@ def evaluate_run(
             image_path(folder, session, s.name, mic)
     report = callback or (lambda stage, done, total, detail="": None)
     result: dict = {"separated": {}, "mixture": {}, "improvement": {}}
-    # one mic at a time: truth, estimates and mixture of that mic only (long sessions)
-    for done, mic in enumerate(eval_mics):
-        sep, mix = _score_at_mic(folder, session, mic_names.index(mic), mic, segment, filter_length)
+    scores = _score_segments(folder, session, eval_mics, segment, filter_length, report)
+    for mic in eval_mics:
+        sep, mix = scores[mic]
         for n, s in enumerate(session.sources):
             for kind, values in (("separated", sep), ("mixture", mix)):
                 result[kind].setdefault(s.name, {})[mic] = {k: _db(values[k][n]) for k in METRICS}
             result["improvement"].setdefault(s.name, {})[mic] = {
                 k: (None if k == "sar" else _db(sep[k][n] - mix[k][n])) for k in METRICS}
-        report("evaluate", done + 1, len(eval_mics))
 
     def mean_over(kind: str, pick_mic: Callable[[str], str]) -> dict:
         return {k: _mean([result[kind][s.name][pick_mic(s.name)][k] for s in session.sources]) for k in METRICS}
@@ -115,27 +114,44 @@ def evaluate_run(
 
 
 
-def _score_at_mic(folder: Path, session: Session, m: int, mic: str, segment: int, filter_length: int):
-    """The separated images' and the mixture's scores at mic ``m`` (named ``mic``), against
-    the truth there, segment by segment (median over segments when more than one)."""
+def _score_segments(folder: Path, session: Session, eval_mics: list[str], segment: int, filter_length: int,
+                    report) -> dict[str, tuple[dict, dict]]:
+    """The separated images' and the mixture's scores at each mic of ``eval_mics``, against
+    the truth there, segment by segment (median over segments when more than one).
+
+    Segment by segment, every file is read once (the truth's channels at all the mics,
+    the mixture's, each estimate), so only one segment of the signals is in memory.
+    """
     from studio_sep.dsp.metrics import bss_metrics
 
     N = len(session.sources)
-    scores: dict[str, list] = {"sep": [], "mix": []}
-    for start in range(0, session.n_samples, segment):
+    mic_index = [[m.name for m in session.mics].index(mic) for mic in eval_mics]
+    starts = [start for start in range(0, session.n_samples, segment)
+              if start == 0 or min(start + segment, session.n_samples) - start >= filter_length * 4]
+    scores: dict[str, dict[str, list]] = {mic: {"sep": [], "mix": []} for mic in eval_mics}
+    for done, start in enumerate(starts):  # a last sliver too short to score is left out
         stop = min(start + segment, session.n_samples)
-        if stop - start < filter_length * 4 and start > 0:
-            continue  # a last sliver too short to score
-        truth_NS = np.stack([audio_io.read_audio(session.truth.images[s.name], channels=[m], start=start,
-                                                 stop=stop)[0][0] for s in session.sources])
-        est_NS = np.stack([audio_io.read_audio(image_path(folder, session, s.name, mic), start=start,
-                                               stop=stop)[0][0] for s in session.sources])
-        scores["sep"].append(bss_metrics(truth_NS, est_NS, filter_length=filter_length))
-        del est_NS
-        mix_NS = np.repeat(load_mics(session, mics=[m], start=start, stop=stop), N, axis=0)
-        scores["mix"].append(bss_metrics(truth_NS, mix_NS, filter_length=filter_length))
-        del truth_NS, mix_NS
-    return tuple(_median_over_segments(scores[k]) for k in ("sep", "mix"))
+        truth_NEB = np.stack([audio_io.read_audio(session.truth.images[s.name], channels=mic_index, start=start,
+                                                  stop=stop)[0] for s in session.sources])
+        mix_EB = load_mics(session, mics=mic_index, start=start, stop=stop)
+        for e, mic in enumerate(eval_mics):
+            truth_NB = np.ascontiguousarray(truth_NEB[:, e])
+            est_NB = np.stack([audio_io.read_audio(image_path(folder, session, s.name, mic), start=start,
+                                                   stop=stop)[0][0] for s in session.sources])
+            scores[mic]["sep"].append(bss_metrics(truth_NB, est_NB, filter_length=filter_length))
+            del est_NB
+            scores[mic]["mix"].append(bss_metrics(truth_NB, np.repeat(mix_EB[e:e + 1], N, axis=0),
+                                                  filter_length=filter_length))
+        del truth_NEB, mix_EB
+        report("evaluate", done + 1, len(starts))
+    return {mic: (_median_over_segments(scores[mic]["sep"]), _median_over_segments(scores[mic]["mix"]))
+            for mic in eval_mics}
+
+#: Most memory whole-signal scoring may take; longer sessions are scored by segments on
+#: every machine (so whether a report is framewise does not depend on the machine's
+#: memory, and a long session's run stays within a few GiB). 2 GiB: 3 sources up to
+#: 131 s at 16 kHz or 43 s at 48 kHz are scored whole.
+EVAL_MAX_BYTES = 2 * 1024**3
 
 #: Longest segment of the framewise scores of a session too long to score at once
 #: (the segment is the largest power of two of samples within it: 21.8 s at 48 kHz).

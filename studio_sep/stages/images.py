@@ -146,18 +146,22 @@ class LazyImages:
     """``images[n, m]``: source n's image at mic m, read from its file when asked.
 
     Stands in for an ``(N, M, S)`` array where only a few (source, mic) images are
-    used (the mixing stage reads the mics its preset feeds, one at a time), so a long
-    session's images are never all in memory.
+    used (the mixing stage reads the mics its preset feeds, a block at a time with
+    :meth:`segment`), so a long session's images are never all in memory.
     """
 
     def __init__(self, read, n_sources: int, n_mics: int, n_samples: int):
-        self._read = read  #: read(n, m) -> (S,) float64
+        self._read = read  #: read(n, m, start, stop) -> (stop - start,) float64
         self.shape = (n_sources, n_mics, n_samples)
 
     def __getitem__(self, key):
         n, m = key
-        x = self._read(int(n), int(m))
-        if x.shape != (self.shape[2],):
-            raise InputError(None, "images", f"image {n}, mic {m} has {x.shape[-1]} samples, expected "
+        return self.segment(n, m, 0, self.shape[2])
+
+    def segment(self, n: int, m: int, start: int, stop: int) -> np.ndarray:
+        """Samples ``start:stop`` of source n's image at mic m (the streaming mix reads these)."""
+        x = self._read(int(n), int(m), int(start), int(stop))
+        if x.shape != (stop - start,):
+            raise InputError(None, "images", f"image {n}, mic {m} has {x.shape[-1] + start} samples, expected "
                              f"{self.shape[2]}", "separate the session again")
         return x

@@ -3,11 +3,14 @@ the remix, the DAW stems and the DAW project."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import numpy as np
 
 from studio_sep import __version__
 from studio_sep.io import audio as audio_io
@@ -48,7 +51,6 @@ def mix_session(
     (same images, preset file, plugins and overrides) is not redone.
     """
     from studio_sep import mixing
-    from studio_sep.mixing.plugins import host as plugin_host
     from studio_sep.mixing.presets import load_preset
 
     preset = load_preset(preset_path)
@@ -96,52 +98,88 @@ def mix_session(
         for route in routes:  # every image the preset feeds is there before any rendering
             for feed in route.feeds:
                 image_path(folder, session, route.source, session.mics[feed.mic].name)
-        read = lambda n, m: audio_io.read_audio(  # noqa: E731
-            folder / "images" / names[n] / f"{session.mics[m].name}.wav")[0][0]
+        read = lambda n, m, start, stop: audio_io.read_audio(  # noqa: E731
+            folder / "images" / names[n] / f"{session.mics[m].name}.wav", start=start, stop=stop)[0][0]
     else:
-        read = lambda n, m: audio_io.read_audio(session.truth.images[names[n]], channels=[m])[0][0]  # noqa: E731
+        read = lambda n, m, start, stop: audio_io.read_audio(  # noqa: E731
+            session.truth.images[names[n]], channels=[m], start=start, stop=stop)[0][0]
     images = LazyImages(read, len(names), len(session.mics), session.n_samples)
-    result = mixing.mix(images, routes, preset, sample_rate=sample_rate, render_chain=plugin_host.render_chain,
-                        callback=callback)
-    remix_path, project, stems, warnings = _write_mix(folder, session, preset, result)
+    mix_report, remix_path, project, stems = _render_mix(folder, session, preset, routes, images, callback)
     report = {"preset": str(preset.path), "preset_name": preset.name, "from": source, "format": preset.format,
-              **result.report, "warnings": warnings, "remix": _relative(remix_path, folder),
+              **mix_report, "remix": _relative(remix_path, folder),
               "project": _relative(project, folder), "stems": [_relative(p, folder) for p in stems]}
     write_text_atomic(report_path, json.dumps(report, indent=2))
     record.finish(stage, fp, [remix_path, project, report_path, *stems], elapsed_s=time.perf_counter() - clock)
     return MixOutcome(remix=remix_path, project=project, stems=tuple(stems), report=report)
 
 
-def _write_mix(folder: Path, session: Session, preset, result):
-    """The remix, the pre-fader DAW stems and the DAW project of a mix, clipped to the
-    preset's format; returns their paths and the mix's warnings."""
+def _render_mix(folder: Path, session: Session, preset, routes, images, callback):
+    """Render the mix block by block (:func:`studio_sep.mixing.mix_blocks`) into the pre-fader
+    DAW stems and the remix, clipped to the preset's format, and write the DAW project;
+    returns the mix's report (its warnings included) and the paths.
+
+    Memory does not grow with the session's length: each block of the stems is written
+    as it comes; the master bus's output goes to a scratch file (float64) while its
+    loudness and true peak are measured, and a second pass over that file applies the
+    level gain and writes the remix. Every file is written atomically.
+    """
     from studio_sep import mixing
     from studio_sep.io.daw import Track, write_reaper_project
+    from studio_sep.mixing.plugins import host as plugin_host
+    from studio_sep.mixing.render import db_to_gain
 
-    sample_rate = session.sample_rate
-    warnings = list(result.report["warnings"])
-    remix, clipped = mixing.clip_for_format(result.remix_2S, preset.format, "remix")
-    warnings += clipped
+    sample_rate, fmt, block = session.sample_rate, preset.format, mixing.BLOCK_SAMPLES
+    length = mixing.mix_length(routes, preset, n_samples=session.n_samples, sample_rate=sample_rate)
     stamp = _dt.datetime.now(_dt.timezone.utc)
-    remix_path = audio_io.write_audio(folder / "remix" / f"{preset.name}.wav", remix, sample_rate,
-                                      subtype=preset.format)
     daw_dir = folder / "daw" / preset.name
-    stems, tracks = [], []
-    for n, route in enumerate(result.routes):
-        stem, clipped = mixing.clip_for_format(result.stems_N2S[n], preset.format, f"stem {route.source}")
-        warnings += clipped
-        path = daw_dir / f"{n + 1:02d}_{route.source}.wav"
-        bext = audio_io.Bext(description=f"{session.name} {route.source} ({preset.name}, pre-fader)",
-                             originator_reference=f"studio-sep {__version__}",
-                             origination_date=stamp.strftime("%Y-%m-%d"),
-                             origination_time=stamp.strftime("%H:%M:%S"), time_reference=0,
-                             coding_history=f"A=PCM,F={sample_rate},T=studio-sep mix {preset.name}")
-        stems.append(audio_io.write_audio(path, stem, sample_rate, subtype=preset.format, bext=bext))
-        tracks.append(Track(name=f"{n + 1:02d} {route.source}", file=path, gain_db=route.gain_db, pan=route.pan,
-                            mute=not route.audible))
+    stem_paths = [daw_dir / f"{n + 1:02d}_{route.source}.wav" for n, route in enumerate(routes)]
+    stem_clippers = [mixing.Clipper(fmt, f"stem {route.source}") for route in routes]
+    loudness = mixing.LoudnessMeter(sample_rate, n_channels=2, n_samples=length)
+    true_peak = mixing.TruePeakMeter(2)
+    scratch = folder / WORK_DIR / f"mix-{preset.name}.f64"
+    scratch.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with contextlib.ExitStack() as files:
+            stem_writers = [files.enter_context(audio_io.open_audio_writer(
+                path, sample_rate, n_channels=2, n_samples=length, subtype=fmt,
+                bext=audio_io.Bext(description=f"{session.name} {route.source} ({preset.name}, pre-fader)",
+                                   originator_reference=f"studio-sep {__version__}",
+                                   origination_date=stamp.strftime("%Y-%m-%d"),
+                                   origination_time=stamp.strftime("%H:%M:%S"), time_reference=0,
+                                   coding_history=f"A=PCM,F={sample_rate},T=studio-sep mix {preset.name}")))
+                for path, route in zip(stem_paths, routes)]
+            master_file = files.enter_context(open(scratch, "wb"))
+            for stems_N2B, master_2B in mixing.mix_blocks(images, routes, preset, sample_rate=sample_rate,
+                                                          open_chain=plugin_host.open_chain_stream,
+                                                          block_samples=block, callback=callback):
+                for writer, clipper, stem in zip(stem_writers, stem_clippers, stems_N2B):
+                    writer.write(clipper(stem))
+                loudness.push(master_2B)
+                true_peak.push(master_2B)
+                master_file.write(np.ascontiguousarray(master_2B.T, dtype="<f8").tobytes())
+            master_file.close()
+            gain_db, level = mixing.level_gain(loudness.finish(), true_peak.finish(),
+                                               loudness_lufs=preset.loudness_lufs, true_peak_dbtp=preset.true_peak_dbtp)
+            # the stems are renamed onto their final names when this block ends; the remix first
+            remix_clipper = mixing.Clipper(fmt, "remix")
+            gain = db_to_gain(gain_db)
+            remix_path = folder / "remix" / f"{preset.name}.wav"
+            with audio_io.open_audio_writer(remix_path, sample_rate, n_channels=2, n_samples=length,
+                                            subtype=fmt) as writer, open(scratch, "rb") as master:
+                for start in range(0, length, block):
+                    size = min(block, length - start)
+                    master_2B = np.frombuffer(master.read(16 * size), dtype="<f8").reshape(size, 2).T
+                    writer.write(remix_clipper(master_2B * gain))
+    finally:
+        scratch.unlink(missing_ok=True)
+    warnings = list(level["warnings"]) + remix_clipper.warnings() + [w for c in stem_clippers for w in c.warnings()]
+    tracks = [Track(name=f"{n + 1:02d} {route.source}", file=path, gain_db=route.gain_db, pan=route.pan,
+                    mute=not route.audible) for n, (route, path) in enumerate(zip(routes, stem_paths))]
     project = write_reaper_project(daw_dir / f"{session.name}_{preset.name}.RPP", tracks, sample_rate=sample_rate,
-                                   length_samples=result.remix_2S.shape[1])
-    return remix_path, project, stems, warnings
+                                   length_samples=length)
+    report = mixing.mix_report(routes, preset, n_samples=session.n_samples, length=length, sample_rate=sample_rate,
+                               level=level) | {"warnings": warnings}
+    return report, remix_path, project, stem_paths
 
 
 def _relative(path: Path, folder: Path) -> str:

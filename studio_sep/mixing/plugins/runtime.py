@@ -49,6 +49,9 @@ def worker_main(job_dir: str) -> None:
     if spec["kind"] == "describe":
         _worker_describe(spec["paths"], job / "describe.jsonl")
         return
+    if spec["kind"] == "stream":
+        _worker_stream(job, spec)
+        return
     startup_s = time.time() - spec["started_at"]
     specs = [PluginSpec.from_dict(d) for d in spec["specs"]]
     try:
@@ -241,6 +244,117 @@ def run_stages(spec_dicts: list[dict[str, Any]], stages: list[list], x_CS: np.nd
     return y
 
 
+class StageStream:
+    """Instantiated stages (:func:`instantiate`) rendering a signal block by block, the
+    plugins' state kept across blocks (``Pedalboard.process(..., reset=False)``).
+
+    ``push(x_CB)`` gives what came out (fewer samples while a plugin's latency fills);
+    ``finish()`` feeds zeros until as many samples came out as went in and gives the
+    rest, aligned as one whole-signal render (``reset=True``) aligns them. Blocks of a
+    multiple of pedalboard's buffer size (8192) meet the plugins in the same pieces as a
+    whole-signal render. Used in this process for built-in chains and in a stream worker
+    for chains with VST3 plugins; raises what the plugins raise.
+    """
+
+    MAX_FLUSHES = 64
+
+    def __init__(self, spec_dicts: list[dict[str, Any]], stages: list[list], sample_rate: float, n_channels: int):
+        import pedalboard
+
+        self._sample_rate, self._n_channels = float(sample_rate), n_channels
+        self.n_in = self.n_out = 0
+        for instances in stages:  # as a whole-signal render starts (reset=True): VST3s set up their latency here
+            for instance in instances:
+                instance.reset()
+        self._boards: list = []  # consecutive ordinary stages as one board; dual-mono: one board per channel
+        group: list = []
+        for spec_dict, instances in zip(spec_dicts, stages):
+            if not spec_dict.get("dual_mono"):
+                group.append(instances[0])
+                continue
+            if group:
+                self._boards.append(pedalboard.Pedalboard(group))
+                group = []
+            self._boards.append([pedalboard.Pedalboard([inst]) for inst in instances])
+        if group:
+            self._boards.append(pedalboard.Pedalboard(group))
+
+    def _process(self, x_CB: np.ndarray) -> np.ndarray:
+        y = x_CB
+        for board in self._boards:
+            if y.shape[1] == 0:
+                break
+            if isinstance(board, list):
+                y = np.concatenate([b(y[c:c + 1], self._sample_rate, reset=False) for c, b in enumerate(board)])
+            else:
+                y = board(y, self._sample_rate, reset=False)
+        y = np.asarray(y, dtype=np.float64)
+        self.n_out += y.shape[1]
+        return y
+
+    def push(self, x_CB: np.ndarray) -> np.ndarray:
+        self.n_in += x_CB.shape[1]
+        return self._process(x_CB) if x_CB.shape[1] else np.zeros((self._n_channels, 0))
+
+    def finish(self) -> np.ndarray:
+        rest = [np.zeros((self._n_channels, 0))]
+        for _ in range(self.MAX_FLUSHES):
+            missing = self.n_in - self.n_out
+            if missing <= 0:
+                break
+            rest.append(self._process(np.zeros((self._n_channels, missing)))[:, :missing])
+        if self.n_out < self.n_in:
+            raise RuntimeError(f"the chain's latency was not flushed ({self.n_out} of {self.n_in} samples came out)")
+        return np.concatenate(rest, axis=1)
+
+
+def _worker_stream(job: Path, spec: dict[str, Any]) -> None:
+    """A stream worker: load and set the chain, then answer each block read from stdin
+    (``<q`` sample count, then ``(channels, count)`` float64; a count of -1 ends the
+    signal) with what came out (same framing), until the end; ``result.json`` says how
+    it ended. The protocol keeps the process's original stdout; fd 1 then points at
+    stderr, so a plugin that prints cannot corrupt it."""
+    import os
+    import struct
+    import sys
+
+    protocol = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    startup_s = time.time() - spec["started_at"]
+    specs = [PluginSpec.from_dict(d) for d in spec["specs"]]
+    infos = {k: PluginInfo.from_dict(v) for k, v in spec["infos"].items()}
+    C = spec["n_channels"]
+    stdin = sys.stdin.buffer
+
+    def send(y: np.ndarray) -> None:
+        protocol.write(struct.pack("<q", y.shape[1]) + np.ascontiguousarray(y, dtype="<f8").tobytes())
+        protocol.flush()
+
+    def receive(n_bytes: int) -> bytes:
+        data = stdin.read(n_bytes)
+        if len(data) != n_bytes:
+            raise EOFError("the parent closed the stream")
+        return data
+
+    try:
+        spec_dicts = [s.to_dict() for s in specs]
+        stages = _instantiate_chain(spec_dicts, C, infos)
+        _check_readback(specs, stages, infos, "after setting every instance")
+        stream = StageStream(spec_dicts, stages, spec["sample_rate"], C)
+        send(np.zeros((C, 0)))  # ready
+        while (n := struct.unpack("<q", receive(8))[0]) >= 0:
+            send(stream.push(np.frombuffer(receive(8 * C * n), dtype="<f8").reshape(C, n)))
+        rest = stream.finish()
+        readback = _check_readback(specs, stages, infos, "after rendering")
+        (job / "result.json").write_text(json.dumps({"ok": True, "startup_s": startup_s, "readback": readback}))
+        send(rest)
+    except _ReadbackError as exc:
+        (job / "result.json").write_text(json.dumps({"ok": False, "error": str(exc), "plugins": exc.plugins}))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
+        (job / "result.json").write_text(json.dumps({"ok": False, "error": one_line(exc)}))
+    protocol.close()
+
+
 def _instantiate_chain(spec_dicts: list[dict[str, Any]], n_channels: int,
                        infos: dict[str, PluginInfo]) -> list[list]:
     """Every stage's instances, in chain order (all are made before any is read back)."""
@@ -253,28 +367,30 @@ def _render_specs(specs: list[PluginSpec], x_CS: np.ndarray, sample_rate: float,
     t0 = time.perf_counter()
     spec_dicts = [s.to_dict() for s in specs]
     stages = _instantiate_chain(spec_dicts, x_CS.shape[0], infos)
-
-    def check(moment: str) -> list[list[dict[str, Any]]]:
-        problems, culprits, values = [], [], []
-        for spec, instances in zip(specs, stages):
-            values.append([])
-            if spec.kind != "vst3":
-                continue
-            for c, plugin in enumerate(instances):
-                label = f"{spec.where or spec.name}" + (f"[channel {c}]" if spec.dual_mono else "")
-                found, got = _readback_problems(plugin, spec, infos[str(spec.path)], label)
-                values[-1].append(got)
-                if found:
-                    problems += found
-                    culprits.append(label)
-        if problems:
-            raise _ReadbackError(culprits, f"parameter read-back mismatch {moment} ({'; '.join(problems)}); "
-                                 "instances of one plugin may be sharing state")
-        return values
-
-    check("after setting every instance")
+    _check_readback(specs, stages, infos, "after setting every instance")
     t1 = time.perf_counter()
     y_CS = run_stages(spec_dicts, stages, x_CS, sample_rate)
     t2 = time.perf_counter()
-    readback = check("after rendering")
+    readback = _check_readback(specs, stages, infos, "after rendering")
     return np.asarray(y_CS), {"load_s": t1 - t0, "render_s": t2 - t1, "readback": readback}
+
+
+def _check_readback(specs: list[PluginSpec], stages: list[list], infos: dict[str, PluginInfo],
+                    moment: str) -> list[list[dict[str, Any]]]:
+    """Every VST3 instance's parameters read back; a mismatch raises :class:`_ReadbackError`."""
+    problems, culprits, values = [], [], []
+    for spec, instances in zip(specs, stages):
+        values.append([])
+        if spec.kind != "vst3":
+            continue
+        for c, plugin in enumerate(instances):
+            label = f"{spec.where or spec.name}" + (f"[channel {c}]" if spec.dual_mono else "")
+            found, got = _readback_problems(plugin, spec, infos[str(spec.path)], label)
+            values[-1].append(got)
+            if found:
+                problems += found
+                culprits.append(label)
+    if problems:
+        raise _ReadbackError(culprits, f"parameter read-back mismatch {moment} ({'; '.join(problems)}); "
+                             "instances of one plugin may be sharing state")
+    return values
