@@ -63,6 +63,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, default=Path.home() / ".cache" / "studio-sep" / "zoo" / "20261201-15s")
     p.add_argument("--config", default="default", help="the zoo.py configuration to compare with")
+    p.add_argument("--spatial-only", action="store_true",
+                   help="only Q and G from the oracle; W and H by NMF of the oracle demixer's output power, as the "
+                        "geometric start makes them from its demixer (is it the spatial or the spectral start?)")
     args = p.parse_args(argv)
     rows = {}
     results = args.work / "results.jsonl"
@@ -93,6 +96,13 @@ def main(argv=None) -> int:
             return float(np.mean(bss_metrics(truth, np.stack(est))["sdr"]))
 
         start = oracle_start(C, n_basis=settings.n_basis, rng=np.random.default_rng(0))
+        if args.spatial_only:
+            from studio_sep.separation.initial import demixer_power, spectral_from_power
+
+            spatial = fastmnmf2.Params(start.Q_FMM, start.G_NM, None, None)
+            own = demixer_power(X, start.Q_FMM, 2)[np.argmax(start.G_NM, axis=1)]  # each source's own channel
+            start = spectral_from_power(own, spatial, n_basis=settings.n_basis,
+                                        rng=np.random.default_rng([settings.seed, 1]))
         fit = fastmnmf2.fit(X, n_sources=2, n_basis=settings.n_basis, n_iter=settings.n_iter, init=start,
                             rng=np.random.default_rng(1), log_likelihood_every=settings.n_iter)
         run = args.work / "out" / args.config / session.name / "run.json"
