@@ -226,22 +226,33 @@ def instantiate(spec_dict: dict[str, Any], n_channels: int, infos: dict[str, Plu
 def run_stages(spec_dicts: list[dict[str, Any]], stages: list[list], x_CS: np.ndarray,
                sample_rate: float) -> np.ndarray:
     """Run consecutive whole-signal stages as one Pedalboard; a dual-mono stage per channel."""
+    y = x_CS
+    for board in stage_boards(spec_dicts, stages):
+        if isinstance(board, list):
+            y = np.concatenate([b(y[c:c + 1], sample_rate, reset=True) for c, b in enumerate(board)], axis=0)
+        else:
+            y = board(y, sample_rate, reset=True)
+    return y
+
+
+def stage_boards(spec_dicts: list[dict[str, Any]], stages: list[list]) -> list:
+    """The stages as they run: consecutive ordinary stages as one Pedalboard; a dual-mono
+    stage as a list of one Pedalboard per channel."""
     import pedalboard
 
-    y = x_CS
+    boards: list = []
     group: list = []
     for spec_dict, instances in zip(spec_dicts, stages):
         if not spec_dict.get("dual_mono"):
             group.append(instances[0])
             continue
         if group:
-            y = pedalboard.Pedalboard(group)(y, sample_rate, reset=True)
+            boards.append(pedalboard.Pedalboard(group))
             group = []
-        y = np.concatenate([pedalboard.Pedalboard([inst])(y[c:c + 1], sample_rate, reset=True)
-                            for c, inst in enumerate(instances)], axis=0)
+        boards.append([pedalboard.Pedalboard([inst]) for inst in instances])
     if group:
-        y = pedalboard.Pedalboard(group)(y, sample_rate, reset=True)
-    return y
+        boards.append(pedalboard.Pedalboard(group))
+    return boards
 
 
 class StageStream:
@@ -259,25 +270,12 @@ class StageStream:
     MAX_FLUSHES = 64
 
     def __init__(self, spec_dicts: list[dict[str, Any]], stages: list[list], sample_rate: float, n_channels: int):
-        import pedalboard
-
         self._sample_rate, self._n_channels = float(sample_rate), n_channels
         self.n_in = self.n_out = 0
         for instances in stages:  # as a whole-signal render starts (reset=True): VST3s set up their latency here
             for instance in instances:
                 instance.reset()
-        self._boards: list = []  # consecutive ordinary stages as one board; dual-mono: one board per channel
-        group: list = []
-        for spec_dict, instances in zip(spec_dicts, stages):
-            if not spec_dict.get("dual_mono"):
-                group.append(instances[0])
-                continue
-            if group:
-                self._boards.append(pedalboard.Pedalboard(group))
-                group = []
-            self._boards.append([pedalboard.Pedalboard([inst]) for inst in instances])
-        if group:
-            self._boards.append(pedalboard.Pedalboard(group))
+        self._boards = stage_boards(spec_dicts, stages)
 
     def _process(self, x_CB: np.ndarray) -> np.ndarray:
         y = x_CB
