@@ -23,10 +23,11 @@ import argparse
 import datetime as dt
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
+
+from common import median_time
 
 HERE = Path(__file__).resolve().parent
 
@@ -131,16 +132,6 @@ def covariances_streamed(state, block: int):
 
 
 # ----------------------------------------------------------------------------- timing
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def machine_peak(repeats: int = 3) -> dict:

@@ -3,7 +3,11 @@ this folder, ``python benchmarks/<script>.py``)."""
 
 from __future__ import annotations
 
+import json
 import math
+import re
+import statistics
+import time
 from pathlib import Path
 
 
@@ -52,3 +56,29 @@ def package_versions(names) -> dict[str, str]:
         except PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+def median_time(fn, repeats: int) -> float:
+    """Median seconds of ``repeats`` calls of ``fn`` after one warm-up call."""
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def without_takes(manifest_text: str) -> str:
+    """A rendered session's manifest without its dry truth, solo reference takes and MIDI
+    (the benchmarks that tile or resample a session write only its mics and truth images)."""
+    text = re.sub(r"\[truth\.dry\][^\[]*", "", manifest_text)
+    text = re.sub(r'reference = "[^"]*"\n', "", text)
+    return re.sub(r'midi = "[^"]*"\n', "", text)
+
+
+def write_results(stem: Path, markdown: str, data, *, indent: int = 2) -> None:
+    """``stem``.md (the table) and ``stem``.json (``data``, made JSON-safe by :func:`jsonable`)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".md").write_text(markdown)
+    stem.with_suffix(".json").write_text(json.dumps(jsonable(data), indent=indent))

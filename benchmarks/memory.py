@@ -17,10 +17,11 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 from pathlib import Path
+
+from common import without_takes
 
 GiB = 1024**3
 
@@ -41,11 +42,7 @@ def cut_session(scene: Path, out: Path, seconds: float, rate: int) -> Path:
             x = resample_poly(x, rate // sr, 1, axis=0)
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         sf.write(str(out / rel), x.astype(np.float32), rate, subtype="FLOAT")
-    text = (scene / "session.toml").read_text()
-    text = re.sub(r"\[truth\.dry\][^\[]*", "", text)
-    text = re.sub(r'reference = "[^"]*"\n', "", text)
-    text = re.sub(r'midi = "[^"]*"\n', "", text)
-    manifest.write_text(text)
+    manifest.write_text(without_takes((scene / "session.toml").read_text()))
     return manifest
 
 

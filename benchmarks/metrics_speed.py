@@ -12,29 +12,16 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-from common import cpu_model, jsonable, memory_gib
+from common import cpu_model, median_time, memory_gib, write_results
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -53,9 +40,9 @@ def main() -> None:
     for n in [int(v) for v in args.lengths.split(",")]:
         ref = rng.standard_normal((3, n))
         est = ref + 0.3 * rng.standard_normal((3, 3)) @ ref + 0.1 * rng.standard_normal((3, n))
-        peer = timed(lambda r=ref, e=est: bss_eval_sources(r, e, filter_length=512, compute_permutation=False),
+        peer = median_time(lambda r=ref, e=est: bss_eval_sources(r, e, filter_length=512, compute_permutation=False),
                      args.repeats)
-        ours = timed(lambda r=ref, e=est: bss_metrics(r, e, filter_length=512), args.repeats)
+        ours = median_time(lambda r=ref, e=est: bss_metrics(r, e, filter_length=512), args.repeats)
         a = bss_eval_sources(ref, est, filter_length=512, compute_permutation=False)[:3]
         b = bss_metrics(ref, est, filter_length=512)
         diff = max(float(np.max(np.abs(x - b[k]))) for x, k in zip(a, ("sdr", "sir", "sar")))
@@ -74,10 +61,8 @@ def main() -> None:
               f"{r['max_abs_diff_db']:.1e} |" for r in rows]
     table = "\n".join(lines) + "\n"
     print("\n" + table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"metrics_speed-{datetime.date.today().isoformat()}-{commit}"
-    stem.with_suffix(".md").write_text(table)
-    stem.with_suffix(".json").write_text(json.dumps(jsonable({"machine": machine, "rows": rows}), indent=2))
+    write_results(args.out / f"metrics_speed-{datetime.date.today().isoformat()}-{commit}", table,
+                  {"machine": machine, "rows": rows})
 
 
 if __name__ == "__main__":

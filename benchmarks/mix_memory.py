@@ -19,13 +19,12 @@ import datetime
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from common import cpu_model, jsonable, memory_gib
+from common import cpu_model, memory_gib, without_takes, write_results
 
 REPO = Path(__file__).resolve().parent.parent
 GiB = 1024**3
@@ -52,11 +51,7 @@ def tiled_session(base: Path, out: Path, seconds: float) -> Path:
             for start in range(0, total, len(x)):
                 f.write(x[:min(len(x), total - start)])
         del x
-    text = (base / "session.toml").read_text()
-    text = re.sub(r"\[truth\.dry\][^\[]*", "", text)
-    text = re.sub(r'reference = "[^"]*"\n', "", text)
-    text = re.sub(r'midi = "[^"]*"\n', "", text)
-    manifest.write_text(text)
+    manifest.write_text(without_takes((base / "session.toml").read_text()))
     return manifest
 
 
@@ -151,10 +146,8 @@ def main() -> None:
                      f"{cell(w, 'above')} | {ratio} |")
     table = "\n".join(lines) + "\n"
     print("\n" + table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"mix_memory-{datetime.date.today().isoformat()}-{commit}{'-tree' if dirty else ''}"
-    stem.with_suffix(".md").write_text(table)
-    stem.with_suffix(".json").write_text(json.dumps(jsonable({"machine": machine, "rows": rows}), indent=2))
+    write_results(args.out / f"mix_memory-{datetime.date.today().isoformat()}-{commit}{'-tree' if dirty else ''}",
+                  table, {"machine": machine, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import cpu_model, jsonable, memory_gib, package_versions
+from common import cpu_model, jsonable, memory_gib, package_versions, write_results
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -154,8 +154,8 @@ def oracle_row(session) -> dict:
     default separation runs at, scored at the reference mic: a ceiling for a Gaussian
     full-rank spatial model at that resolution, which FastMNMF2 approaches from below."""
     import numpy as np
-
     from oracle_mwf import oracle_wiener
+
     from studio_sep.dsp import stft
     from studio_sep.dsp.metrics import bss_metrics
     from studio_sep.dsp.resample import resample
@@ -467,10 +467,8 @@ def main(argv=None) -> int:
               "summary": summarise(rows, scenes, configs), "scenes": scenes}
     text = markdown(report)
     print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"zoo-{report['date']}-{commit}-{len(manifests)}x{args.duration:g}s"
-    stem.with_suffix(".md").write_text(text)
-    stem.with_suffix(".json").write_text(json.dumps(jsonable(report), indent=1))
+    write_results(args.out / f"zoo-{report['date']}-{commit}-{len(manifests)}x{args.duration:g}s", text, report,
+                  indent=1)
     return 0
 
 
