@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -133,7 +134,12 @@ class _OnePass:
                  force: bool):
         self.session, self.settings, self.work, self.report, self.force = session, settings, work, report, force
         self.x_MS, self.x_proc, self.X_host = mic_signals(session, settings)
-        self.X_fit = fit_spectrogram(self.X_host, settings)
+
+    @cached_property
+    def X_fit(self) -> np.ndarray:
+        """The STFT the prior and the fit use (dereverberated with ``wpe``): made only if
+        one of them runs."""
+        return fit_spectrogram(self.X_host, self.settings)
 
     def first_signals(self) -> tuple[np.ndarray, np.ndarray]:
         return self.x_proc, self.X_fit
