@@ -58,6 +58,9 @@ CONFIGS: dict[str, dict] = {
     "seed1": {"seed": 1},
     "seed2": {"seed": 2},
     "geometry": {"init": ["geometry"], "prior": "none"},
+    "single": {"ensemble": 1},  # one fit of 100 iterations (the default before the ensemble)
+    "ensemble3": {"ensemble": 3},  # three fits of 50 iterations, their images averaged
+    "ensemble5": {"ensemble": 5},
 }
 PEER = "pra"
 #: Rows that do not depend on studio-sep's separation code: reused from any commit.

@@ -22,7 +22,10 @@ RobertaDirOpt = Annotated[str | None, typer.Option(help="Folder with the roberta
 BlindStartOpt = Annotated[bool | None, typer.Option(
     "--blind-start/--no-blind-start", help="Also fit from the blind start and keep the fit with the higher "
     "log-likelihood (default off; never for sessions separated in time blocks).")]
-IterationsOpt = Annotated[int | None, typer.Option(help="FastMNMF2 iterations (default 100).")]
+IterationsOpt = Annotated[int | None, typer.Option(help="FastMNMF2 iterations of each fit (default 100; 50 with "
+                                                "--ensemble above 1).")]
+EnsembleOpt = Annotated[int | None, typer.Option(help="Fits combined into the images, each from its own random "
+                                              "spectral start (default 1; 1 in time blocks).")]
 NBasisOpt = Annotated[int | None, typer.Option(help="NMF bases per source (default 8).")]
 NFftOpt = Annotated[int | None, typer.Option(help="STFT window in samples (default: ~64 ms at the processing rate).")]
 HopOpt = Annotated[int | None, typer.Option(help="STFT hop in samples (default n_fft/4).")]
@@ -49,7 +52,7 @@ def parse_stem_mics(values: list[str]) -> dict[str, str]:
 
 def separation_options(init, iterations, n_basis, n_fft, hop, device, dtype, seed, processing_rate, stem_mic,
                         format, max_memory=None, prior=None, prior_model=None, clap_checkpoint=None,
-                        roberta_dir=None, blind_start=None):
+                        roberta_dir=None, blind_start=None, ensemble=None):
     from studio_sep.stages import SeparationOptions, parse_size
     from studio_sep.stages.options_check import check_options
 
@@ -61,7 +64,7 @@ def separation_options(init, iterations, n_basis, n_fft, hop, device, dtype, see
         processing_sample_rate=processing_rate, stem_mics=parse_stem_mics(stem_mic or []), subtype=format,
         max_memory=None if max_memory is None else parse_size(max_memory), prior=prior, prior_model=prior_model,
         clap={k: v for k, v in (("checkpoint", clap_checkpoint), ("roberta", roberta_dir)) if v} or None,
-        blind_start=blind_start)
+        blind_start=blind_start, ensemble=ensemble)
     check_options(options)
     return options
 

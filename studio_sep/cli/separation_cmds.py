@@ -14,6 +14,7 @@ from studio_sep.cli.options import (
     ClapCheckpointOpt,
     DeviceOpt,
     DtypeOpt,
+    EnsembleOpt,
     FormatOpt,
     HopOpt,
     InitOpt,
@@ -50,7 +51,7 @@ def separate(
     processing_rate: RateOpt = None, stem_mic: StemMicOpt = None, format: FormatOpt = "float32",
     max_memory: MaxMemoryOpt = None, prior: PriorOpt = None, prior_model: PriorModelOpt = None,
     clap_checkpoint: ClapCheckpointOpt = None, roberta_dir: RobertaDirOpt = None,
-    blind_start: BlindStartOpt = None,
+    blind_start: BlindStartOpt = None, ensemble: EnsembleOpt = None,
 ) -> None:
     """Separate every source at every mic (FastMNMF2); write images, stems and run.json."""
     from studio_sep.session import load_session
@@ -59,7 +60,7 @@ def separate(
     with user_errors(out):
         options = separation_options(init, iterations, n_basis, n_fft, hop, device, dtype, seed, processing_rate,
                                       stem_mic, format, max_memory, prior, prior_model, clap_checkpoint,
-                                      roberta_dir, blind_start)
+                                      roberta_dir, blind_start, ensemble)
         session = load_session(manifest)
         print_session_warnings(session)
         resolve_settings(session, options)  # bad settings stop before the lock makes the session's folder
@@ -84,7 +85,7 @@ def run(
     processing_rate: RateOpt = None, stem_mic: StemMicOpt = None, format: FormatOpt = "float32",
     max_memory: MaxMemoryOpt = None, prior: PriorOpt = None, prior_model: PriorModelOpt = None,
     clap_checkpoint: ClapCheckpointOpt = None, roberta_dir: RobertaDirOpt = None,
-    blind_start: BlindStartOpt = None,
+    blind_start: BlindStartOpt = None, ensemble: EnsembleOpt = None,
     reference_mic: Annotated[str | None, typer.Option(help="Mic to score at besides each stem mic (default: first).")] = None,
 ) -> None:
     """Run every stage of every session: validate → prior → separate → images → mix → DAW → evaluate.
@@ -96,7 +97,7 @@ def run(
                           evaluate=not no_evaluate, force=force, jobs=jobs, quiet=quiet, json_=json_,
                           options_args=(init, iterations, n_basis, n_fft, hop, device, dtype, seed, processing_rate,
                                         stem_mic, format, max_memory, prior, prior_model, clap_checkpoint,
-                                        roberta_dir, blind_start), reference_mic=reference_mic)
+                                        roberta_dir, blind_start, ensemble), reference_mic=reference_mic)
     if any(o.status not in ("done", "up to date") for o in outcomes):
         raise typer.Exit(1)
 

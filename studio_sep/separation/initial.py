@@ -21,7 +21,7 @@ def initial_model(X_FTM: np.ndarray, *, n_sources: int, init_kinds: Sequence[str
                   sample_rate: int, n_fft: int, mic_positions=None, source_positions=None, patterns=None,
                   aims_deg=None, reference_power: Sequence[np.ndarray] | None = None,
                   dictionary_iterations: int = 200, prior_V_NFT: np.ndarray | None = None,
-                  prior_kind: str = "none", delay_corrections_s: np.ndarray | None = None):
+                  prior_kind: str = "none", delay_corrections_s: np.ndarray | None = None, start: int = 0):
     """The fit's starting point for the chosen init (``init_kinds``), and a description of it.
 
     ``X_FTM`` is the mics' STFT at the processing ``sample_rate``. ``geometry`` needs the
@@ -37,10 +37,12 @@ def initial_model(X_FTM: np.ndarray, *, n_sources: int, init_kinds: Sequence[str
     the prior is first brought to the demixer's scale in every frequency bin.
 
     Drawn from its own random stream (``seed``, 1), so a run that reuses a saved
-    initial model continues exactly as one that computed it.
+    initial model continues exactly as one that computed it; ``start`` k > 0 (another
+    member of an ensemble: the same init, another random start) draws from
+    (``seed``, 1, k).
     """
     # One function so that every random draw keeps its place in the one stream.
-    rng = np.random.default_rng([seed, 1])
+    rng = np.random.default_rng([seed, 1] if start == 0 else [seed, 1, start])
     F, T, M = X_FTM.shape
     N = n_sources
     init = fastmnmf2.circular_init(F, M, N, n_basis, rng=rng)

@@ -100,6 +100,9 @@ class SeparationSettings:
     #: Fit the model to the mics dereverberated by WPE (``nara-wpe``); the images are still
     #: the fitted Wiener filters applied to the recorded mics. None: off.
     wpe: bool | None = None
+    #: Fits combined into the images, each from its own random spectral start (None: the
+    #: default, :data:`studio_sep.stages.settings.DEFAULT_ENSEMBLE`).
+    ensemble: int | None = None
 
     def over(self, other: SeparationSettings) -> SeparationSettings:
         """These settings where set, else ``other``'s, field by field."""
@@ -109,7 +112,7 @@ class SeparationSettings:
 
 #: The fields of :class:`SeparationSettings` a manifest's ``[separation]`` table may set.
 MANIFEST_SEPARATION_KEYS = ("n_fft", "hop", "n_iter", "n_basis", "init", "device", "dtype", "seed", "prior",
-                            "blind_start")
+                            "blind_start", "ensemble")
 
 
 @dataclass(frozen=True)

@@ -261,7 +261,7 @@ def _parse_room(r: _Reader, raw: Any, mics: tuple[Mic, ...], sources: tuple[Sour
 def _parse_separation(r: _Reader, raw: Any) -> SeparationSettings:
     raw = r.table(raw, "separation", MANIFEST_SEPARATION_KEYS)
     values: dict[str, Any] = {}
-    for key in ("n_fft", "hop", "n_iter", "n_basis"):
+    for key in ("n_fft", "hop", "n_iter", "n_basis", "ensemble"):
         if key in raw:
             values[key] = r.integer(raw[key], f"separation.{key}", minimum=1)
     if "seed" in raw:

@@ -161,6 +161,51 @@ def fit_starts(X_host, init, settings: ResolvedSettings, work: Path, fp: str, re
     return fit, fields, iterations_run
 
 
+def member_fit_path(work: Path, member: int) -> Path:
+    return work / f"fit-member-{member}.npz"
+
+
+def fit_ensemble(X_host, settings: ResolvedSettings, work: Path, fp: str, report, *, resume: bool):
+    """Fit every member of the ensemble (``settings.ensemble``), each from its own initial
+    model (:func:`studio_sep.stages.prior.prior_path`), and put their outputs in one order.
+
+    Each finished member is saved (``fit-member-<k>.npz``, its outputs as fitted) and
+    not redone after an interruption. Member k's outputs are matched to member 0's
+    (:func:`studio_sep.separation.initial.match_outputs`: a member from a start that names
+    the sources keeps them, one that does not takes member 0's names).
+
+    Returns the members (outputs aligned), their fits (member 0's log-likelihood is
+    the run's), the record's fields (every member's final log-likelihood and output
+    order) and the number of iterations run here.
+    """
+    from studio_sep.separation.initial import match_outputs, reorder_outputs
+    from studio_sep.stages.prior import prior_path
+
+    K, n_iter = settings.ensemble, settings.n_iter
+    fits, iterations_run = [], 0
+    for k in range(K):
+        path, fp_k = member_fit_path(work, k), fingerprint("member", fp, k)
+        saved = load_checkpoint(path, fp_k) if resume else None
+        if saved is not None:
+            fits.append(fastmnmf2_result(saved))
+            report("separate", (k + 1) * n_iter, K * n_iter, detail=f"fit {k + 1}/{K} done earlier")
+            continue
+        init = load_params(prior_path(work, k))[0]
+        fit, first = run_fit(X_host, init, settings, work, fp_k, report, resume=resume,
+                             progress=(k * n_iter, K * n_iter, f"fit {k + 1}/{K}"))
+        iterations_run += n_iter - first
+        save_params(path, fit.params, fingerprint=fp_k, iteration=n_iter, log_likelihood=fit.log_likelihood,
+                    ll_iterations=fit.ll_iterations)
+        (work / "fit-checkpoint.npz").unlink(missing_ok=True)
+        fits.append(fit)
+    orders = [np.arange(fits[0].params.G_NM.shape[0])] + [match_outputs(f.params, fits[0].params) for f in fits[1:]]
+    members = [reorder_outputs(f.params, order) for f, order in zip(fits, orders)]
+    fields = {"resumed_from_iteration": K * n_iter - iterations_run,
+              "ensemble": {"members": K, "log_likelihood": [round(float(f.log_likelihood[-1]), 6) for f in fits],
+                           "orders": [[int(i) for i in order] for order in orders]}}
+    return members, fits, fields, iterations_run
+
+
 def fastmnmf2_result(checkpoint):
     """A finished fit's checkpoint as a :class:`studio_sep.separation.fastmnmf2.FitResult`."""
     from studio_sep.separation import fastmnmf2

@@ -27,13 +27,17 @@ RESIDUAL = "_residual"
 def native_images(X_host: np.ndarray, params, settings: ResolvedSettings, n_proc: int, n_samples: int):
     """Every source's Wiener image at every mic, ``(M, n_samples)`` float64 at the native
     rate, one source at a time (only one is in memory); ``n_proc`` is the signal's length
-    at the processing rate."""
+    at the processing rate. ``params``: one fit, or a list of an ensemble's fits (their
+    outputs in one order), combined by :func:`studio_sep.separation.wiener.ensemble_images`."""
     from studio_sep.dsp import stft
     from studio_sep.separation import fastmnmf2, wiener
 
     xp, X = device_spectrogram(X_host, settings.device, settings.dtype)
-    p = fastmnmf2.params_to(params, xp, np.dtype(settings.dtype))
-    for S_FTM in wiener.source_images(X, p):
+    if isinstance(params, list):
+        images = wiener.ensemble_images(X, [fastmnmf2.params_to(p, xp, np.dtype(settings.dtype)) for p in params])
+    else:
+        images = wiener.source_images(X, fastmnmf2.params_to(params, xp, np.dtype(settings.dtype)))
+    for S_FTM in images:
         image_proc = to_host(stft.istft(S_FTM, n_fft=settings.n_fft, hop=settings.hop,
                                         n_samples=n_proc)).astype(np.float64)
         image = resample(image_proc, settings.processing_sample_rate, settings.sample_rate, n_samples=n_samples)

@@ -18,7 +18,8 @@ fit         + the normalised copy of X, x̃ (F·T·M), λ (N·F·T), H, and eith
             temporaries
 images      + Q·x, λ, 1/ỹ, one source's mask and image (F·T·M), the inverse
             STFT's frames, that source's image at the processing and the native
-            rate, and (when resampling) the running sum for the residual
+            rate, and (when resampling) the running sum for the residual; with an
+            ensemble of fits, the running sum of the members' images (F·T·M)
 ==========  ==================================================================
 
 plus a constant for the interpreter and the imported libraries
@@ -77,10 +78,11 @@ def _n_frames(n_samples: int, n_fft: int, hop: int) -> int:
 
 def estimate_peak_bytes(
     n_samples: int, *, sample_rate: int, processing_sample_rate: int, n_mics: int, n_sources: int,
-    n_basis: int, n_fft: int, hop: int, dtype: str = "float64", device: str = "cpu",
+    n_basis: int, n_fft: int, hop: int, dtype: str = "float64", device: str = "cpu", ensemble: int = 1,
 ) -> int:
     """Estimated peak resident memory (bytes) of separating ``n_samples`` native samples
-    in one pass (see the module docstring for what is counted)."""
+    in one pass (see the module docstring for what is counted); an ``ensemble`` of fits
+    adds the running sum of the members' images of one source (F·T·M complex)."""
     from studio_sep.separation.fastmnmf2 import COVARIANCE_CACHE_BYTES, covariance_cache_bytes
 
     S, M, N, K = int(n_samples), int(n_mics), int(n_sources), int(n_basis)
@@ -115,6 +117,8 @@ def estimate_peak_bytes(
         after_istft = M * P * 8 + 2 * x_native
         images = (persistent + X_copy + (x_native if resampled else 0) + lam + 2 * Qx_power + X_dev
                   + Qx_power + X_dev + max(istft, after_istft))
+    if ensemble > 1:  # the running sum of the members' images of one source
+        images += FT * M * 2 * r
     peak = max(load, stft, prior, fit, images)
     return int(BASELINE_BYTES + SAFETY * peak)
 
@@ -192,7 +196,7 @@ class MemoryPlan:
 
 def plan_blocks(n_samples: int, *, budget_bytes: int, sample_rate: int, processing_sample_rate: int,
                 n_mics: int, n_sources: int, n_basis: int, n_fft: int, hop: int, dtype: str = "float64",
-                device: str = "cpu", overlap_s: float = OVERLAP_S) -> MemoryPlan:
+                device: str = "cpu", overlap_s: float = OVERLAP_S, ensemble: int = 1) -> MemoryPlan:
     """The fewest overlapping blocks whose estimated peak fits the budget.
 
     The plan depends on the budget only through the number of blocks, so a budget
@@ -206,7 +210,7 @@ def plan_blocks(n_samples: int, *, budget_bytes: int, sample_rate: int, processi
     """
     settings = dict(sample_rate=sample_rate, processing_sample_rate=processing_sample_rate, n_mics=n_mics,
                     n_sources=n_sources, n_basis=n_basis, n_fft=n_fft, hop=hop, dtype=dtype, device=device)
-    whole = estimate_peak_bytes(n_samples, **settings)
+    whole = estimate_peak_bytes(n_samples, **settings, ensemble=ensemble)  # in blocks: one fit
     if whole <= budget_bytes:
         return MemoryPlan(n_samples, sample_rate, whole, budget_bytes, 1, n_samples, 0, whole)
     # block starts must fall on whole samples at the processing rate too
@@ -344,4 +348,4 @@ def plan_memory(session: Session, options: SeparationOptions = SeparationOptions
     return plan_blocks(session.n_samples, budget_bytes=int(budget), sample_rate=settings.sample_rate,
                        processing_sample_rate=settings.processing_sample_rate, n_mics=len(session.mics),
                        n_sources=len(session.sources), n_basis=settings.n_basis, n_fft=settings.n_fft,
-                       hop=settings.hop, dtype=settings.dtype, device=settings.device)
+                       hop=settings.hop, dtype=settings.dtype, device=settings.device, ensemble=settings.ensemble)

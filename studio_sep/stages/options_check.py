@@ -44,7 +44,7 @@ def check_options(options: SeparationSettings) -> None:
     InputError
         Naming the option, the value and the fix.
     """
-    for field, minimum in (("n_iter", 0), ("n_basis", 1), ("seed", 0), ("hop", 1),
+    for field, minimum in (("n_iter", 0), ("n_basis", 1), ("seed", 0), ("hop", 1), ("ensemble", 1),
                            ("processing_sample_rate", MIN_PROCESSING_RATE)):
         value = getattr(options, field)
         if value is not None and value < minimum:

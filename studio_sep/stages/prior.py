@@ -17,6 +17,11 @@ from studio_sep.stages.settings import ResolvedSettings
 from studio_sep.stages.signals import reference_power
 
 
+def prior_path(work: Path, member: int = 0) -> Path:
+    """The initial model of an ensemble's ``member`` (0: the single fit's, ``prior.npz``)."""
+    return work / ("prior.npz" if member == 0 else f"prior-{member}.npz")
+
+
 def prior_stage(session: Session, settings: ResolvedSettings, record: RunRecord, fp: str, work: Path, report,
                 first_signals: Callable[[], tuple[np.ndarray, np.ndarray]], *, force: bool) -> str:
     """The prior stage: the spectral prior (if any) and the initial model from the
@@ -44,8 +49,8 @@ def prior_stage(session: Session, settings: ResolvedSettings, record: RunRecord,
 
         corrections = delay_corrections_s(session, x_proc, settings.processing_sample_rate,
                                           stem_mics=settings.stem_mics)
-    init, spectral_init = initial_model(
-        X_host, n_sources=len(session.sources), init_kinds=settings.init, n_basis=settings.n_basis,
+    inputs = dict(
+        n_sources=len(session.sources), init_kinds=settings.init, n_basis=settings.n_basis,
         seed=settings.seed, sample_rate=settings.processing_sample_rate, n_fft=settings.n_fft,
         mic_positions=[m.position_m for m in session.mics],
         source_positions=[s.position_m for s in session.sources], patterns=[m.pattern for m in session.mics],
@@ -53,8 +58,13 @@ def prior_stage(session: Session, settings: ResolvedSettings, record: RunRecord,
         reference_power=reference_power(session, settings) if "dictionary" in settings.init else None,
         dictionary_iterations=settings.dictionary_iterations, prior_V_NFT=prior_V,
         prior_kind=settings.prior["kind"], delay_corrections_s=corrections)
-    save_params(work / "prior.npz", init, spectral_init=spectral_init)
-    record.finish("prior", fp, [work / "prior.npz"], elapsed_s=time.perf_counter() - clock,
+    files = []
+    for k in range(settings.ensemble):  # every member of an ensemble: the same init, its own random start
+        init, spectral_init = initial_model(X_host, **inputs, start=k)
+        files.append(prior_path(work, k))
+        save_params(files[-1], init, spectral_init=spectral_init)
+        report("prior", k + 1, settings.ensemble + 1)
+    record.finish("prior", fp, files, elapsed_s=time.perf_counter() - clock,
                   spectral_init=spectral_init, prior=prior_record,
                   **({} if corrections is None else {"delay_corrections_ms": np.round(1e3 * corrections, 4).tolist()}))
     report("prior", 1, 1)

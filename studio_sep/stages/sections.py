@@ -37,7 +37,8 @@ def run_sections(session: Session, settings: ResolvedSettings, plan: MemoryPlan,
                        "source_order": "geometry" if "geometry" in settings.init else
                        "assigned (spot-mic energy share)", "assignment": [int(i) for i in order],
                        "residual_image": has_residual, "memory": {**plan.to_dict(), **blocks},
-                       "starts": list(settings.starts), "start_kept": _start_kept(settings, fit_record)},
+                       "starts": list(settings.starts), "start_kept": _start_kept(settings, fit_record),
+                       **({"ensemble_fits": fit_record["ensemble"]} if "ensemble" in fit_record else {})},
         "log_likelihood": log_likelihood,
         "timings_s": {"fit_s": fit_record.get("elapsed_s"), "per_iteration_s": fit_record.get("per_iteration_s"),
                       "images_s": round(images_s, 3)},
@@ -73,7 +74,8 @@ def separation_fingerprints(session: Session, settings: ResolvedSettings, hashes
                         settings.prior, settings.stem_mics if settings.prior["kind"] != "none" or
                         settings.measured_delays else None,
                         *(["measured delays"] if settings.measured_delays else []),
-                        *(["wpe"] if settings.wpe else []))
+                        *(["wpe"] if settings.wpe else []),
+                        *([f"ensemble {settings.ensemble}"] if settings.ensemble > 1 else []))
     separate = fingerprint("separate", prior, settings.n_iter, settings.normalize_every,
                            settings.log_likelihood_every, settings.device, settings.dtype,
                            *([settings.starts] if settings.starts != ("init",) else []))

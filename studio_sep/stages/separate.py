@@ -29,7 +29,7 @@ import numpy as np
 from studio_sep.session import Session
 from studio_sep.stages.blocks import write_block_images
 from studio_sep.stages.checkpoints import block_fit_path, load_params, save_params
-from studio_sep.stages.fit import fit_blocks, fit_starts
+from studio_sep.stages.fit import fit_blocks, fit_ensemble, fit_starts, member_fit_path
 from studio_sep.stages.images import write_source_images
 from studio_sep.stages.memory import MemoryPlan, plan_memory
 from studio_sep.stages.prior import prior_stage
@@ -76,8 +76,9 @@ def separate_session(
     """
     settings = resolve_settings(session, options)
     plan = plan_memory(session, options, settings=settings)
-    if plan.blocked and len(settings.starts) > 1:
-        settings = replace(settings, starts=settings.starts[:1])  # in blocks, one start (the time it costs)
+    if plan.blocked and (len(settings.starts) > 1 or settings.ensemble > 1):
+        # in blocks, one start and one fit (the time it costs)
+        settings = replace(settings, starts=settings.starts[:1], ensemble=1)
     folder = Path(out_root) / session.name
     record = RunRecord(folder)
     hashes = hashes or FileHashes(folder / WORK_DIR / "hashes.json")
@@ -147,6 +148,13 @@ class _OnePass:
     def fit(self, fp: str) -> tuple[list[Path], dict, int]:
         """Fit, save ``fit.npz``; the files, the record's fields and the iterations run."""
         work, settings = self.work, self.settings
+        if settings.ensemble > 1:
+            members, fits, fields, iterations_run = fit_ensemble(self.X_fit, settings, work, fp, self.report,
+                                                                 resume=not self.force)
+            save_params(work / "fit.npz", members[0], log_likelihood=fits[0].log_likelihood,
+                        ll_iterations=fits[0].ll_iterations, member_orders=np.array(fields["ensemble"]["orders"]))
+            return [work / "fit.npz", *(member_fit_path(work, k) for k in range(1, len(members)))], fields, \
+                iterations_run
         init, _ = load_params(work / "prior.npz")
         fit, fields, iterations_run = fit_starts(self.X_fit, init, settings, work, fp, self.report,
                                                  resume=not self.force)
@@ -156,6 +164,11 @@ class _OnePass:
 
     def images(self, folder: Path) -> _Images:
         params, extra = load_params(self.work / "fit.npz")
+        if "member_orders" in extra:  # an ensemble: every member, its outputs in member 0's order
+            from studio_sep.separation.initial import reorder_outputs
+
+            params = [params, *(reorder_outputs(load_params(member_fit_path(self.work, k))[0], order)
+                                for k, order in enumerate(extra["member_orders"]) if k > 0)]
         outputs, order, has_residual = write_source_images(folder, self.session, self.settings, self.x_MS,
                                                            self.x_proc, self.X_host, params, self.report)
         log_likelihood = {"initial": float(extra["log_likelihood"][0]), "final": float(extra["log_likelihood"][-1]),

@@ -24,6 +24,12 @@ SeparationOptions = SeparationSettings
 #: the spectral model started from its output beats adding a solo-take dictionary.
 DEFAULT_INIT = ("geometry",)
 
+#: Fits combined by default, and the iterations of each (benchmarks/README.md, "Scene zoo").
+DEFAULT_ENSEMBLE = 3
+#: FastMNMF2 iterations of a single fit, and of each fit of an ensemble.
+DEFAULT_ITERATIONS = 100
+DEFAULT_ENSEMBLE_ITERATIONS = 50
+
 #: The start with no guidance: circular spatial model, random bases and activations.
 BLIND_INIT = ("circular",)
 
@@ -58,6 +64,10 @@ class ResolvedSettings:
     measured_delays: bool = False
     #: The model is fitted to the mics dereverberated by WPE (:func:`studio_sep.stages.signals.fit_spectrogram`).
     wpe: bool = False
+    #: Fits combined into the images (:func:`studio_sep.separation.wiener.ensemble_images`),
+    #: each from the same init with its own random spectral start (member k from the
+    #: random stream ``(seed, 1, k)``; member 0 is the single fit's start).
+    ensemble: int = 1
 
 
 def resolve_settings(session: Session, options: SeparationOptions = SeparationOptions()) -> ResolvedSettings:
@@ -92,8 +102,12 @@ def resolve_settings(session: Session, options: SeparationOptions = SeparationOp
     dtype = pick("dtype", "float64")
     if dtype not in ("float32", "float64"):
         raise InputError(None, "dtype", f"{dtype!r} is not float32 or float64", "pick one of those")
-    n_iter, n_basis, seed = pick("n_iter", 100), pick("n_basis", 8), pick("seed", 0)
-    for name, value, minimum in (("n_iter", n_iter, 0), ("n_basis", n_basis, 1), ("seed", seed, 0)):
+    # the blind start keeps the better of two single fits: asked for, it replaces the default ensemble
+    ensemble = pick("ensemble", 1 if pick("blind_start", False) else DEFAULT_ENSEMBLE)
+    n_iter = pick("n_iter", DEFAULT_ITERATIONS if ensemble == 1 else DEFAULT_ENSEMBLE_ITERATIONS)
+    n_basis, seed = pick("n_basis", 8), pick("seed", 0)
+    for name, value, minimum in (("n_iter", n_iter, 0), ("n_basis", n_basis, 1), ("seed", seed, 0),
+                                 ("ensemble", ensemble, 1)):
         if value < minimum:
             raise InputError(None, name, f"must be at least {minimum}, got {value}")
     check_session_length(session, n_fft=n_fft, hop=hop, processing_sample_rate=proc_sr, n_basis=n_basis, init=init,
@@ -108,12 +122,16 @@ def resolve_settings(session: Session, options: SeparationOptions = SeparationOp
                          "pip install 'studio-sep[dereverb]', or leave wpe off")
     guided = init != BLIND_INIT
     starts = ("init", "blind") if pick("blind_start", False) and guided else ("init",)
+    if len(starts) > 1 and ensemble > 1:
+        raise InputError(*_where(session, options, "blind_start"), "the blind start (keep the better of two fits) "
+                         f"and an ensemble of {ensemble} fits (combine them all) do not go together",
+                         "drop --blind-start or use --ensemble 1")
     return ResolvedSettings(init=init, n_iter=n_iter, n_basis=n_basis, n_fft=n_fft, hop=hop, device=device,
                             dtype=dtype, seed=seed, sample_rate=native, processing_sample_rate=proc_sr,
                             stem_mics=stem_mics, subtype=chosen.subtype or "float32", prior=prior.describe(),
                             starts=starts, measured_delays=bool(pick("measured_delays", False))
                             and "geometry" in init and len(session.mics) > 1,
-                            wpe=wpe)
+                            wpe=wpe, ensemble=ensemble)
 
 
 def _where(session: Session, options: SeparationOptions, field: str) -> tuple:
