@@ -121,10 +121,12 @@ def test_a_read_only_out_is_one_line_even_when_everything_is_up_to_date(rendered
 @pytest.mark.parametrize("command", ["separate", "run"])
 def test_a_full_disk_is_one_line_naming_the_file_and_nothing_is_left_half_written(
         rendered_session: Path, tmp_path: Path, command: str) -> None:
-    """Case 2: the disk fills while the images are written (2 MiB: the fit's files fit, the images do not)."""
+    """Case 2: the disk fills while the images are written (2 MiB: the fit's files fit, the images
+    do not; one fit: an ensemble's fits would not fit)."""
     with tmpfs(tmp_path / "out", "2m") as out:
         args = ["--no-mix", "--no-evaluate", "-q"] if command == "run" else []
-        result = _cli(command, str(rendered_session), "--out", str(out), "--iterations", "3", *args)
+        result = _cli(command, str(rendered_session), "--out", str(out), "--iterations", "3", "--ensemble", "1",
+                      *args)
         assert result.returncode == 1
         if command == "separate":
             line = _one_error_line(result)
@@ -137,6 +139,18 @@ def test_a_full_disk_is_one_line_naming_the_file_and_nothing_is_left_half_writte
         record = __import__("json").loads((out / "ircam_trio" / "run.json").read_text())
         assert set(record["stages"]) == {"prior", "separate"}  # finished stages kept, images not taken for done
 
+
+
+def test_a_full_disk_during_the_fits_is_one_line_naming_the_fit_file(rendered_session: Path, tmp_path: Path) -> None:
+    """The disk fills while an ensemble's fits are saved (2 MiB): one line naming the .npz, no
+    traceback (numpy's zip writer never sees the full disk: the file is made in memory)."""
+    with tmpfs(tmp_path / "out", "2m") as out:
+        result = _cli("separate", str(rendered_session), "--out", str(out), "--iterations", "3", "--ensemble", "5")
+        assert result.returncode == 1
+        line = _one_error_line(result)
+        assert "no space left on device (fix: free space and rerun; finished stages are kept)" in line
+        assert re.search(re.escape(str(out)) + r"/ircam_trio/\.studio-sep/\S+\.npz", line), line
+        _no_partial_files(out)
 
 def _run(manifest: Path, out: Path, n_iter: int = 3):
     options = RunOptions(separation=SeparationOptions(n_iter=n_iter), presets=(), evaluate=False)

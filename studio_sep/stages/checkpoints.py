@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import io
 import zipfile
 from pathlib import Path
 
@@ -65,9 +66,13 @@ def check_finite(params, where: str) -> None:
 def save_params(path: Path, params, **extra) -> None:
     """The four parameter arrays and ``extra`` (as ``extra_<name>``) into one .npz, atomically."""
     arrays = {name: getattr(params, name) for name in _PARAMS}
+    # made in memory, then written: a full disk fails the write (one OSError), never numpy's
+    # zip writer half-way (whose clean-up then prints a traceback of its own)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays, **{f"extra_{k}": np.asarray(v) for k, v in extra.items()})
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays, **{f"extra_{k}": np.asarray(v) for k, v in extra.items()})
+            f.write(buffer.getbuffer())
 
 
 def load_params(path: Path):
