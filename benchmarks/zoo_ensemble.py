@@ -10,7 +10,7 @@ session's own rate and STFT (the zoo manifests' 16 kHz). One JSON line per scene
 
 Usage::
 
-    python benchmarks/zoo_ensemble.py SCENES K [ITERATIONS] [--work ~/.cache/studio-sep/zoo/20261201-15s]
+    python benchmarks/zoo_ensemble.py SCENES K [ITERATIONS] [--jitter-cm 10] [--work ~/.cache/studio-sep/zoo/20261201-15s]
 
 e.g. ``python benchmarks/zoo_ensemble.py 0,4,7,9 4 50``.
 """
@@ -43,6 +43,8 @@ def main(argv=None) -> int:
     p.add_argument("scenes")
     p.add_argument("k", type=int)
     p.add_argument("iterations", type=int, nargs="?", default=50)
+    p.add_argument("--jitter-cm", type=float, default=0.0,
+                   help="fits 1…K−1 start from mic and source positions moved by this σ (rng 7; fit 0 from the manifest's)")
     p.add_argument("--work", type=Path, default=Path.home() / ".cache" / "studio-sep" / "zoo" / "20261201-15s")
     args = p.parse_args(argv)
     for index in (int(s) for s in args.scenes.split(",")):
@@ -61,10 +63,15 @@ def main(argv=None) -> int:
             return round(float(np.mean(bss_metrics(truth, np.stack(est))["sdr"])), 2)
 
         images, finals, reference, t0 = [], [], None, time.perf_counter()
+        mics = np.array([m.position_m for m in session.mics])
+        sources = np.array([s.position_m for s in session.sources])
+        jitter = np.random.default_rng(7)
         for k in range(args.k):
+            sigma = args.jitter_cm / 100 if k else 0.0
             init = initial_model(X, n_sources=N, init_kinds=("geometry",), n_basis=settings.n_basis, seed=k,
-                                 sample_rate=rate, n_fft=n_fft, mic_positions=[m.position_m for m in session.mics],
-                                 source_positions=[s.position_m for s in session.sources],
+                                 sample_rate=rate, n_fft=n_fft,
+                                 mic_positions=mics + (jitter.normal(0, sigma, mics.shape) if sigma else 0),
+                                 source_positions=sources + (jitter.normal(0, sigma, sources.shape) if sigma else 0),
                                  patterns=[m.pattern for m in session.mics],
                                  aims_deg=[(m.aim_azimuth_deg, m.aim_elevation_deg) for m in session.mics])[0]
             fit = fastmnmf2.fit(X, n_sources=N, n_basis=settings.n_basis, n_iter=args.iterations, init=init,
