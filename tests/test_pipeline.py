@@ -179,6 +179,33 @@ def test_blind_runs_name_sources_the_same_way_across_seeds(close_miked_session: 
     assert not np.allclose(named[0], named[1])  # two different runs, named alike
 
 
+
+def test_spot_mics_name_the_sources_when_the_typed_positions_swap_them(close_miked_session: Path,
+                                                                        tmp_path: Path) -> None:
+    """Sources 0 and 1 typed at each other's places: the geometric start names them the wrong
+    way round; with a spot mic of its own for every source, the outputs take their names
+    from the spot mics' energy shares (what the recording shows), and come out right."""
+    import dataclasses
+
+    from studio_sep.session import dump_session
+
+    session = load_session(close_miked_session)
+    a, b = session.sources[0], session.sources[1]
+    swapped = (dataclasses.replace(a, position_m=b.position_m), dataclasses.replace(b, position_m=a.position_m),
+               *session.sources[2:])
+    path = close_miked_session.parent / "swapped.toml"
+    dump_session(dataclasses.replace(session, sources=swapped, path=path), path)
+    session = load_session(path)
+    result = separate_session(session, tmp_path, SeparationOptions(n_iter=30, n_basis=4, ensemble=1))
+    assert result.run["separation"]["source_order"] == "assigned (spot-mic energy share)"
+    assert result.run["separation"]["assignment"][:2] == [1, 0]  # the geometric outputs 0 and 1, renamed
+    truth = np.stack([audio_io.read_audio(session.truth.images[s.name])[0] for s in session.sources])
+    images = read_images(tmp_path / session.name, session)
+    spot = [mic_names_of(session).index(f"spot_{s.name}") for s in session.sources]
+    for n in range(3):
+        corr = [abs(np.corrcoef(images[k, spot[n]], truth[n, spot[n]])[0, 1]) for k in range(3)]
+        assert int(np.argmax(corr)) == n and corr[n] > 0.8, corr
+
 def test_blind_naming_does_not_depend_on_output_order(rendered_session: Path, tmp_path: Path) -> None:
     from studio_sep.stages import resolve_settings
     from studio_sep.stages.images import assign_sources

@@ -13,6 +13,7 @@ import numpy as np
 from studio_sep import __version__
 from studio_sep.dsp.backend import xp_for_device
 from studio_sep.session import Session
+from studio_sep.stages.images import source_naming
 from studio_sep.stages.memory import MemoryPlan
 from studio_sep.stages.runrecord import FileHashes, RunRecord, fingerprint
 from studio_sep.stages.settings import ResolvedSettings
@@ -34,8 +35,9 @@ def run_sections(session: Session, settings: ResolvedSettings, plan: MemoryPlan,
                        "prior": (record.stage("prior") or {}).get("prior", settings.prior),
                        "spectral_init": spectral_init, "shape_FTM": [int(v) for v in shape_FTM],
                        "n_sources": len(session.sources),
-                       "source_order": "geometry" if "geometry" in settings.init else
-                       "assigned (spot-mic energy share)", "assignment": [int(i) for i in order],
+                       "source_order": {"geometry": "geometry", "spot mics": "assigned (spot-mic energy share)",
+                                        "stem mics": "assigned (stem-mic energy share)"}[source_naming(session, settings)],
+                       "assignment": [int(i) for i in order],
                        "residual_image": has_residual, "memory": {**plan.to_dict(), **blocks},
                        "starts": list(settings.starts), "start_kept": _start_kept(settings, fit_record),
                        **({"ensemble_fits": fit_record["ensemble"]} if "ensemble" in fit_record else {})},
