@@ -53,9 +53,14 @@ def _reference_sdr(session, out: Path) -> float:
     return float(np.mean([metrics["separated"][s][metrics["reference_mic"]]["sdr"] for s in metrics["separated"]]))
 
 
-def test_the_blind_start_rescues_a_misleading_manifest(rendered_session: Path, tmp_path: Path) -> None:
+def test_a_misleading_manifest_the_blind_start_is_kept_and_the_spot_mics_name_the_guided_fit_better(
+        rendered_session: Path, tmp_path: Path) -> None:
+    """On a manifest that misleads the geometric start, the likelihood keeps the blind fit; but the
+    guided fit, its outputs named by the spot mics, is the better separation (+2.1 against −4.8 dB
+    here; before the spot-mic naming the guided fit came out misnamed at −7.9 and the blind one
+    rescued it at −2.3): why the blind start is not on by default."""
     session = load_session(_misled(rendered_session))
-    guided = separate_session(session, tmp_path / "guided", SeparationOptions(n_iter=60, blind_start=False))
+    guided = separate_session(session, tmp_path / "guided", SeparationOptions(n_iter=60, ensemble=1))
     both = separate_session(session, tmp_path / "both", SeparationOptions(n_iter=60, blind_start=True))
     assert guided.run["separation"]["starts"] == ["init"]
     assert both.run["separation"]["starts"] == ["init", "blind"]
@@ -66,9 +71,10 @@ def test_the_blind_start_rescues_a_misleading_manifest(rendered_session: Path, t
     assert kept["start"] == "blind" and lls["blind"] > lls["init"]
     assert both.run["log_likelihood"]["final"] == pytest.approx(lls["blind"], abs=1e-6)
     assert kept["outputs_named_by"].startswith("spectral models")
-    # … and it is the better separation (measured here: −7.9 dB → −2.3 dB at the reference mic)
+    # … and the guided fit named by the spot mics is the better separation
+    assert guided.run["separation"]["source_order"] == "assigned (spot-mic energy share)"
     sdr_guided, sdr_both = _reference_sdr(session, tmp_path / "guided"), _reference_sdr(session, tmp_path / "both")
-    assert sdr_both > sdr_guided + 3.0, (sdr_guided, sdr_both)
+    assert sdr_guided > sdr_both + 3.0, (sdr_guided, sdr_both)
     record = json.loads((tmp_path / "both" / session.name / "run.json").read_text())
     assert record["stages"]["separate"]["starts"]["kept"] == "blind"
     work = tmp_path / "both" / session.name / ".studio-sep"
