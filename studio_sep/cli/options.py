@@ -25,7 +25,7 @@ BlindStartOpt = Annotated[bool | None, typer.Option(
 IterationsOpt = Annotated[int | None, typer.Option(help="FastMNMF2 iterations of each fit (default 100; 50 with "
                                                 "--ensemble above 1).")]
 EnsembleOpt = Annotated[int | None, typer.Option(help="Fits combined into the images, each from its own random "
-                                              "spectral start (default 1; 1 in time blocks).")]
+                                              "spectral start (default 3; 1 with --blind-start and in time blocks).")]
 NBasisOpt = Annotated[int | None, typer.Option(help="NMF bases per source (default 8).")]
 NFftOpt = Annotated[int | None, typer.Option(help="STFT window in samples (default: ~64 ms at the processing rate).")]
 HopOpt = Annotated[int | None, typer.Option(help="STFT hop in samples (default n_fft/4).")]

@@ -106,6 +106,28 @@ def start_fit_path(work: Path, start: str) -> Path:
     return work / f"fit-{start}.npz"
 
 
+def fit_or_reuse(X_host, make_init, settings: ResolvedSettings, work: Path, path: Path | None, fp: str, report, *,
+                 resume: bool, index: int, count: int, label: str):
+    """Fit ``index`` of ``count`` run one after another (several starts, an ensemble's
+    members): its finished result saved at ``path`` when there is one for ``fp``, else a
+    fit from ``make_init()``, saved there (``path`` None: a lone fit, its checkpoint only).
+
+    Returns the fit and the number of iterations run here.
+    """
+    n_iter = settings.n_iter
+    saved = load_checkpoint(path, fp) if resume and path else None
+    if saved is not None:
+        report("separate", (index + 1) * n_iter, count * n_iter, detail=f"{label} done earlier")
+        return fastmnmf2_result(saved), 0
+    fit, first = run_fit(X_host, make_init(), settings, work, fp, report, resume=resume,
+                         progress=(index * n_iter, count * n_iter, label if count > 1 else ""))
+    if path:
+        save_params(path, fit.params, fingerprint=fp, iteration=n_iter, log_likelihood=fit.log_likelihood,
+                    ll_iterations=fit.ll_iterations)
+    (work / "fit-checkpoint.npz").unlink(missing_ok=True)
+    return fit, n_iter - first
+
+
 def fit_starts(X_host, init, settings: ResolvedSettings, work: Path, fp: str, report, *, resume: bool):
     """Fit from every start in ``settings.starts``; keep the fit with the higher final
     log-likelihood (the model's own criterion, never the truth).
@@ -124,31 +146,18 @@ def fit_starts(X_host, init, settings: ResolvedSettings, work: Path, fp: str, re
     """
     from studio_sep.separation.initial import initial_model, match_outputs, reorder_outputs
 
+    def blind_init():
+        return initial_model(X_host, n_sources=init.G_NM.shape[0], init_kinds=BLIND_INIT, n_basis=settings.n_basis,
+                             seed=settings.seed, sample_rate=settings.processing_sample_rate, n_fft=settings.n_fft)[0]
+
     fits, iterations_run, n_starts = {}, 0, len(settings.starts)
     for i, start in enumerate(settings.starts):
         # one start: the fit alone, as it always was (its checkpoint, no start file)
         path, fp_s = (start_fit_path(work, start), fingerprint("start", fp, start)) if n_starts > 1 else (None, fp)
-        saved = load_checkpoint(path, fp_s) if resume and path else None
-        if saved is not None:
-            fits[start] = fastmnmf2_result(saved)
-            report("separate", (i + 1) * settings.n_iter, n_starts * settings.n_iter,
-                   detail=f"{start} start done earlier")
-            continue
-        if start == "blind":
-            init_s = initial_model(X_host, n_sources=init.G_NM.shape[0], init_kinds=BLIND_INIT,
-                                   n_basis=settings.n_basis, seed=settings.seed,
-                                   sample_rate=settings.processing_sample_rate, n_fft=settings.n_fft)[0]
-        else:
-            init_s = init
-        fit, first = run_fit(X_host, init_s, settings, work, fp_s, report, resume=resume,
-                             progress=(i * settings.n_iter, n_starts * settings.n_iter,
-                                       f"{start} start" if n_starts > 1 else ""))
-        iterations_run += settings.n_iter - first
-        if path:
-            save_params(path, fit.params, fingerprint=fp_s, iteration=settings.n_iter,
-                        log_likelihood=fit.log_likelihood, ll_iterations=fit.ll_iterations)
-        (work / "fit-checkpoint.npz").unlink(missing_ok=True)
-        fits[start] = fit
+        fits[start], ran = fit_or_reuse(X_host, blind_init if start == "blind" else lambda: init, settings, work,
+                                        path, fp_s, report, resume=resume, index=i, count=n_starts,
+                                        label=f"{start} start")
+        iterations_run += ran
     final = {start: float(fit.log_likelihood[-1]) for start, fit in fits.items()}
     kept = max(settings.starts, key=lambda start: final[start])  # the first on a tie
     fit = fits[kept]
@@ -184,20 +193,11 @@ def fit_ensemble(X_host, settings: ResolvedSettings, work: Path, fp: str, report
     K, n_iter = settings.ensemble, settings.n_iter
     fits, iterations_run = [], 0
     for k in range(K):
-        path, fp_k = member_fit_path(work, k), fingerprint("member", fp, k)
-        saved = load_checkpoint(path, fp_k) if resume else None
-        if saved is not None:
-            fits.append(fastmnmf2_result(saved))
-            report("separate", (k + 1) * n_iter, K * n_iter, detail=f"fit {k + 1}/{K} done earlier")
-            continue
-        init = load_params(prior_path(work, k))[0]
-        fit, first = run_fit(X_host, init, settings, work, fp_k, report, resume=resume,
-                             progress=(k * n_iter, K * n_iter, f"fit {k + 1}/{K}"))
-        iterations_run += n_iter - first
-        save_params(path, fit.params, fingerprint=fp_k, iteration=n_iter, log_likelihood=fit.log_likelihood,
-                    ll_iterations=fit.ll_iterations)
-        (work / "fit-checkpoint.npz").unlink(missing_ok=True)
+        fit, ran = fit_or_reuse(X_host, lambda: load_params(prior_path(work, k))[0], settings, work,
+                                member_fit_path(work, k), fingerprint("member", fp, k), report, resume=resume,
+                                index=k, count=K, label=f"fit {k + 1}/{K}")
         fits.append(fit)
+        iterations_run += ran
     orders = [np.arange(fits[0].params.G_NM.shape[0])] + [match_outputs(f.params, fits[0].params) for f in fits[1:]]
     members = [reorder_outputs(f.params, order) for f, order in zip(fits, orders)]
     fields = {"resumed_from_iteration": K * n_iter - iterations_run,
