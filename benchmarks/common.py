@@ -82,3 +82,56 @@ def write_results(stem: Path, markdown: str, data, *, indent: int = 2) -> None:
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".md").write_text(markdown)
     stem.with_suffix(".json").write_text(json.dumps(jsonable(data), indent=indent))
+
+
+class ZooScene:
+    """A rendered zoo session (``zoo.py``'s work folder) ready to separate and score: the
+    manifest's settings, the mics at the native and the processing rate, their STFT and the
+    true images at the reference mic. ``sdr(images)`` scores Wiener images at the reference
+    mic (a list of ``(F, T)`` or ``(F, T, M)`` STFTs, one per source, in the manifest's order)
+    at the native rate: mean SDR over sources, fast-bss-eval with 512 taps."""
+
+    def __init__(self, work: Path, index: int):
+        import numpy as np
+
+        from studio_sep.dsp import stft
+        from studio_sep.dsp.resample import resample
+        from studio_sep.io import audio as audio_io
+        from studio_sep.session import load_mics, load_session
+        from studio_sep.stages.settings import resolve_settings
+
+        self.index = index
+        self.session = load_session(next(work.glob(f"zoo_*_{index:03d}/session.toml")))
+        self.settings = resolve_settings(self.session)
+        self.x = load_mics(self.session)
+        self.x_proc = resample(self.x, self.session.sample_rate, self.settings.processing_sample_rate)
+        self.X = stft.stft(self.x_proc, n_fft=self.settings.n_fft, hop=self.settings.hop)
+        self.truth = np.stack([audio_io.read_audio(self.session.truth.images[s.name])[0][0]
+                               for s in self.session.sources])
+
+    def initial_model(self, start: int = 0):
+        """The default geometric start (the prior stage's, ensemble member ``start``)."""
+        from studio_sep.separation.initial import initial_model
+
+        s, session = self.settings, self.session
+        return initial_model(self.X, n_sources=len(session.sources), init_kinds=s.init, n_basis=s.n_basis,
+                             seed=s.seed, sample_rate=s.processing_sample_rate, n_fft=s.n_fft,
+                             mic_positions=[m.position_m for m in session.mics],
+                             source_positions=[x.position_m for x in session.sources],
+                             patterns=[m.pattern for m in session.mics],
+                             aims_deg=[(m.aim_azimuth_deg, m.aim_elevation_deg) for m in session.mics],
+                             start=start)[0]
+
+    def sdr(self, images) -> float:
+        import numpy as np
+
+        from studio_sep.dsp import stft
+        from studio_sep.dsp.metrics import bss_metrics
+        from studio_sep.dsp.resample import resample
+
+        s = self.settings
+        est = [resample(stft.istft(S if S.ndim == 3 else S[:, :, None], n_fft=s.n_fft, hop=s.hop,
+                                   n_samples=self.x_proc.shape[1])[0],
+                        s.processing_sample_rate, self.session.sample_rate, n_samples=self.x.shape[1])
+               for S in images]
+        return float(np.mean(bss_metrics(self.truth, np.stack(est))["sdr"]))

@@ -13,7 +13,12 @@ from studio_sep.io import audio as audio_io
 from studio_sep.separation import fastmnmf2, wiener
 from studio_sep.session import load_session
 from studio_sep.stages import SeparationOptions, separate_session
-from studio_sep.stages.settings import DEFAULT_ENSEMBLE, DEFAULT_ENSEMBLE_ITERATIONS, resolve_settings
+from studio_sep.stages.settings import (
+    DEFAULT_ENSEMBLE,
+    DEFAULT_ITERATIONS,
+    STOP_TOLERANCE,
+    resolve_settings,
+)
 from studio_sep.util.errors import InputError
 
 
@@ -42,14 +47,20 @@ def test_ensemble_images_are_the_mean_of_the_members_wiener_images() -> None:
 def test_ensemble_settings(rendered_session: Path) -> None:
     session = load_session(rendered_session)
     default = resolve_settings(session)
-    assert default.ensemble == DEFAULT_ENSEMBLE == 3 and default.n_iter == DEFAULT_ENSEMBLE_ITERATIONS == 50
+    assert default.ensemble == DEFAULT_ENSEMBLE == 3 and default.n_iter == DEFAULT_ITERATIONS == 100
     single = resolve_settings(session, SeparationOptions(ensemble=1))
     assert single.ensemble == 1 and single.n_iter == 100
     # the blind start asked for: one fit from each start, the better kept (no ensemble)
     assert resolve_settings(session, SeparationOptions(blind_start=True)).ensemble == 1
     five = resolve_settings(session, SeparationOptions(ensemble=5))
-    assert five.ensemble == 5 and five.n_iter == DEFAULT_ENSEMBLE_ITERATIONS
+    assert five.ensemble == 5 and five.n_iter == DEFAULT_ITERATIONS
     assert resolve_settings(session, SeparationOptions(ensemble=5, n_iter=7)).n_iter == 7
+    # iterations: auto by default (at most 100 per fit), or exactly N
+    assert default.iterations == "auto" and default.stop_tolerance == STOP_TOLERANCE > 0
+    assert single.iterations == "auto" and single.n_iter == DEFAULT_ITERATIONS
+    fixed = resolve_settings(session, SeparationOptions(n_iter=7))
+    assert fixed.iterations == 7 and fixed.stop_tolerance == 0
+    assert resolve_settings(session, SeparationOptions(n_iter="auto")).stop_tolerance == STOP_TOLERANCE
     with pytest.raises(InputError, match=r"--blind-start.*do not go together.*--ensemble 1"):
         resolve_settings(session, SeparationOptions(ensemble=3, blind_start=True))
     with pytest.raises(InputError, match=r"ensemble.*at least 1"):

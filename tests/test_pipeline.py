@@ -47,6 +47,8 @@ def test_run_json_records_everything(guided_run) -> None:
     assert sep["init"] == ["geometry"]  # the default
     assert sep["spectral_init"].startswith("W, H by NMF of the geometric demixer")
     assert (sep["n_iter"], sep["n_basis"], sep["n_fft"], sep["hop"]) == (30, 8, 1024, 256)
+    # a number of iterations asked: exactly that many in every fit, no stopping rule
+    assert sep["iterations"] == 30 and sep["iterations_run"] == [30, 30, 30] and sep["stop_tolerance"] == 0
     assert sep["device"] == "cpu" and sep["dtype"] == "float64" and sep["seed"] == 0
     assert sep["prior"]["kind"] == "none" and sep["stem_mics"]["violin"] == "spot_violin"
     ll = run["log_likelihood"]["values"]
@@ -242,7 +244,7 @@ def test_cli_separate_and_evaluate(rendered_session: Path, tmp_path: Path) -> No
     result = runner.invoke(app, ["separate", str(rendered_session), "--out", str(tmp_path), "--iterations", "5",
                                  "--init", "geometry", "--stem-mic", "trio_c", "--format", "pcm24"])
     assert result.exit_code == 0, result.output
-    assert "separated ircam_trio" in result.stdout and "5 iterations on cpu" in result.stdout
+    assert "separated ircam_trio" in result.stdout and "3 fits of 5 iterations on cpu" in result.stdout
     folder = tmp_path / "ircam_trio"
     assert audio_io.audio_info(folder / "stems" / "piano.wav").subtype == "PCM_24"
     run = json.loads((folder / "run.json").read_text())

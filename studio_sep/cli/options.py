@@ -22,8 +22,9 @@ RobertaDirOpt = Annotated[str | None, typer.Option(help="Folder with the roberta
 BlindStartOpt = Annotated[bool | None, typer.Option(
     "--blind-start/--no-blind-start", help="Also fit from the blind start and keep the fit with the higher "
     "log-likelihood (default off; never for sessions separated in time blocks).")]
-IterationsOpt = Annotated[int | None, typer.Option(help="FastMNMF2 iterations of each fit (default 100; 50 with "
-                                                "--ensemble above 1).")]
+IterationsOpt = Annotated[str | None, typer.Option(
+    metavar="N|auto", help="FastMNMF2 iterations of each fit: N (exactly N) or auto, until the likelihood stops "
+    "improving (default auto, at most 100 per fit).")]
 EnsembleOpt = Annotated[int | None, typer.Option(help="Fits combined into the images, each from its own random "
                                               "spectral start (default 3; 1 with --blind-start and in time blocks).")]
 NBasisOpt = Annotated[int | None, typer.Option(help="NMF bases per source (default 8).")]
@@ -60,13 +61,24 @@ def separation_options(init, iterations, n_basis, n_fft, hop, device, dtype, see
         raise InputError(None, "--format", f"{format!r} is not float32 or pcm24", "pick one of those")
     options = SeparationOptions(
         init=tuple(i.strip() for i in init.split(",") if i.strip()) if init else None,
-        n_iter=iterations, n_basis=n_basis, n_fft=n_fft, hop=hop, device=device, dtype=dtype, seed=seed,
+        n_iter=parse_iterations(iterations), n_basis=n_basis, n_fft=n_fft, hop=hop, device=device, dtype=dtype, seed=seed,
         processing_sample_rate=processing_rate, stem_mics=parse_stem_mics(stem_mic or []), subtype=format,
         max_memory=None if max_memory is None else parse_size(max_memory), prior=prior, prior_model=prior_model,
         clap={k: v for k, v in (("checkpoint", clap_checkpoint), ("roberta", roberta_dir)) if v} or None,
         blind_start=blind_start, ensemble=ensemble)
     check_options(options)
     return options
+
+
+def parse_iterations(value: str | None) -> int | str | None:
+    """``--iterations``: a whole number, or ``auto``."""
+    if value is None or value.strip().lower() == "auto":
+        return None if value is None else "auto"
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError(None, "--iterations", f"{value!r} is not a number of iterations or auto",
+                         "write e.g. --iterations 100, or --iterations auto") from None
 
 
 def parse_levels(values: list[str], option: str, *, low: float, high: float) -> dict[str, float]:

@@ -100,7 +100,7 @@ def print_separation(result) -> None:
     console.print(
         f"separated [bold]{escape(result.run['session']['name'])}[/] → {escape(str(result.folder))}: "
         f"init {'+'.join(sep['init'])}, "
-        f"{sep['n_iter']} iterations on {sep['device']} ({sep['dtype']}), {t['per_iteration_s']:.3f} s/iteration, "
+        f"{iterations_label(sep)} on {sep['device']} ({sep['dtype']}), {t['per_iteration_s']:.3f} s/iteration, "
         f"log-likelihood {ll['initial']:.3f} → {ll['final']:.3f}", highlight=False)
     console.print(f"prior: {prior_label(sep['prior'])}; spectral init: {sep['spectral_init']}", highlight=False)
     kept = sep.get("start_kept") or {}
@@ -109,6 +109,18 @@ def print_separation(result) -> None:
         console.print(f"starts: final log-likelihood {lls}; kept the {kept['start']} start's fit", highlight=False)
     for source, why in (sep["prior"].get("rejected") or {}).items() if isinstance(sep["prior"], dict) else ():
         console.print(f"  {source}: {why}", highlight=False, markup=False)
+
+
+def iterations_label(sep: dict) -> str:
+    """The iterations a run's fits ran: "100 iterations", "3 fits of 50 iterations",
+    "auto: 35 iterations (at most 100)", "auto: 40, 50, 35 iterations (3 fits, at most 50 each)"."""
+    run = sep.get("iterations_run")
+    counts = list(run.values()) if isinstance(run, dict) else run if isinstance(run, list) else [run or sep["n_iter"]]
+    if sep.get("iterations") != "auto":
+        return f"{len(counts)} fits of {counts[0]} iterations" if len(counts) > 1 else f"{counts[0]} iterations"
+    ran = f"auto: {', '.join(str(c) for c in counts)} iterations"
+    return f"{ran} ({len(counts)} fits, at most {sep['n_iter']} each)" if len(counts) > 1 else \
+        f"{ran} (at most {sep['n_iter']})"
 
 
 def print_metrics(metrics: dict, report_dir: Path) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from studio_sep.cli.options import DEFAULT_PRESET
+from studio_sep.cli.options import DEFAULT_PRESET, IterationsOpt
 from studio_sep.cli.printing import (
     StageProgress,
     console,
@@ -69,7 +69,7 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output root.")] = Path("out"),
     duration: Annotated[float, typer.Option(help="Length of the rendered session in seconds.")] = 20.0,
     sample_rate: Annotated[int, typer.Option(help="Sample rate of the rendered session in Hz.")] = 48000,
-    iterations: Annotated[int | None, typer.Option(help="FastMNMF2 iterations (default 100).")] = None,
+    iterations: IterationsOpt = None,
     preset: Annotated[Path, typer.Option(help="Mixing preset.")] = DEFAULT_PRESET,
     prior: Annotated[str, typer.Option(help="Spectral prior (the nmf prior measured best on rendered "
                                        "sessions: benchmarks/README.md).")] = "nmf",

@@ -38,6 +38,10 @@ COVARIANCE_CACHE_BYTES = 2 * 1024**3
 #: faster than 128 MiB ones; benchmarks/arithmetic.py).
 BLOCK_BYTES = 512 * 1024
 
+#: The stopping rule (``tolerance``) looks at the log-likelihood gained over this many
+#: iterations.
+STOP_WINDOW = 10
+
 
 def default_block_bins(shape_FTM, real_dtype, xp) -> int:
     """Bins per block: cache-sized on the CPU (numpy), every bin at once elsewhere (a
@@ -93,6 +97,7 @@ def fit(
     resume: Checkpoint | None = None,
     checkpoint_every: int = 0,
     on_checkpoint: Callable[[Checkpoint], None] | None = None,
+    tolerance: float = 0.0,
 ) -> FitResult:
     """Fit FastMNMF2 to a multichannel STFT.
 
@@ -105,7 +110,8 @@ def fit(
     n_basis : int
         K, NMF bases per source.
     n_iter : int
-        Number of iterations (each updates W, H, G, then every row of Q).
+        Number of iterations (each updates W, H, G, then every row of Q); with a
+        ``tolerance``, the most.
     init : Params, optional
         Initial parameters (host or device arrays); missing fields come from
         :func:`circular_init`. An ``H_NKT`` with one frame is broadcast over time.
@@ -137,6 +143,13 @@ def fit(
     checkpoint_every, on_checkpoint
         Call ``on_checkpoint(Checkpoint)`` every this many iterations (0: never) and
         not after the last one (the result is returned then).
+    tolerance : float
+        The stopping rule (0: none, exactly ``n_iter`` iterations). Whenever the
+        log-likelihood is computed, from iteration :data:`STOP_WINDOW` on, the fit stops
+        if what it gained over the last :data:`STOP_WINDOW` iterations is below
+        ``tolerance`` times what it gained since the start (:func:`converged`). The rule
+        reads only the recorded log-likelihoods, so a resumed fit stops where an
+        uninterrupted one does.
 
     Returns
     -------
@@ -206,10 +219,13 @@ def fit(
         if it % max(log_likelihood_every, 1) == 0 or it == n_iter:
             ll.append(state.log_likelihood())
             ll_its.append(it)
+        stop = ll_its[-1] == it and it < n_iter and converged(ll, ll_its, tolerance)
         if callback is not None:  # the latest value (a device sync only when it is new)
             if ll_its[-1] == it:
                 latest = float(ll[-1])
             callback(it, n_iter, latest)
+        if stop:
+            break
         if on_checkpoint is not None and checkpoint_every and it % checkpoint_every == 0 and it < n_iter:
             on_checkpoint(Checkpoint(
                 iteration=it, params=Params(*(np.array(to_host(a)) for a in (state.Q, state.G, state.W, state.H))),
@@ -217,6 +233,24 @@ def fit(
     log_likelihood = np.array([float(v) for v in ll])
     params = Params(Q_FMM=state.Q, G_NM=state.G, W_NFK=state.W * (scale**2), H_NKT=state.H)
     return FitResult(params=params, log_likelihood=log_likelihood, ll_iterations=np.array(ll_its))
+
+
+def converged(log_likelihood, ll_iterations, tolerance: float, window: int = STOP_WINDOW) -> bool:
+    """The stopping rule of :func:`fit`: the log-likelihood gained over the last ``window``
+    iterations is below ``tolerance`` times the gain since the start (``log_likelihood[0]``,
+    at iteration 0). Relative to the fit's own gain, so it does not depend on the data's
+    scale, the number of bins or the additive constant of the likelihood. Never true
+    before iteration ``window``, without a recorded value ``window`` iterations back, or
+    with ``tolerance`` 0."""
+    if tolerance <= 0:
+        return False
+    its = [int(i) for i in ll_iterations]
+    back = its[-1] - window
+    if back < 0 or back not in its:
+        return False
+    latest, earlier = float(log_likelihood[-1]), float(log_likelihood[its.index(back)])
+    total = latest - float(log_likelihood[0])
+    return total <= 0 or latest - earlier < tolerance * total
 
 
 def fit_activations(X_FTM, params: Params, *, n_iter: int = 20, block_bins: int | None = None):

@@ -41,6 +41,11 @@ class FitResult:
     log_likelihood: np.ndarray
     ll_iterations: np.ndarray
 
+    @property
+    def iterations(self) -> int:
+        """Iterations the fit ran (fewer than asked when the stopping rule ended it)."""
+        return int(self.ll_iterations[-1])
+
 
 @dataclass(frozen=True)
 class Checkpoint:

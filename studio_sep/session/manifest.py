@@ -72,7 +72,9 @@ class SeparationSettings:
 
     n_fft: int | None = None
     hop: int | None = None
-    n_iter: int | None = None
+    #: FastMNMF2 iterations of each fit: a number (exactly that many) or "auto" (until the
+    #: likelihood stops improving, at most a maximum).
+    n_iter: int | str | None = None
     n_basis: int | None = None
     init: tuple[str, ...] | None = None
     device: str | None = None

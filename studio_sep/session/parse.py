@@ -261,7 +261,14 @@ def _parse_room(r: _Reader, raw: Any, mics: tuple[Mic, ...], sources: tuple[Sour
 def _parse_separation(r: _Reader, raw: Any) -> SeparationSettings:
     raw = r.table(raw, "separation", MANIFEST_SEPARATION_KEYS)
     values: dict[str, Any] = {}
-    for key in ("n_fft", "hop", "n_iter", "n_basis", "ensemble"):
+    if raw.get("n_iter") == "auto":
+        values["n_iter"] = "auto"
+    elif "n_iter" in raw:
+        if isinstance(raw["n_iter"], str):
+            raise r.error("separation.n_iter", f"must be a number of iterations or \"auto\", got {raw['n_iter']!r}",
+                          "write e.g. n_iter = 100, or n_iter = \"auto\"")
+        values["n_iter"] = r.integer(raw["n_iter"], "separation.n_iter", minimum=1)
+    for key in ("n_fft", "hop", "n_basis", "ensemble"):
         if key in raw:
             values[key] = r.integer(raw[key], f"separation.{key}", minimum=1)
     if "seed" in raw:

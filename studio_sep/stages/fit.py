@@ -61,21 +61,24 @@ def run_fit(X_host, init, settings: ResolvedSettings, work: Path, fp: str, repor
     fit = fastmnmf2.fit(X, n_sources=n_sources, n_basis=settings.n_basis, n_iter=settings.n_iter,
                         init=init, normalize_every=settings.normalize_every, rng=np.random.default_rng([settings.seed, 2]),
                         callback=on_iteration, log_likelihood_every=settings.log_likelihood_every, resume=start,
-                        checkpoint_every=CHECKPOINT_EVERY, on_checkpoint=save_checkpoint)
+                        checkpoint_every=CHECKPOINT_EVERY, on_checkpoint=save_checkpoint,
+                        tolerance=settings.stop_tolerance)
+    if fit.iterations < settings.n_iter:  # the stopping rule ended it: this fit's share of the bar is done
+        report("separate", offset + settings.n_iter, overall, detail=f"{where}converged at iteration {fit.iterations}")
     params = fastmnmf2.Params(*(np.array(to_host(a)) for a in (fit.params.Q_FMM, fit.params.G_NM,
                                                                   fit.params.W_NFK, fit.params.H_NKT)))
-    check_finite(params, f"{where}after {settings.n_iter} iterations")
+    check_finite(params, f"{where}after {fit.iterations} iterations")
     return fastmnmf2.FitResult(params, fit.log_likelihood, fit.ll_iterations), first
 
 
 def fit_blocks(session: Session, settings: ResolvedSettings, plan: MemoryPlan, work: Path, fp: str, report, *,
-                force: bool) -> tuple[list[Path], list[int], int]:
+                force: bool) -> tuple[list[Path], list[int], int, list[int]]:
     """Fit every block in turn, each from the one before; keep each block's result.
 
-    Returns the block files, the blocks found finished (not refitted) and the number
-    of iterations run here.
+    Returns the block files, the blocks found finished (not refitted), the number
+    of iterations run here and each block's iterations.
     """
-    files, done_before, iterations_run, previous = [], [], 0, None
+    files, done_before, iterations_run, previous, block_iterations = [], [], 0, None, []
     for b, (start, stop) in enumerate(plan.bounds()):
         path = block_fit_path(work, b)
         fp_b = fingerprint("block", fp, b)
@@ -85,6 +88,7 @@ def fit_blocks(session: Session, settings: ResolvedSettings, plan: MemoryPlan, w
             if saved is not None:
                 previous = saved.params
                 done_before.append(b + 1)
+                block_iterations.append(int(saved.iteration))
                 report("separate", (b + 1) * settings.n_iter, plan.n_blocks * settings.n_iter,
                        detail=f"block {b + 1}/{plan.n_blocks} done earlier")
                 continue
@@ -93,13 +97,14 @@ def fit_blocks(session: Session, settings: ResolvedSettings, plan: MemoryPlan, w
         fit, first = run_fit(X_host, init, settings, work, fp_b, report, resume=not force, carry=previous,
                              progress=(b * settings.n_iter, plan.n_blocks * settings.n_iter,
                                        f"block {b + 1}/{plan.n_blocks}" if plan.n_blocks > 1 else ""))
-        iterations_run += settings.n_iter - first
-        save_params(path, fit.params, fingerprint=fp_b, iteration=settings.n_iter,
+        iterations_run += fit.iterations - first
+        block_iterations.append(fit.iterations)
+        save_params(path, fit.params, fingerprint=fp_b, iteration=fit.iterations,
                      log_likelihood=fit.log_likelihood, ll_iterations=fit.ll_iterations, n_frames=X_host.shape[1])
         (work / "fit-checkpoint.npz").unlink(missing_ok=True)
         previous = fit.params
         del X_host
-    return files, done_before, iterations_run
+    return files, done_before, iterations_run, block_iterations
 
 
 def start_fit_path(work: Path, start: str) -> Path:
@@ -122,10 +127,10 @@ def fit_or_reuse(X_host, make_init, settings: ResolvedSettings, work: Path, path
     fit, first = run_fit(X_host, make_init(), settings, work, fp, report, resume=resume,
                          progress=(index * n_iter, count * n_iter, label if count > 1 else ""))
     if path:
-        save_params(path, fit.params, fingerprint=fp, iteration=n_iter, log_likelihood=fit.log_likelihood,
+        save_params(path, fit.params, fingerprint=fp, iteration=fit.iterations, log_likelihood=fit.log_likelihood,
                     ll_iterations=fit.ll_iterations)
     (work / "fit-checkpoint.npz").unlink(missing_ok=True)
-    return fit, n_iter - first
+    return fit, fit.iterations - first
 
 
 def fit_starts(X_host, init, settings: ResolvedSettings, work: Path, fp: str, report, *, resume: bool):
@@ -161,7 +166,8 @@ def fit_starts(X_host, init, settings: ResolvedSettings, work: Path, fp: str, re
     final = {start: float(fit.log_likelihood[-1]) for start, fit in fits.items()}
     kept = max(settings.starts, key=lambda start: final[start])  # the first on a tie
     fit = fits[kept]
-    fields = {"resumed_from_iteration": n_starts * settings.n_iter - iterations_run,
+    fields = {"resumed_from_iteration": sum(f.iterations for f in fits.values()) - iterations_run,
+              "iterations": fit.iterations if n_starts == 1 else {s: f.iterations for s, f in fits.items()},
               "starts": {"log_likelihood": {s: round(v, 6) for s, v in final.items()}, "kept": kept}}
     if kept != settings.starts[0]:
         order = match_outputs(fit.params, fits[settings.starts[0]].params)
@@ -200,7 +206,8 @@ def fit_ensemble(X_host, settings: ResolvedSettings, work: Path, fp: str, report
         iterations_run += ran
     orders = [np.arange(fits[0].params.G_NM.shape[0])] + [match_outputs(f.params, fits[0].params) for f in fits[1:]]
     members = [reorder_outputs(f.params, order) for f, order in zip(fits, orders)]
-    fields = {"resumed_from_iteration": K * n_iter - iterations_run,
+    fields = {"resumed_from_iteration": sum(f.iterations for f in fits) - iterations_run,
+              "iterations": [f.iterations for f in fits],
               "ensemble": {"members": K, "log_likelihood": [round(float(f.log_likelihood[-1]), 6) for f in fits],
                            "orders": [[int(i) for i in order] for order in orders]}}
     return members, fits, fields, iterations_run

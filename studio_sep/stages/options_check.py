@@ -44,10 +44,13 @@ def check_options(options: SeparationSettings) -> None:
     InputError
         Naming the option, the value and the fix.
     """
+    if isinstance(options.n_iter, str) and options.n_iter != "auto":
+        raise InputError(None, option_name("n_iter"), f"{options.n_iter!r} is not a number of iterations or auto",
+                         "write e.g. --iterations 100, or --iterations auto")
     for field, minimum in (("n_iter", 0), ("n_basis", 1), ("seed", 0), ("hop", 1), ("ensemble", 1),
                            ("processing_sample_rate", MIN_PROCESSING_RATE)):
         value = getattr(options, field)
-        if value is not None and value < minimum:
+        if value is not None and value != "auto" and value < minimum:
             raise InputError(None, option_name(field), f"must be at least {minimum}, got {value}",
                              "the separation needs at least 8 kHz" if field == "processing_sample_rate" else None)
     if options.n_fft is not None:

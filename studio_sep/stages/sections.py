@@ -35,6 +35,7 @@ def run_sections(session: Session, settings: ResolvedSettings, plan: MemoryPlan,
                        "prior": (record.stage("prior") or {}).get("prior", settings.prior),
                        "spectral_init": spectral_init, "shape_FTM": [int(v) for v in shape_FTM],
                        "n_sources": len(session.sources),
+                       "iterations": settings.iterations, "iterations_run": fit_record.get("iterations"),
                        "source_order": {"geometry": "geometry", "spot mics": "assigned (spot-mic energy share)",
                                         "stem mics": "assigned (stem-mic energy share)"}[source_naming(session, settings)],
                        "assignment": [int(i) for i in order],
@@ -80,7 +81,8 @@ def separation_fingerprints(session: Session, settings: ResolvedSettings, hashes
                         *([f"ensemble {settings.ensemble}"] if settings.ensemble > 1 else []))
     separate = fingerprint("separate", prior, settings.n_iter, settings.normalize_every,
                            settings.log_likelihood_every, settings.device, settings.dtype,
-                           *([settings.starts] if settings.starts != ("init",) else []))
+                           *([settings.starts] if settings.starts != ("init",) else []),
+                           *([f"stop {settings.stop_tolerance}"] if settings.stop_tolerance else []))
     images = fingerprint("images", separate, settings.sample_rate, settings.stem_mics, settings.subtype)
     return {"prior": prior, "separate": separate, "images": images}
 

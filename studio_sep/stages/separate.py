@@ -191,9 +191,9 @@ class _InBlocks:
 
     def fit(self, fp: str) -> tuple[list[Path], dict, int]:
         """Fit every block; the files, the record's fields and the iterations run."""
-        files, done_before, iterations_run = fit_blocks(self.session, self.settings, self.plan, self.work, fp,
-                                                        self.report, force=self.force)
-        return files, {"blocks_done_before": done_before}, iterations_run
+        files, done_before, iterations_run, block_iterations = fit_blocks(
+            self.session, self.settings, self.plan, self.work, fp, self.report, force=self.force)
+        return files, {"blocks_done_before": done_before, "iterations": block_iterations}, iterations_run
 
     def images(self, folder: Path) -> _Images:
         plan = self.plan

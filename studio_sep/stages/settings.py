@@ -26,9 +26,14 @@ DEFAULT_INIT = ("geometry",)
 
 #: Fits combined by default, and the iterations of each (benchmarks/README.md, "Scene zoo").
 DEFAULT_ENSEMBLE = 3
-#: FastMNMF2 iterations of a single fit, and of each fit of an ensemble.
+#: ``--iterations auto`` (the default): every fit (alone, or each of an ensemble) stops once
+#: the log-likelihood gained over the last 10 iterations is below ``STOP_TOLERANCE`` of its
+#: gain since the start (:func:`studio_sep.separation.fastmnmf2.converged`), after at most
+#: ``DEFAULT_ITERATIONS``. On 17 zoo scenes this matched three fits of 100 iterations (median
+#: difference 0.00 dB) in 18 % fewer iterations, and beat the three fits of 50 that were the
+#: default before by 0.2 dB median (benchmarks/README.md, "Stopping rule").
 DEFAULT_ITERATIONS = 100
-DEFAULT_ENSEMBLE_ITERATIONS = 50
+STOP_TOLERANCE = 0.003
 
 #: The start with no guidance: circular spatial model, random bases and activations.
 BLIND_INIT = ("circular",)
@@ -39,7 +44,7 @@ class ResolvedSettings:
     """Every setting of a separation run, concrete."""
 
     init: tuple[str, ...]
-    n_iter: int
+    n_iter: int  #: iterations of each fit; with ``stop_tolerance``, the most
     n_basis: int
     n_fft: int
     hop: int
@@ -68,6 +73,14 @@ class ResolvedSettings:
     #: each from the same init with its own random spectral start (member k from the
     #: random stream ``(seed, 1, k)``; member 0 is the single fit's start).
     ensemble: int = 1
+    #: The stopping rule of ``--iterations auto`` (:func:`studio_sep.separation.fastmnmf2.converged`);
+    #: 0: exactly ``n_iter`` iterations.
+    stop_tolerance: float = 0.0
+
+    @property
+    def iterations(self) -> int | str:
+        """The iterations as asked: a number, or "auto"."""
+        return "auto" if self.stop_tolerance else self.n_iter
 
 
 def resolve_settings(session: Session, options: SeparationOptions = SeparationOptions()) -> ResolvedSettings:
@@ -104,7 +117,10 @@ def resolve_settings(session: Session, options: SeparationOptions = SeparationOp
         raise InputError(None, "dtype", f"{dtype!r} is not float32 or float64", "pick one of those")
     # the blind start keeps the better of two single fits: asked for, it replaces the default ensemble
     ensemble = pick("ensemble", 1 if pick("blind_start", False) else DEFAULT_ENSEMBLE)
-    n_iter = pick("n_iter", DEFAULT_ITERATIONS if ensemble == 1 else DEFAULT_ENSEMBLE_ITERATIONS)
+    n_iter = pick("n_iter", "auto")
+    stop_tolerance = STOP_TOLERANCE if n_iter == "auto" else 0.0
+    if n_iter == "auto":
+        n_iter = DEFAULT_ITERATIONS
     n_basis, seed = pick("n_basis", 8), pick("seed", 0)
     for name, value, minimum in (("n_iter", n_iter, 0), ("n_basis", n_basis, 1), ("seed", seed, 0),
                                  ("ensemble", ensemble, 1)):
@@ -131,7 +147,7 @@ def resolve_settings(session: Session, options: SeparationOptions = SeparationOp
                             stem_mics=stem_mics, subtype=chosen.subtype or "float32", prior=prior.describe(),
                             starts=starts, measured_delays=bool(pick("measured_delays", False))
                             and "geometry" in init and len(session.mics) > 1,
-                            wpe=wpe, ensemble=ensemble)
+                            wpe=wpe, ensemble=ensemble, stop_tolerance=stop_tolerance)
 
 
 def _where(session: Session, options: SeparationOptions, field: str) -> tuple:
