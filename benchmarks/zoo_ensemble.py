@@ -28,16 +28,12 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from common import ZooScene  # noqa: E402
+
 
 def main(argv=None) -> int:
-    from studio_sep.dsp import stft
-    from studio_sep.dsp.metrics import bss_metrics
-    from studio_sep.dsp.resample import resample
-    from studio_sep.io import audio as audio_io
     from studio_sep.separation import fastmnmf2, wiener
     from studio_sep.separation.initial import initial_model, match_outputs, reorder_outputs
-    from studio_sep.session import load_mics, load_session
-    from studio_sep.stages.settings import resolve_settings
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("scenes")
@@ -48,19 +44,13 @@ def main(argv=None) -> int:
     p.add_argument("--work", type=Path, default=Path.home() / ".cache" / "studio-sep" / "zoo" / "20261201-15s")
     args = p.parse_args(argv)
     for index in (int(s) for s in args.scenes.split(",")):
-        session = load_session(next(args.work.glob(f"zoo_*_{index:03d}/session.toml")))
-        settings = resolve_settings(session)
-        native, rate, n_fft, hop = session.sample_rate, settings.processing_sample_rate, settings.n_fft, settings.hop
-        x = load_mics(session)
-        x_proc = resample(x, native, rate)
-        X = stft.stft(x_proc, n_fft=n_fft, hop=hop)
-        truth = np.stack([audio_io.read_audio(session.truth.images[s.name])[0][0] for s in session.sources])
+        scene = ZooScene(args.work, index)
+        session, settings, X = scene.session, scene.settings, scene.X
+        rate, n_fft = settings.processing_sample_rate, settings.n_fft
         N, M = len(session.sources), len(session.mics)
 
         def sdr(S_NFT) -> float:  # images at the reference mic, (N, F, T)
-            est = [resample(stft.istft(S[:, :, None], n_fft=n_fft, hop=hop, n_samples=x_proc.shape[1])[0], rate,
-                            native, n_samples=x.shape[1]) for S in S_NFT]
-            return round(float(np.mean(bss_metrics(truth, np.stack(est))["sdr"])), 2)
+            return round(scene.sdr(list(S_NFT)), 2)
 
         images, finals, reference, t0 = [], [], None, time.perf_counter()
         mics = np.array([m.position_m for m in session.mics])

@@ -251,20 +251,23 @@ def test_activations_under_a_fixed_model_carry_it_to_new_data(mixture) -> None:
 
 
 def test_the_stopping_rule_on_known_likelihood_curves() -> None:
-    """``converged``: the gain over the last 10 iterations against the gain since the start."""
+    """``converged``: the gain over the last 10 iterations against the gain since iteration 5."""
     its = [0, 5, 10, 15, 20]
-    # gained 10 in all, 0.05 over the last 10 iterations: 0.5 % of the total
-    assert fastmnmf2.converged([0.0, 8.0, 9.95, 9.98, 10.0], its, 0.01)
-    assert not fastmnmf2.converged([0.0, 8.0, 9.95, 9.98, 10.0], its, 0.004)
-    # still climbing: 2 of 10 over the last 10 iterations
-    assert not fastmnmf2.converged([0.0, 5.0, 8.0, 9.0, 10.0], its, 0.01)
-    # never before iteration 10, never without a value 10 iterations back, never with tolerance 0
-    assert not fastmnmf2.converged([0.0, 10.0], [0, 5], 0.5)
-    assert not fastmnmf2.converged([0.0, 9.0, 10.0], [0, 7, 14], 0.5)
-    assert not fastmnmf2.converged([0.0, 8.0, 9.95, 9.98, 10.0], its, 0.0)
+    # since iteration 5 it gained 2.0, over the last 10 iterations 0.1: 5 %
+    assert fastmnmf2.converged([0.0, 8.0, 9.9, 9.98, 10.0], its, 0.06)
+    assert not fastmnmf2.converged([0.0, 8.0, 9.9, 9.98, 10.0], its, 0.04)
+    # the first iterations' jump from the start does not count: the demo's curve (a prior start)
+    # has gained 414 since the start but 2.0 since iteration 5, 0.86 of it in the last 10
+    demo = [-376.139, 35.648, 36.822, 37.341, 37.684]
+    assert fastmnmf2.converged(demo, its, 0.003, since=0)  # counted from the start: stopped at 20
+    assert not fastmnmf2.converged(demo, its, 0.03)
+    # never before iteration 15, never without a value 10 iterations back, never with tolerance 0
+    assert not fastmnmf2.converged([0.0, 9.0, 10.0], [0, 5, 10], 0.9)
+    assert not fastmnmf2.converged([0.0, 9.0, 10.0, 10.0], [0, 7, 14, 21], 0.5)
+    assert not fastmnmf2.converged([0.0, 8.0, 9.9, 9.98, 10.0], its, 0.0)
     # a fit that gained nothing has nothing more to gain; the scale and the offset do not matter
-    assert fastmnmf2.converged([5.0, 5.0, 5.0], [0, 5, 10], 0.01)
-    assert fastmnmf2.converged([-1e3 + 1e3 * v for v in (0.0, 8.0, 9.95, 9.98, 10.0)], its, 0.01)
+    assert fastmnmf2.converged([-5.0, 5.0, 5.0, 5.0], [0, 5, 10, 15], 0.01)
+    assert fastmnmf2.converged([-1e3 + 1e3 * v for v in (0.0, 8.0, 9.9, 9.98, 10.0)], its, 0.06)
 
 
 def test_with_a_tolerance_the_fit_stops_early_and_resumes_to_the_same_stop(mixture) -> None:
@@ -276,16 +279,16 @@ def test_with_a_tolerance_the_fit_stops_early_and_resumes_to_the_same_stop(mixtu
     X = stft(x, n_fft=N_FFT, hop=HOP)
     kwargs = dict(n_sources=3, n_basis=4, n_iter=300, log_likelihood_every=5)
     checkpoints = []
-    auto = fastmnmf2.fit(X, rng=np.random.default_rng(3), tolerance=0.01, checkpoint_every=10,
+    auto = fastmnmf2.fit(X, rng=np.random.default_rng(3), tolerance=0.03, checkpoint_every=10,
                          on_checkpoint=checkpoints.append, **kwargs)
     its, ll = list(auto.ll_iterations), auto.log_likelihood
-    assert 10 <= auto.iterations < 300 and its[-1] == auto.iterations
-    assert fastmnmf2.converged(ll, its, 0.01)
-    assert not any(fastmnmf2.converged(ll[:k + 1], its[:k + 1], 0.01) for k in range(len(its) - 1))
+    assert 15 <= auto.iterations < 300 and its[-1] == auto.iterations
+    assert fastmnmf2.converged(ll, its, 0.03)
+    assert not any(fastmnmf2.converged(ll[:k + 1], its[:k + 1], 0.03) for k in range(len(its) - 1))
     fixed = fastmnmf2.fit(X, rng=np.random.default_rng(3), **{**kwargs, "n_iter": auto.iterations + 7})
     assert fixed.iterations == auto.iterations + 7  # no tolerance: exactly n_iter
     np.testing.assert_array_equal(fixed.log_likelihood[:len(ll)], ll)  # the same path up to the stop
-    resumed = fastmnmf2.fit(X, rng=np.random.default_rng(99), tolerance=0.01, resume=checkpoints[-1], **kwargs)
+    resumed = fastmnmf2.fit(X, rng=np.random.default_rng(99), tolerance=0.03, resume=checkpoints[-1], **kwargs)
     assert resumed.iterations == auto.iterations
     np.testing.assert_array_equal(resumed.log_likelihood, auto.log_likelihood)
     np.testing.assert_array_equal(resumed.params.Q_FMM, auto.params.Q_FMM)

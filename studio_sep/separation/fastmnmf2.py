@@ -41,6 +41,8 @@ BLOCK_BYTES = 512 * 1024
 #: The stopping rule (``tolerance``) looks at the log-likelihood gained over this many
 #: iterations.
 STOP_WINDOW = 10
+#: … against what it gained since this iteration (:func:`converged`).
+STOP_SINCE = 5
 
 
 def default_block_bins(shape_FTM, real_dtype, xp) -> int:
@@ -145,9 +147,9 @@ def fit(
         not after the last one (the result is returned then).
     tolerance : float
         The stopping rule (0: none, exactly ``n_iter`` iterations). Whenever the
-        log-likelihood is computed, from iteration :data:`STOP_WINDOW` on, the fit stops
-        if what it gained over the last :data:`STOP_WINDOW` iterations is below
-        ``tolerance`` times what it gained since the start (:func:`converged`). The rule
+        log-likelihood is computed, the fit stops if what it gained over the last
+        :data:`STOP_WINDOW` iterations is below ``tolerance`` times what it gained since
+        iteration :data:`STOP_SINCE` (:func:`converged`). The rule
         reads only the recorded log-likelihoods, so a resumed fit stops where an
         uninterrupted one does.
 
@@ -235,21 +237,26 @@ def fit(
     return FitResult(params=params, log_likelihood=log_likelihood, ll_iterations=np.array(ll_its))
 
 
-def converged(log_likelihood, ll_iterations, tolerance: float, window: int = STOP_WINDOW) -> bool:
+def converged(log_likelihood, ll_iterations, tolerance: float, window: int = STOP_WINDOW,
+              since: int = STOP_SINCE) -> bool:
     """The stopping rule of :func:`fit`: the log-likelihood gained over the last ``window``
-    iterations is below ``tolerance`` times the gain since the start (``log_likelihood[0]``,
-    at iteration 0). Relative to the fit's own gain, so it does not depend on the data's
-    scale, the number of bins or the additive constant of the likelihood. Never true
-    before iteration ``window``, without a recorded value ``window`` iterations back, or
-    with ``tolerance`` 0."""
+    iterations is below ``tolerance`` times its gain since iteration ``since`` (the first
+    recorded value at or after it). Relative to the fit's own gain, so it does not depend on
+    the data's scale, the number of bins or the additive constant of the likelihood; counted
+    from ``since``, not from the start, because the first iterations jump from wherever the
+    start was (the demo's prior start: −376 → +36 nats per bin in 5 iterations, then +2 in the
+    next 15; counted from the start that rule stopped the demo at 20 iterations, 1.9 dB below
+    three fits of 50). Never true before iteration ``since + window``, without a recorded
+    value ``window`` iterations back, or with ``tolerance`` 0."""
     if tolerance <= 0:
         return False
     its = [int(i) for i in ll_iterations]
     back = its[-1] - window
-    if back < 0 or back not in its:
+    after = [k for k, i in enumerate(its) if i >= since]
+    if back < since or back not in its or not after:
         return False
     latest, earlier = float(log_likelihood[-1]), float(log_likelihood[its.index(back)])
-    total = latest - float(log_likelihood[0])
+    total = latest - float(log_likelihood[after[0]])
     return total <= 0 or latest - earlier < tolerance * total
 
 
