@@ -9,54 +9,80 @@ per scene (``start``: the start's own images, ``fit``: after the fit).
 
 Usage::
 
-    python benchmarks/zoo_pair_delays.py 20,25,27,0,4,7,9,14,16,22,30,35,37
+    python benchmarks/zoo_pair_delays.py 20,25,27,0,4,7,9,14,16,22,30,35,37 [--work ~/.cache/studio-sep/zoo/20261201-15s]
 """
+
+from __future__ import annotations
+
+import argparse
 import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import numpy as np  # noqa: E402
-from scipy.signal import find_peaks
-from studio_sep.dsp import stft
-from studio_sep.dsp.delays import cross_correlation_phat, arrival_times_s
-from studio_sep.dsp.metrics import bss_metrics
-from studio_sep.dsp.resample import resample
-from studio_sep.io import audio as audio_io
-from studio_sep.separation import fastmnmf2, wiener
-from studio_sep.separation.initial import geometry_init, demixer_power, spectral_from_power
-from studio_sep.session import load_mics, load_session
-from studio_sep.stages.settings import resolve_settings
-work = Path.home() / '.cache/studio-sep/zoo/20261201-15s'
-for idx in [int(a) for a in sys.argv[1].split(',')]:
-    s = load_session(work/f'zoo_20261201_{idx:03d}'/'session.toml')
-    st = resolve_settings(s)
-    native, rate, n_fft, hop = s.sample_rate, st.processing_sample_rate, st.n_fft, st.hop
-    x = load_mics(s); xp = resample(x, native, rate)
-    X = stft.stft(xp, n_fft=n_fft, hop=hop)
-    truth = np.stack([audio_io.read_audio(s.truth.images[src.name])[0][0] for src in s.sources])
-    N = len(s.sources)
-    def sdr(params):
-        est = [resample(stft.istft(S[:, :, :1], n_fft=n_fft, hop=hop, n_samples=xp.shape[1])[0], rate, native, n_samples=x.shape[1]) for S in wiener.source_images(X, params)]
-        return round(float(np.mean(bss_metrics(truth, np.stack(est))['sdr'])), 2)
-    mics = np.array([m.position_m for m in s.mics])
-    t = np.asarray(arrival_times_s(mics, [src.position_m for src in s.sources]))  # (M, N)
-    implied = (t[1] - t[0]) * rate
-    d = np.linalg.norm(mics[1] - mics[0]); maxlag = 1.3 * d / 343 * rate + 2
-    lags, cc = cross_correlation_phat(xp[0], xp[1])
-    keep = np.abs(lags) <= maxlag
-    L, C = lags[keep], cc[keep]
-    pk, _ = find_peaks(C, distance=8)
-    top = pk[np.argsort(C[pk])[::-1][:N]]
-    measured = np.sort(L[top])
-    order = np.argsort(implied)  # sources from smallest implied delay
-    tau = np.empty(N); tau[order] = measured
-    freqs = np.arange(X.shape[0]) * rate / n_fft
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from common import ZooScene  # noqa: E402
+
+
+def measured_delay_start(scene: ZooScene):
+    """The start: the pair's measured delays (samples at the processing rate) for the
+    typed-delay order, and the initial model; with the implied delays, for the record."""
+    from scipy.signal import find_peaks
+
     from studio_sep.dsp import geometry as spatial
-    Ag = spatial.steering_vectors(mics, [src.position_m for src in s.sources], freqs, patterns=[m.pattern for m in s.mics], aims_deg=[(m.aim_azimuth_deg, m.aim_elevation_deg) for m in s.mics])
-    mag = np.abs(Ag) / np.abs(Ag[:, :1, :])
-    A = mag * np.stack([np.ones((len(freqs), N)), np.exp(-2j * np.pi * freqs[:, None] * tau[None] / rate)], axis=1)  # (F, M, N)
+    from studio_sep.dsp.delays import arrival_times_s, cross_correlation_phat
+    from studio_sep.separation import fastmnmf2
+    from studio_sep.separation.initial import demixer_power, geometry_init, spectral_from_power
+
+    session, settings, X = scene.session, scene.settings, scene.X
+    rate, n_fft, N = settings.processing_sample_rate, settings.n_fft, len(session.sources)
+    mics = np.array([m.position_m for m in session.mics])
+    sources = [s.position_m for s in session.sources]
+    t = np.asarray(arrival_times_s(mics, sources))  # (M, N)
+    implied = (t[1] - t[0]) * rate
+    max_lag = 1.3 * np.linalg.norm(mics[1] - mics[0]) / spatial.SPEED_OF_SOUND_M_S * rate + 2
+    lags, cc = cross_correlation_phat(scene.x_proc[0], scene.x_proc[1])
+    keep = np.abs(lags) <= max_lag
+    peaks, _ = find_peaks(cc[keep], distance=8)
+    top = peaks[np.argsort(cc[keep][peaks])[::-1][:N]]
+    tau = np.empty(N)
+    tau[np.argsort(implied)] = np.sort(lags[keep][top])  # sources from the smallest implied delay
+    freqs = np.arange(X.shape[0]) * rate / n_fft
+    typed = spatial.steering_vectors(mics, sources, freqs, patterns=[m.pattern for m in session.mics],
+                                     aims_deg=[(m.aim_azimuth_deg, m.aim_elevation_deg) for m in session.mics])
+    magnitude = np.abs(typed) / np.abs(typed[:, :1, :])
+    A = magnitude * np.stack([np.ones((len(freqs), N)),
+                              np.exp(-2j * np.pi * freqs[:, None] * tau[None] / rate)], axis=1)  # (F, M, N)
     Q, G = geometry_init(A)
-    init = spectral_from_power(demixer_power(X, Q, N), fastmnmf2.Params(Q, G, None, None), n_basis=8, rng=np.random.default_rng([0, 1]))
-    fit = fastmnmf2.fit(X, n_sources=N, n_basis=8, n_iter=100, init=init, rng=np.random.default_rng([0, 2]), log_likelihood_every=100)
-    print(json.dumps({'index': idx, 'implied': np.round(implied, 1).tolist(), 'measured': np.round(tau, 1).tolist(), 'start': sdr(init), 'fit': sdr(fit.params)}), flush=True)
+    init = spectral_from_power(demixer_power(X, Q, N), fastmnmf2.Params(Q, G, None, None), n_basis=8,
+                               rng=np.random.default_rng([0, 1]))
+    return implied, tau, init
+
+
+def main(argv=None) -> int:
+    from studio_sep.separation import fastmnmf2, wiener
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("scenes", help="comma-separated indices of two-mic zoo scenes")
+    p.add_argument("--work", type=Path, default=Path.home() / ".cache" / "studio-sep" / "zoo" / "20261201-15s")
+    args = p.parse_args(argv)
+    for index in (int(s) for s in args.scenes.split(",")):
+        scene = ZooScene(args.work, index)
+        implied, tau, init = measured_delay_start(scene)
+
+        def sdr(params) -> float:
+            return round(scene.sdr([S[:, :, 0] for S in wiener.source_images(scene.X, params)]), 2)
+
+        fit = fastmnmf2.fit(scene.X, n_sources=len(scene.session.sources), n_basis=8, n_iter=100, init=init,
+                            rng=np.random.default_rng([0, 2]), log_likelihood_every=100)
+        print(json.dumps({"index": index, "implied": np.round(implied, 1).tolist(),
+                          "measured": np.round(tau, 1).tolist(), "start": sdr(init), "fit": sdr(fit.params)}),
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

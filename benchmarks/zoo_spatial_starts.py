@@ -66,16 +66,11 @@ def candidate_inits(session, settings, X, x_proc, *, jitter: int, reseed: int, j
 
 
 def main(argv=None) -> int:
-    from common import cpu_model
+    from common import ZooScene, cpu_model
 
-    from studio_sep.dsp import stft
-    from studio_sep.dsp.metrics import bss_metrics
-    from studio_sep.dsp.resample import resample
-    from studio_sep.io import audio as audio_io
     from studio_sep.separation import fastmnmf2, wiener
     from studio_sep.separation.initial import match_outputs, reorder_outputs
-    from studio_sep.session import load_mics, load_session
-    from studio_sep.stages.settings import resolve_settings
+    from studio_sep.session import load_session
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, default=Path.home() / ".cache" / "studio-sep" / "zoo" / "20261201-15s")
@@ -96,17 +91,11 @@ def main(argv=None) -> int:
             continue
         if len(session.sources) > len(session.mics):
             continue
-        settings = resolve_settings(session)
-        native, rate, n_fft, hop = session.sample_rate, settings.processing_sample_rate, settings.n_fft, settings.hop
-        x = load_mics(session)
-        x_proc = resample(x, native, rate)
-        X = stft.stft(x_proc, n_fft=n_fft, hop=hop)
-        truth = np.stack([audio_io.read_audio(session.truth.images[s.name])[0][0] for s in session.sources])
+        scene = ZooScene(args.work, index)
+        settings, X, x_proc = scene.settings, scene.X, scene.x_proc
 
         def sdr(params) -> float:
-            est = [resample(stft.istft(S[:, :, :1], n_fft=n_fft, hop=hop, n_samples=x_proc.shape[1])[0], rate, native,
-                            n_samples=x.shape[1]) for S in wiener.source_images(X, params)]
-            return float(np.mean(bss_metrics(truth, np.stack(est))["sdr"]))
+            return scene.sdr([S[:, :, 0] for S in wiener.source_images(X, params)])
 
         inits = candidate_inits(session, settings, X, x_proc, jitter=args.jitter, reseed=args.reseed,
                                 jitter_m=args.jitter_cm / 100)
