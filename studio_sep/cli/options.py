@@ -71,14 +71,14 @@ def separation_options(init, iterations, n_basis, n_fft, hop, device, dtype, see
 
 
 def parse_iterations(value: str | None) -> int | str | None:
-    """``--iterations``: a whole number, or ``auto``."""
-    if value is None or value.strip().lower() == "auto":
-        return None if value is None else "auto"
+    """``--iterations``: a whole number as an int, anything else as given, lower-cased
+    (``auto``; :func:`studio_sep.stages.options_check.check_options` refuses the rest)."""
+    if value is None:
+        return None
     try:
         return int(value)
     except ValueError:
-        raise InputError(None, "--iterations", f"{value!r} is not a number of iterations or auto",
-                         "write e.g. --iterations 100, or --iterations auto") from None
+        return value.strip().lower()
 
 
 def parse_levels(values: list[str], option: str, *, low: float, high: float) -> dict[str, float]:
