@@ -14,7 +14,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -46,7 +45,6 @@ def main(argv=None) -> int:
                 (folder / "images" / s.name / f"{m.name}.wav").is_file() for s in session.sources for m in session.mics):
             continue  # not run, or being written
         index = int(manifest.parent.name.split("_")[-1])
-        ref = session.mics[0].name
         truth = np.stack([audio_io.read_audio(session.truth.images[s.name])[0][0] for s in session.sources])
         images = {s.name: [audio_io.read_audio(folder / "images" / s.name / f"{m.name}.wav")[0][0]
                            for m in session.mics] for s in session.sources}

@@ -82,7 +82,7 @@ def test_ensemble_in_the_manifest(rendered_session: Path) -> None:
 
 def test_an_ensemble_run_records_its_members_and_resumes(rendered_session: Path, tmp_path: Path) -> None:
     session = load_session(rendered_session)
-    options = SeparationOptions(ensemble=3, n_iter=6)
+    options = SeparationOptions(ensemble=3, n_iter=6, init=("geometry",))  # one spatial start
     result = separate_session(session, tmp_path, options)
     members = result.run["separation"]["ensemble_fits"]
     assert members["members"] == 3 and len(members["log_likelihood"]) == 3

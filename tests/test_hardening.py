@@ -126,7 +126,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_nothing_is_left_half_writte
     with tmpfs(tmp_path / "out", "2m") as out:
         args = ["--no-mix", "--no-evaluate", "-q"] if command == "run" else []
         result = _cli(command, str(rendered_session), "--out", str(out), "--iterations", "3", "--ensemble", "1",
-                      *args)
+                      "--init", "geometry", *args)
         assert result.returncode == 1
         if command == "separate":
             line = _one_error_line(result)

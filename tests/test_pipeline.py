@@ -44,11 +44,16 @@ def test_run_json_records_everything(guided_run) -> None:
     session, out, result, _ = guided_run
     run = json.loads((out / session.name / "run.json").read_text())
     sep = run["separation"]
-    assert sep["init"] == ["geometry"]  # the default
-    assert sep["spectral_init"].startswith("W, H by NMF of the geometric demixer")
+    # the default where every source has a spot mic of its own: both spatial starts, the better kept
+    assert sep["init"] == ["geometry", "spot"]
+    kept = sep["spatial_starts"]["kept"]
+    assert kept == max(sep["spatial_starts"]["log_likelihood"], key=sep["spatial_starts"]["log_likelihood"].get)
+    assert sep["spectral_init"].startswith("W, H by NMF of " + {"geometry": "the geometric demixer",
+                                                                 "spot": "the spot mics' demixer"}[kept])
     assert (sep["n_iter"], sep["n_basis"], sep["n_fft"], sep["hop"]) == (30, 8, 1024, 256)
     # a number of iterations asked: exactly that many in every fit, no stopping rule
-    assert sep["iterations"] == 30 and sep["iterations_run"] == [30, 30, 30] and sep["stop_tolerance"] == 0
+    assert sep["iterations"] == 30 and sep["iterations_run"] == {"geometry": [30, 30, 30], "spot": [30, 30, 30]}
+    assert sep["stop_tolerance"] == 0
     assert sep["device"] == "cpu" and sep["dtype"] == "float64" and sep["seed"] == 0
     assert sep["prior"]["kind"] == "none" and sep["stem_mics"]["violin"] == "spot_violin"
     ll = run["log_likelihood"]["values"]
@@ -198,7 +203,8 @@ def test_spot_mics_name_the_sources_when_the_typed_positions_swap_them(close_mik
     path = close_miked_session.parent / "swapped.toml"
     dump_session(dataclasses.replace(session, sources=swapped, path=path), path)
     session = load_session(path)
-    result = separate_session(session, tmp_path, SeparationOptions(n_iter=30, n_basis=4, ensemble=1))
+    result = separate_session(session, tmp_path, SeparationOptions(n_iter=30, n_basis=4, ensemble=1,
+                                                                   init=("geometry",)))
     assert result.run["separation"]["source_order"] == "assigned (spot-mic energy share)"
     assert result.run["separation"]["assignment"][:2] == [1, 0]  # the geometric outputs 0 and 1, renamed
     truth = np.stack([audio_io.read_audio(session.truth.images[s.name])[0] for s in session.sources])

@@ -75,11 +75,12 @@ def test_nmf_prior_run_records_what_ran_and_resumes(rendered_session: Path, tmp_
     options = SeparationOptions(n_iter=5, device="cpu", prior="nmf")
     result = separate_session(session, tmp_path, options)
     sep = result.run["separation"]
-    assert sep["init"] == ["geometry", "prior"]
+    assert sep["init"] == ["geometry", "spot", "prior"]  # both spatial starts: every source has a spot mic
     assert sep["prior"]["kind"] == "nmf" and sep["prior"]["model"] is None
     assert sep["prior"]["queries"] == {"piano": "piano", "sax": "saxophone", "violin": "violin"}
     assert sep["prior"]["mics"] == {s.name: s.spot_mic for s in session.sources}
     assert sep["spectral_init"].endswith("H by NNLS of its geometric mean with the nmf prior")
+    assert sep["spatial_starts"]["kept"] in ("geometry", "spot")
     again = separate_session(session, tmp_path, options, force=False)
     assert again.stages == {"prior": "skipped", "separate": "skipped", "images": "skipped"}
     other = separate_session(session, tmp_path, SeparationOptions(n_iter=5, device="cpu", prior="none"), force=False)

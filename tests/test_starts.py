@@ -60,8 +60,10 @@ def test_a_misleading_manifest_the_blind_start_is_kept_and_the_spot_mics_name_th
     here; before the spot-mic naming the guided fit came out misnamed at −7.9 and the blind one
     rescued it at −2.3): why the blind start is not on by default."""
     session = load_session(_misled(rendered_session))
-    guided = separate_session(session, tmp_path / "guided", SeparationOptions(n_iter=60, ensemble=1))
-    both = separate_session(session, tmp_path / "both", SeparationOptions(n_iter=60, blind_start=True))
+    guided = separate_session(session, tmp_path / "guided", SeparationOptions(n_iter=60, ensemble=1,
+                                                                             init=("geometry",)))
+    both = separate_session(session, tmp_path / "both", SeparationOptions(n_iter=60, blind_start=True,
+                                                                         init=("geometry",)))
     assert guided.run["separation"]["starts"] == ["init"]
     assert both.run["separation"]["starts"] == ["init", "blind"]
     kept = both.run["separation"]["start_kept"]

@@ -103,7 +103,7 @@ def test_a_garbled_checkpoint_of_the_current_fit_starts_the_fit_over(rendered_se
 
     out, folder = _copy(finished, tmp_path)
     RunRecord(folder).begin("separate")  # as if killed mid-fit (of the ensemble's first fit: none kept yet)
-    for member in (folder / ".studio-sep").glob("fit-member-*.npz"):
+    for member in (folder / ".studio-sep").glob("fit-*member-*.npz"):  # every spatial start's
         member.unlink()
     _garble(folder / ".studio-sep" / "fit-checkpoint.npz")
     outcome = _run(rendered_session, out)

@@ -64,16 +64,19 @@ def test_an_auto_run_records_how_many_iterations_each_fit_ran(rendered_session: 
                               callback=lambda stage, done, total, detail="": seen.append((stage, done, total)))
     sep = result.run["separation"]
     assert sep["iterations"] == "auto" and sep["stop_tolerance"] == STOP_TOLERANCE
-    counts = sep["iterations_run"]
-    assert len(counts) == 3 and all(10 <= c <= sep["n_iter"] for c in counts)
+    counts = sep["iterations_run"]  # per spatial start (every source has a spot mic), per member
+    assert set(counts) == {"geometry", "spot"}
     work = tmp_path / session.name / ".studio-sep"
-    for k, count in enumerate(counts):
-        _, extra = load_params(work / ("fit.npz" if k == 0 else f"fit-member-{k}.npz"))
-        its, ll = [int(i) for i in extra["ll_iterations"]], extra["log_likelihood"]
-        assert its[-1] == count
-        assert count == sep["n_iter"] or fastmnmf2.converged(ll, its, STOP_TOLERANCE)
+    for start, members in counts.items():
+        assert len(members) == 3 and all(10 <= c <= sep["n_iter"] for c in members)
+        for k, count in enumerate(members):
+            name = f"fit-member-{k}.npz" if start == "geometry" else f"fit-spot-member-{k}.npz"
+            _, extra = load_params(work / name)
+            its, ll = [int(i) for i in extra["ll_iterations"]], extra["log_likelihood"]
+            assert its[-1] == count
+            assert count == sep["n_iter"] or fastmnmf2.converged(ll, its, STOP_TOLERANCE)
     separate = [(done, total) for stage, done, total in seen if stage == "separate"]
-    assert separate[-1][0] == separate[-1][1] == 3 * sep["n_iter"]
+    assert separate[-1][0] == separate[-1][1] == 2 * 3 * sep["n_iter"]
     record = json.loads((tmp_path / session.name / "run.json").read_text())
     assert record["stages"]["separate"]["resumed_from_iteration"] == 0
     assert np.isfinite(record["timings_s"]["per_iteration_s"])

@@ -9,7 +9,8 @@ import typer
 
 from studio_sep.util.errors import InputError
 
-InitOpt = Annotated[str | None, typer.Option(help="Comma-separated inits: circular, geometry, dictionary, "
+InitOpt = Annotated[str | None, typer.Option(help="Comma-separated inits: circular, geometry, spot (transfer "
+                                          "functions measured against every source's spot mic), dictionary, "
                                           "prior (default: geometry).")]
 PriorOpt = Annotated[str | None, typer.Option(help="Spectral prior: classnet (the CLASS-net network), nmf (class "
                                            "dictionaries) or none (default: manifest, else none).")]

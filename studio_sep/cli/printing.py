@@ -107,6 +107,11 @@ def print_separation(result) -> None:
     if len(kept.get("log_likelihood") or {}) > 1:
         lls = ", ".join(f"{start} {value:.3f}" for start, value in kept["log_likelihood"].items())
         console.print(f"starts: final log-likelihood {lls}; kept the {kept['start']} start's fit", highlight=False)
+    spatial = sep.get("spatial_starts")
+    if spatial:
+        lls = ", ".join(f"{start} {value:.3f}" for start, value in spatial["log_likelihood"].items())
+        console.print(f"spatial starts: mean final log-likelihood {lls}; kept the {spatial['kept']} start's fits",
+                      highlight=False)
     for source, why in (sep["prior"].get("rejected") or {}).items() if isinstance(sep["prior"], dict) else ():
         console.print(f"  {source}: {why}", highlight=False, markup=False)
 
@@ -116,6 +121,7 @@ def iterations_label(sep: dict) -> str:
     "auto: 35 iterations (at most 100)", "auto: 40, 50, 35 iterations (3 fits, at most 50 each)"."""
     run = sep.get("iterations_run")
     counts = list(run.values()) if isinstance(run, dict) else run if isinstance(run, list) else [run or sep["n_iter"]]
+    counts = [c for group in counts for c in (group if isinstance(group, list) else [group])]  # per spatial start
     if sep.get("iterations") != "auto":
         return f"{len(counts)} fits of {counts[0]} iterations" if len(counts) > 1 else f"{counts[0]} iterations"
     ran = f"auto: {', '.join(str(c) for c in counts)} iterations"

@@ -1,6 +1,6 @@
-"""The fit's starting point, from arrays: the circular, geometric, dictionary and prior
-starts of the spatial and spectral model (:func:`initial_model`), the pieces it is made
-of, and the assignment of outputs to sources when they are not named by construction.
+"""The fit's starting point, from arrays: the circular, geometric, spot-mic, dictionary and
+prior starts of the spatial and spectral model (:func:`initial_model`), the pieces it is
+made of, and the assignment of outputs to sources when they are not named by construction.
 
 Arrays in, arrays out: the stages read the audio (mics, solo reference takes) and pass
 their spectrograms here.
@@ -21,13 +21,16 @@ def initial_model(X_FTM: np.ndarray, *, n_sources: int, init_kinds: Sequence[str
                   sample_rate: int, n_fft: int, mic_positions=None, source_positions=None, patterns=None,
                   aims_deg=None, reference_power: Sequence[np.ndarray] | None = None,
                   dictionary_iterations: int = 200, prior_V_NFT: np.ndarray | None = None,
-                  prior_kind: str = "none", delay_corrections_s: np.ndarray | None = None, start: int = 0):
+                  prior_kind: str = "none", delay_corrections_s: np.ndarray | None = None,
+                  spot_mic_index: Sequence[int] | None = None, start: int = 0):
     """The fit's starting point for the chosen init (``init_kinds``), and a description of it.
 
     ``X_FTM`` is the mics' STFT at the processing ``sample_rate``. ``geometry`` needs the
     mic and source positions (and the mics' patterns and aims; ``delay_corrections_s``,
     ``(M, N)`` seconds, moves each source's delay at each mic to what the recording shows);
-    ``dictionary`` needs
+    ``spot`` needs every source's spot mic (``spot_mic_index[n]``, a mic index) and makes
+    the same demixer from the transfer functions measured on the recording
+    (:func:`spot_transfer`) instead of the typed geometry's; ``dictionary`` needs
     ``reference_power``, the power spectrogram (F, T_n) of every source's solo take at
     the processing rate, from which NMF bases are learned.
 
@@ -56,6 +59,11 @@ def initial_model(X_FTM: np.ndarray, *, n_sources: int, init_kinds: Sequence[str
             A = A * np.exp(-2j * np.pi * freqs[:, None, None] * np.asarray(delay_corrections_s)[None])
         Q, G = geometry_init(A)
         init = fastmnmf2.Params(Q_FMM=Q, G_NM=G)
+    if "spot" in init_kinds:
+        Q, G = geometry_init(spot_transfer(X_FTM, spot_mic_index))
+        init = fastmnmf2.Params(Q_FMM=Q, G_NM=G)
+    spatial_kind = next((kind for kind in ("geometry", "spot") if kind in init_kinds), None)
+    demixer = {"geometry": "the geometric demixer", "spot": "the spot mics' demixer"}.get(spatial_kind)
     if "dictionary" in init_kinds:
         W = np.stack([prior.learn_dictionary(power, n_basis=n_basis, n_iter=dictionary_iterations, rng=rng)
                       for power in reference_power])
@@ -63,7 +71,7 @@ def initial_model(X_FTM: np.ndarray, *, n_sources: int, init_kinds: Sequence[str
         spectral_init = "dictionary W, random H"
     if prior_V_NFT is not None:
         power_NFT = prior_V_NFT
-        if "geometry" in init_kinds:
+        if spatial_kind:
             # Two independent estimates of each source, one spatial and one spectral: the
             # prior at the demixer's scale in every bin, then their geometric mean.
             # The bases come from the demixer's output (unless a dictionary gives them);
@@ -74,17 +82,17 @@ def initial_model(X_FTM: np.ndarray, *, n_sources: int, init_kinds: Sequence[str
             if init.W_NFK is None:
                 init = spectral_from_power(demixed_NFT, init, n_basis=n_basis, rng=rng)
         init = spectral_from_power(power_NFT, init, n_basis=n_basis, rng=rng)
-        if "geometry" in init_kinds:
+        if spatial_kind:
             spectral_init = ("dictionary W" if "dictionary" in init_kinds else
-                             "W by NMF of the geometric demixer's output power") + (
+                             f"W by NMF of {demixer}'s output power") + (
                 f", H by NNLS of its geometric mean with the {prior_kind} prior")
         else:
             spectral_init = (f"dictionary W, H by NNLS of the {prior_kind} prior" if "dictionary" in init_kinds
                              else f"W, H by NMF of the {prior_kind} prior")
-    elif "geometry" in init_kinds:
+    elif spatial_kind:
         init = spectral_from_power(demixer_power(X_FTM, init.Q_FMM, N), init, n_basis=n_basis, rng=rng)
-        spectral_init = ("dictionary W, H by NNLS of the geometric demixer's output power" if "dictionary"
-                         in init_kinds else "W, H by NMF of the geometric demixer's output power")
+        spectral_init = (f"dictionary W, H by NNLS of {demixer}'s output power" if "dictionary"
+                         in init_kinds else f"W, H by NMF of {demixer}'s output power")
     return init, spectral_init
 
 
@@ -115,6 +123,49 @@ def geometry_init(A_FMN, *, g_floor: float = 1e-2):
     G = np.full((N, M), g_floor)
     G[np.arange(N), np.arange(N)] = 1.0
     return Q, G
+
+
+#: A bin counts for a source's transfer functions when its spot mic's share of the spot
+#: mics' power there (each mic's power relative to its median in that frequency) is at
+#: least this (:func:`spot_transfer`).
+SPOT_SHARE = 0.6
+#: Fewer dominated frames than this in a frequency: that source's column is its spot mic alone.
+SPOT_MIN_FRAMES = 3
+
+
+def spot_transfer(X_FTM: np.ndarray, spot_mic_index: Sequence[int], *, share: float = SPOT_SHARE) -> np.ndarray:
+    """Every source's transfer function to every mic, measured on the recording relative
+    to its spot mic: the mixing matrix the geometric start computes from typed positions
+    and patterns (:func:`studio_sep.dsp.geometry.steering_vectors`), here from the audio.
+
+    In each frequency, source n's column is ``Σ_t w x_ft conj(x_ft,s) / Σ_t w |x_ft,s|²``
+    (s: its spot mic) over the frames where the spot mic is dominated by its own source
+    (``w = 1`` where its share of the spot mics' power is at least ``share``, each mic's
+    power first divided by its median in that bin so that a hot preamp does not win every
+    bin). Where fewer than :data:`SPOT_MIN_FRAMES` frames qualify, the column is the spot
+    mic alone (a unit vector). Coordinates and patterns typed wrong do not enter; the
+    reverberation within a frame does.
+
+    Returns
+    -------
+    A_FMN : ndarray, shape (F, M, N), complex
+    """
+    spot = [int(m) for m in spot_mic_index]
+    F, T, M = X_FTM.shape
+    P = np.abs(X_FTM[:, :, spot]) ** 2  # (F, T, N)
+    P = P / np.maximum(np.median(P, axis=1, keepdims=True), 1e-30)
+    ratio = P / np.maximum(P.sum(axis=2, keepdims=True), 1e-30)
+    A = np.empty((F, M, len(spot)), dtype=np.result_type(X_FTM.dtype, np.complex64))
+    for n, s in enumerate(spot):
+        w = (ratio[:, :, n] >= share).astype(X_FTM.real.dtype)
+        ref = X_FTM[:, :, s]
+        cross = np.einsum("ft,ftm->fm", w * np.conj(ref), X_FTM)
+        power = np.einsum("ft,ft->f", w, np.abs(ref) ** 2)
+        A[:, :, n] = cross / np.maximum(power, 1e-30)[:, None]
+        thin = w.sum(axis=1) < SPOT_MIN_FRAMES
+        A[thin, :, n] = 0.0
+        A[thin, s, n] = 1.0
+    return A
 
 
 def demixer_power(X_FTM: np.ndarray, Q_FMM: np.ndarray, n_sources: int) -> np.ndarray:

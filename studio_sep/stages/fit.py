@@ -176,11 +176,41 @@ def fit_starts(X_host, init, settings: ResolvedSettings, work: Path, fp: str, re
     return fit, fields, iterations_run
 
 
-def member_fit_path(work: Path, member: int) -> Path:
-    return work / f"fit-member-{member}.npz"
+def member_fit_path(work: Path, member: int, start: str | None = None) -> Path:
+    """A member's finished fit; a later spatial start's (``start``) carry its name."""
+    return work / (f"fit-{start}-member-{member}.npz" if start else f"fit-member-{member}.npz")
 
 
-def fit_ensemble(X_host, settings: ResolvedSettings, work: Path, fp: str, report, *, resume: bool):
+def fit_spatial_starts(X_host, settings: ResolvedSettings, work: Path, fp: str, report, *, resume: bool):
+    """Fit the ensemble from every spatial start (``settings.spatial_starts``: the geometric
+    one and the spot mics' one) and keep the start whose members end with the higher mean
+    log-likelihood (the model's own measure, never the truth; on the scene zoo it kept the
+    better start on 10 of 14 sessions with spot mics: benchmarks/README.md, "The spot start").
+
+    Returns what :func:`fit_ensemble` returns for the kept start, its fields with every
+    start's mean final log-likelihood and the start kept (``spatial_starts``), and the
+    kept start's name (None when there is one start).
+    """
+    from studio_sep.stages.prior import later_start
+
+    starts, runs, iterations_run = settings.spatial_starts, {}, 0
+    for j, start in enumerate(starts):
+        runs[start] = fit_ensemble(X_host, settings, work, fp, report, resume=resume,
+                                   start=later_start(settings, start), index=j, count=len(starts))
+        iterations_run += runs[start][3]
+    if len(starts) == 1:
+        return (*runs[starts[0]][:3], iterations_run, None)
+    means = {start: float(np.mean([f.log_likelihood[-1] for f in runs[start][1]])) for start in starts}
+    kept = max(starts, key=lambda start: means[start])  # the first on a tie
+    members, fits, fields, _ = runs[kept]
+    fields = {**fields, "resumed_from_iteration": sum(r[2]["resumed_from_iteration"] for r in runs.values()),
+              "iterations": {start: r[2]["iterations"] for start, r in runs.items()},
+              "spatial_starts": {"log_likelihood": {s: round(v, 6) for s, v in means.items()}, "kept": kept}}
+    return members, fits, fields, iterations_run, kept
+
+
+def fit_ensemble(X_host, settings: ResolvedSettings, work: Path, fp: str, report, *, resume: bool,
+                 start: str | None = None, index: int = 0, count: int = 1):
     """Fit every member of the ensemble (``settings.ensemble``), each from its own initial
     model (:func:`studio_sep.stages.prior.prior_path`), and put their outputs in one order.
 
@@ -189,6 +219,9 @@ def fit_ensemble(X_host, settings: ResolvedSettings, work: Path, fp: str, report
     (:func:`studio_sep.separation.initial.match_outputs`: a member from a start that names
     the sources keeps them, one that does not takes member 0's names).
 
+    ``start`` names a later spatial start (its initial models and fits carry its name);
+    ``index`` of ``count`` places its fits in the stage's progress.
+
     Returns the members (outputs aligned), their fits (member 0's log-likelihood is
     the run's), the record's fields (every member's final log-likelihood and output
     order) and the number of iterations run here.
@@ -196,12 +229,14 @@ def fit_ensemble(X_host, settings: ResolvedSettings, work: Path, fp: str, report
     from studio_sep.separation.initial import match_outputs, reorder_outputs
     from studio_sep.stages.prior import prior_path
 
-    K, n_iter = settings.ensemble, settings.n_iter
+    K = settings.ensemble
     fits, iterations_run = [], 0
     for k in range(K):
-        fit, ran = fit_or_reuse(X_host, lambda: load_params(prior_path(work, k))[0], settings, work,
-                                member_fit_path(work, k), fingerprint("member", fp, k), report, resume=resume,
-                                index=k, count=K, label=f"fit {k + 1}/{K}")
+        label = f"fit {k + 1}/{K}" if count == 1 else f"{settings.spatial_starts[index]} start, fit {k + 1}/{K}"
+        fit, ran = fit_or_reuse(X_host, lambda: load_params(prior_path(work, k, start))[0], settings, work,
+                                member_fit_path(work, k, start),
+                                fingerprint("member", fp, k, *([start] if start else [])), report, resume=resume,
+                                index=index * K + k, count=count * K, label=label)
         fits.append(fit)
         iterations_run += ran
     orders = [np.arange(fits[0].params.G_NM.shape[0])] + [match_outputs(f.params, fits[0].params) for f in fits[1:]]

@@ -25,12 +25,15 @@ def option_name(field: str) -> str:
 
 
 def check_init_names(init: tuple[str, ...], field: str = "init") -> None:
-    """Every init is known, and at most one of them sets the spatial model."""
+    """Every init is known, and the blind (circular) spatial model is not combined with a
+    guided one (geometry and spot may go together: two starts, the better fit kept)."""
     unknown = [i for i in init if i not in INITS]
     if unknown:
         raise InputError(None, field, f"unknown init {unknown[0]!r}", f"use a combination of {', '.join(INITS)}")
-    if "circular" in init and "geometry" in init:
-        raise InputError(None, field, "circular and geometry both set the spatial model", "pick one of them")
+    if "circular" in init and ("geometry" in init or "spot" in init):
+        other = "geometry" if "geometry" in init else "spot"
+        raise InputError(None, field, f"circular and {other} both set the spatial model",
+                         "pick one of them (geometry and spot together: both starts, the better fit kept)")
 
 
 def check_options(options: SeparationSettings) -> None:

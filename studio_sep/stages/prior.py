@@ -17,9 +17,17 @@ from studio_sep.stages.settings import ResolvedSettings
 from studio_sep.stages.signals import reference_power
 
 
-def prior_path(work: Path, member: int = 0) -> Path:
-    """The initial model of an ensemble's ``member`` (0: the single fit's, ``prior.npz``)."""
+def prior_path(work: Path, member: int = 0, start: str | None = None) -> Path:
+    """The initial model of an ensemble's ``member`` (0: the single fit's, ``prior.npz``);
+    for a second spatial start (``start``, e.g. "spot"), ``prior-<start>-<member>.npz``."""
+    if start is not None:
+        return work / f"prior-{start}-{member}.npz"
     return work / ("prior.npz" if member == 0 else f"prior-{member}.npz")
+
+
+def later_start(settings: ResolvedSettings, start: str | None) -> str | None:
+    """``start`` when it is a spatial start after the first (its files carry its name), else None."""
+    return start if start is not None and start != settings.spatial_starts[0] else None
 
 
 def prior_stage(session: Session, settings: ResolvedSettings, record: RunRecord, fp: str, work: Path, report,
@@ -50,20 +58,25 @@ def prior_stage(session: Session, settings: ResolvedSettings, record: RunRecord,
         corrections = delay_corrections_s(session, x_proc, settings.processing_sample_rate,
                                           stem_mics=settings.stem_mics)
     inputs = dict(
-        n_sources=len(session.sources), init_kinds=settings.init, n_basis=settings.n_basis,
+        n_sources=len(session.sources), n_basis=settings.n_basis,
         seed=settings.seed, sample_rate=settings.processing_sample_rate, n_fft=settings.n_fft,
         mic_positions=[m.position_m for m in session.mics],
         source_positions=[s.position_m for s in session.sources], patterns=[m.pattern for m in session.mics],
         aims_deg=[(m.aim_azimuth_deg, m.aim_elevation_deg) for m in session.mics],
         reference_power=reference_power(session, settings) if "dictionary" in settings.init else None,
         dictionary_iterations=settings.dictionary_iterations, prior_V_NFT=prior_V,
-        prior_kind=settings.prior["kind"], delay_corrections_s=corrections)
-    files = []
-    for k in range(settings.ensemble):  # every member of an ensemble: the same init, its own random start
-        init, spectral_init = initial_model(X_host, **inputs, start=k)
-        files.append(prior_path(work, k))
-        save_params(files[-1], init, spectral_init=spectral_init)
-        report("prior", k + 1, settings.ensemble + 1)
+        prior_kind=settings.prior["kind"], delay_corrections_s=corrections,
+        spot_mic_index=[[m.name for m in session.mics].index(s.spot_mic) for s in session.sources]
+        if "spot" in settings.init else None)
+    spectral_init = ""
+    files, starts = [], settings.spatial_starts
+    for j, spatial in enumerate(starts):  # every spatial start (geometry and spot: both)
+        for k in range(settings.ensemble):  # every member of an ensemble: the same init, its own random start
+            init, described = initial_model(X_host, **inputs, init_kinds=settings.start_init(spatial), start=k)
+            spectral_init = described if j == 0 else spectral_init
+            files.append(prior_path(work, k, later_start(settings, spatial)))
+            save_params(files[-1], init, spectral_init=described)
+            report("prior", j * settings.ensemble + k + 1, len(starts) * settings.ensemble + 1)
     record.finish("prior", fp, files, elapsed_s=time.perf_counter() - clock,
                   spectral_init=spectral_init, prior=prior_record,
                   **({} if corrections is None else {"delay_corrections_ms": np.round(1e3 * corrections, 4).tolist()}))

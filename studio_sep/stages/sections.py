@@ -41,7 +41,8 @@ def run_sections(session: Session, settings: ResolvedSettings, plan: MemoryPlan,
                        "assignment": [int(i) for i in order],
                        "residual_image": has_residual, "memory": {**plan.to_dict(), **blocks},
                        "starts": list(settings.starts), "start_kept": _start_kept(settings, fit_record),
-                       **({"ensemble_fits": fit_record["ensemble"]} if "ensemble" in fit_record else {})},
+                       **({"ensemble_fits": fit_record["ensemble"]} if "ensemble" in fit_record else {}),
+                       **({"spatial_starts": fit_record["spatial_starts"]} if "spatial_starts" in fit_record else {})},
         "log_likelihood": log_likelihood,
         "timings_s": {"fit_s": fit_record.get("elapsed_s"), "per_iteration_s": fit_record.get("per_iteration_s"),
                       "images_s": round(images_s, 3)},
@@ -77,6 +78,7 @@ def separation_fingerprints(session: Session, settings: ResolvedSettings, hashes
                         settings.prior, settings.stem_mics if settings.prior["kind"] != "none" or
                         settings.measured_delays else None,
                         *(["measured delays"] if settings.measured_delays else []),
+                        *([[s.spot_mic for s in session.sources]] if "spot" in settings.init else []),
                         *(["wpe"] if settings.wpe else []),
                         *([f"ensemble {settings.ensemble}"] if settings.ensemble > 1 else []))
     separate = fingerprint("separate", prior, settings.n_iter, settings.normalize_every,

@@ -29,10 +29,10 @@ import numpy as np
 from studio_sep.session import Session
 from studio_sep.stages.blocks import write_block_images
 from studio_sep.stages.checkpoints import block_fit_path, load_params, save_params
-from studio_sep.stages.fit import fit_blocks, fit_ensemble, fit_starts, member_fit_path
+from studio_sep.stages.fit import fit_blocks, fit_spatial_starts, fit_starts, member_fit_path
 from studio_sep.stages.images import write_source_images
 from studio_sep.stages.memory import MemoryPlan, plan_memory
-from studio_sep.stages.prior import prior_stage
+from studio_sep.stages.prior import later_start, prior_path, prior_stage
 from studio_sep.stages.runrecord import WORK_DIR, FileHashes, ProgressCallback, RunRecord
 from studio_sep.stages.sections import run_sections, separation_fingerprints
 from studio_sep.stages.settings import ResolvedSettings, SeparationOptions, resolve_settings
@@ -76,9 +76,10 @@ def separate_session(
     """
     settings = resolve_settings(session, options)
     plan = plan_memory(session, options, settings=settings)
-    if plan.blocked and (len(settings.starts) > 1 or settings.ensemble > 1):
-        # in blocks, one start and one fit (the time it costs)
-        settings = replace(settings, starts=settings.starts[:1], ensemble=1)
+    if plan.blocked and (len(settings.starts) > 1 or settings.ensemble > 1 or len(settings.spatial_starts) > 1):
+        # in blocks, one start and one fit (the time it costs): of two spatial starts, the geometric one
+        settings = replace(settings, starts=settings.starts[:1], ensemble=1,
+                           init=settings.start_init(settings.spatial_starts[0]))
     folder = Path(out_root) / session.name
     record = RunRecord(folder)
     hashes = hashes or FileHashes(folder / WORK_DIR / "hashes.json")
@@ -107,7 +108,8 @@ def separate_session(
         return SeparationResult(folder=folder, run=record.load(), stages=stages)
     clock = time.perf_counter()
     record.begin("images")
-    spectral_init = load_params(work / "prior.npz")[1]["spectral_init"]
+    kept = (record.stage("separate") or {}).get("spatial_starts", {}).get("kept")
+    spectral_init = load_params(prior_path(work, 0, later_start(settings, kept)))[1]["spectral_init"]
     images = run.images(folder)
     sections = run_sections(session, settings, plan, record, images.shape_FTM, spectral_init, images.order,
                             images.has_residual, images.log_likelihood, images.blocks, time.perf_counter() - clock)
@@ -148,12 +150,14 @@ class _OnePass:
     def fit(self, fp: str) -> tuple[list[Path], dict, int]:
         """Fit, save ``fit.npz``; the files, the record's fields and the iterations run."""
         work, settings = self.work, self.settings
-        if settings.ensemble > 1:
-            members, fits, fields, iterations_run = fit_ensemble(self.X_fit, settings, work, fp, self.report,
-                                                                 resume=not self.force)
+        if settings.ensemble > 1 or len(settings.spatial_starts) > 1:
+            members, fits, fields, iterations_run, kept = fit_spatial_starts(self.X_fit, settings, work, fp,
+                                                                             self.report, resume=not self.force)
+            start = later_start(settings, kept)
             save_params(work / "fit.npz", members[0], log_likelihood=fits[0].log_likelihood,
-                        ll_iterations=fits[0].ll_iterations, member_orders=np.array(fields["ensemble"]["orders"]))
-            return [work / "fit.npz", *(member_fit_path(work, k) for k in range(1, len(members)))], fields, \
+                        ll_iterations=fits[0].ll_iterations, member_orders=np.array(fields["ensemble"]["orders"]),
+                        **({"spatial_start": kept} if kept else {}))
+            return [work / "fit.npz", *(member_fit_path(work, k, start) for k in range(1, len(members)))], fields, \
                 iterations_run
         init, _ = load_params(work / "prior.npz")
         fit, fields, iterations_run = fit_starts(self.X_fit, init, settings, work, fp, self.report,
@@ -167,7 +171,8 @@ class _OnePass:
         if "member_orders" in extra:  # an ensemble: every member, its outputs in member 0's order
             from studio_sep.separation.initial import reorder_outputs
 
-            params = [params, *(reorder_outputs(load_params(member_fit_path(self.work, k))[0], order)
+            start = later_start(self.settings, extra.get("spatial_start"))
+            params = [params, *(reorder_outputs(load_params(member_fit_path(self.work, k, start))[0], order)
                                 for k, order in enumerate(extra["member_orders"]) if k > 0)]
         outputs, order, has_residual = write_source_images(folder, self.session, self.settings, self.x_MS,
                                                            self.x_proc, self.X_host, params, self.report)

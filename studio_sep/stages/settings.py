@@ -23,6 +23,14 @@ SeparationOptions = SeparationSettings
 #: Measured best on the rendered trio (benchmarks/README.md): the geometric demixer with
 #: the spectral model started from its output beats adding a solo-take dictionary.
 DEFAULT_INIT = ("geometry",)
+#: The default where every source has a spot mic of its own: two spatial starts, the
+#: geometric demixer (typed positions and patterns) and the one made from the transfer
+#: functions measured against the spot mics (which typed positions and patterns cannot
+#: mislead), each fitted as the ensemble; the start whose fits end with the higher mean
+#: log-likelihood is kept (benchmarks/README.md, "The spot start").
+SPOT_INIT = ("geometry", "spot")
+#: The inits that set the spatial model, in the order their starts run.
+SPATIAL_INITS = ("geometry", "spot")
 
 #: Fits combined by default, and the iterations of each (benchmarks/README.md, "Scene zoo").
 DEFAULT_ENSEMBLE = 3
@@ -77,6 +85,19 @@ class ResolvedSettings:
     #: The stopping rule of ``--iterations auto`` (:func:`studio_sep.separation.fastmnmf2.converged`);
     #: 0: exactly ``n_iter`` iterations.
     stop_tolerance: float = 0.0
+
+    @property
+    def spatial_starts(self) -> tuple[str, ...]:
+        """The guided spatial starts fitted (geometry, spot or both: the better kept); one
+        entry with any other init."""
+        kinds = tuple(kind for kind in SPATIAL_INITS if kind in self.init)
+        return kinds if len(kinds) > 1 else (None,)
+
+    def start_init(self, start: str | None) -> tuple[str, ...]:
+        """The inits of one spatial start: ``init`` without the other spatial kinds."""
+        if start is None:
+            return self.init
+        return tuple(i for i in self.init if i == start or i not in SPATIAL_INITS)
 
     @property
     def iterations(self) -> int | str:
@@ -138,6 +159,8 @@ def resolve_settings(session: Session, options: SeparationOptions = SeparationOp
         raise InputError(None, "separation.wpe", "WPE needs the nara-wpe package, which is not installed",
                          "pip install 'studio-sep[dereverb]', or leave wpe off")
     guided = init != BLIND_INIT
+    if pick("blind_start", False) and all(kind in init for kind in SPATIAL_INITS):
+        init = tuple(i for i in init if i != "spot")  # the blind start against one guided fit: the geometric one
     starts = ("init", "blind") if pick("blind_start", False) and guided else ("init",)
     if len(starts) > 1 and ensemble > 1:
         raise InputError(*_where(session, options, "blind_start"), "the blind start (keep the better of two fits) "
@@ -161,19 +184,26 @@ def _where(session: Session, options: SeparationOptions, field: str) -> tuple:
 
 
 def _default_init(session: Session) -> tuple[str, ...]:
-    """:data:`DEFAULT_INIT`, unless the session has fewer mics than sources: the geometric
-    demixer then cannot name every source, and the blind start is the one that works."""
+    """:data:`SPOT_INIT` when every source has a spot mic of its own, else :data:`DEFAULT_INIT`;
+    the blind start when the session has fewer mics than sources (a demixer from columns then
+    cannot name every source, and the blind start is the one that works)."""
     if len(session.sources) > len(session.mics):
         return BLIND_INIT
+    spots = [s.spot_mic for s in session.sources]
+    if all(spots) and len(set(spots)) == len(spots):
+        return SPOT_INIT
     return DEFAULT_INIT
 
 
 def _check_init(session: Session, init: tuple[str, ...]) -> None:
     check_init_names(init)
-    if "geometry" in init and len(session.sources) > len(session.mics):
-        raise InputError(session.path, "separation.init",
-                         f"geometry init needs at least as many mics as sources ({len(session.mics)} < "
-                         f"{len(session.sources)})", "use init circular, or add mics")
+    for kind in ("geometry", "spot"):
+        if kind in init and len(session.sources) > len(session.mics):
+            raise InputError(session.path, "separation.init",
+                             f"{kind} init needs at least as many mics as sources ({len(session.mics)} < "
+                             f"{len(session.sources)})", "use init circular, or add mics")
+    if "spot" in init:
+        _check_spot_mics(session)
     if "dictionary" in init:
         missing = [i for i, s in enumerate(session.sources) if s.reference is None]
         if missing:
@@ -181,6 +211,22 @@ def _check_init(session: Session, init: tuple[str, ...]) -> None:
                              f"dictionary init needs a solo reference take of every source; "
                              f"{session.sources[missing[0]].name!r} has none",
                              "add reference = \"path.wav\" or drop dictionary from init")
+
+
+def _check_spot_mics(session: Session) -> None:
+    """The spot init measures every source's transfer functions against its own spot mic."""
+    seen: dict[str, int] = {}
+    for i, s in enumerate(session.sources):
+        if s.spot_mic is None:
+            raise InputError(session.path, f"sources[{i}].spot_mic",
+                             f"the spot init needs a spot mic for every source; {s.name!r} has none",
+                             "add spot_mic = \"<mic name>\" to it, or use init geometry")
+        if s.spot_mic in seen:
+            raise InputError(session.path, f"sources[{i}].spot_mic",
+                             f"{s.name!r} and {session.sources[seen[s.spot_mic]].name!r} share the spot mic "
+                             f"{s.spot_mic!r}; the spot init needs one of its own for every source",
+                             "give each source its own spot mic, or use init geometry")
+        seen[s.spot_mic] = i
 
 
 def choose_stem_mics(session: Session, chosen: Mapping[str, str]) -> dict[str, str]:
