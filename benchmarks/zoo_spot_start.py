@@ -32,7 +32,11 @@ sys.path.insert(0, str(HERE.parent))
 from common import ZooScene  # noqa: E402
 
 
-def run_ensemble(scene: ZooScene, make_start, K: int = 3) -> tuple[float, list[int], list[float]]:
+def run_ensemble(scene: ZooScene, make_start, K: int = 3, *, spot_naming: bool = True
+                 ) -> tuple[float, list[int], list[float]]:
+    """The ensemble of ``K`` fits from ``make_start(k)`` as the pipeline runs it: its reference-mic
+    SDR, every fit's iterations and final log-likelihood. Outputs named by the spot mics'
+    energy shares (``spot_naming``), else as the start named them."""
     from studio_sep.separation import fastmnmf2, wiener
     from studio_sep.separation.initial import assign_outputs, match_outputs, reorder_outputs
     from studio_sep.stages.settings import STOP_TOLERANCE
@@ -49,7 +53,8 @@ def run_ensemble(scene: ZooScene, make_start, K: int = 3) -> tuple[float, list[i
     images = list(wiener.ensemble_images(scene.X, members))
     energy = np.stack([np.sum(np.abs(S) ** 2, axis=(0, 1)) for S in images])  # (N, M)
     names = [m.name for m in scene.session.mics]
-    order = assign_outputs(energy, [names.index(src.spot_mic) for src in scene.session.sources])
+    order = assign_outputs(energy, [names.index(src.spot_mic) for src in scene.session.sources]) if spot_naming \
+        else np.arange(len(images))
     return round(scene.sdr([images[k][:, :, 0] for k in order]), 2), its, lls
 
 
