@@ -185,7 +185,7 @@ def fit_spatial_starts(X_host, settings: ResolvedSettings, work: Path, fp: str, 
     """Fit the ensemble from every spatial start (``settings.spatial_starts``: the geometric
     one and the spot mics' one) and keep the start whose members end with the higher mean
     log-likelihood (the model's own measure, never the truth; on the scene zoo it kept the
-    better start on 10 of 14 sessions with spot mics: benchmarks/README.md, "The spot start").
+    better start on 11 of 15 sessions with spot mics: benchmarks/README.md, "The spot start").
 
     Returns what :func:`fit_ensemble` returns for the kept start, its fields with every
     start's mean final log-likelihood and the start kept (``spatial_starts``), and the

@@ -17,7 +17,7 @@ from studio_sep.io import audio as audio_io
 from studio_sep.separation.initial import assign_outputs
 from studio_sep.session import Session
 from studio_sep.stages.runrecord import WORK_DIR, FileHashes, RunRecord, fingerprint
-from studio_sep.stages.settings import ResolvedSettings
+from studio_sep.stages.settings import ResolvedSettings, has_own_spot_mics
 from studio_sep.util.atomic import atomic_path
 from studio_sep.util.errors import InputError
 
@@ -131,8 +131,7 @@ def assign_sources(session: Session, settings: ResolvedSettings, energy_NM: np.n
 def source_naming(session: Session, settings: ResolvedSettings) -> str:
     """How outputs get their sources' names (:func:`assign_sources`): "spot mics" when every
     source has a spot mic of its own, else "geometry" with the geometry init, else "stem mics"."""
-    spots = [s.spot_mic for s in session.sources]
-    if all(spots) and len(set(spots)) == len(spots):
+    if has_own_spot_mics(session):
         return "spot mics"
     return "geometry" if "geometry" in settings.init else "stem mics"
 

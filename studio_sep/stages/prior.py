@@ -68,15 +68,15 @@ def prior_stage(session: Session, settings: ResolvedSettings, record: RunRecord,
         prior_kind=settings.prior["kind"], delay_corrections_s=corrections,
         spot_mic_index=[[m.name for m in session.mics].index(s.spot_mic) for s in session.sources]
         if "spot" in settings.init else None)
-    spectral_init = ""
-    files, starts = [], settings.spatial_starts
+    files, described, starts = [], {}, settings.spatial_starts
     for j, spatial in enumerate(starts):  # every spatial start (geometry and spot: both)
         for k in range(settings.ensemble):  # every member of an ensemble: the same init, its own random start
-            init, described = initial_model(X_host, **inputs, init_kinds=settings.start_init(spatial), start=k)
-            spectral_init = described if j == 0 else spectral_init
+            init, described[spatial] = initial_model(X_host, **inputs, init_kinds=settings.start_init(spatial),
+                                                     start=k)
             files.append(prior_path(work, k, later_start(settings, spatial)))
-            save_params(files[-1], init, spectral_init=described)
+            save_params(files[-1], init, spectral_init=described[spatial])
             report("prior", j * settings.ensemble + k + 1, len(starts) * settings.ensemble + 1)
+    spectral_init = described[starts[0]]
     record.finish("prior", fp, files, elapsed_s=time.perf_counter() - clock,
                   spectral_init=spectral_init, prior=prior_record,
                   **({} if corrections is None else {"delay_corrections_ms": np.round(1e3 * corrections, 4).tolist()}))

@@ -23,14 +23,14 @@ SeparationOptions = SeparationSettings
 #: Measured best on the rendered trio (benchmarks/README.md): the geometric demixer with
 #: the spectral model started from its output beats adding a solo-take dictionary.
 DEFAULT_INIT = ("geometry",)
-#: The default where every source has a spot mic of its own: two spatial starts, the
+#: The inits that set a guided spatial model, in the order their starts run.
+SPATIAL_INITS = ("geometry", "spot")
+#: The default where every source has a spot mic of its own: both spatial starts, the
 #: geometric demixer (typed positions and patterns) and the one made from the transfer
 #: functions measured against the spot mics (which typed positions and patterns cannot
 #: mislead), each fitted as the ensemble; the start whose fits end with the higher mean
 #: log-likelihood is kept (benchmarks/README.md, "The spot start").
-SPOT_INIT = ("geometry", "spot")
-#: The inits that set the spatial model, in the order their starts run.
-SPATIAL_INITS = ("geometry", "spot")
+SPOT_INIT = SPATIAL_INITS
 
 #: Fits combined by default, and the iterations of each (benchmarks/README.md, "Scene zoo").
 DEFAULT_ENSEMBLE = 3
@@ -158,10 +158,10 @@ def resolve_settings(session: Session, options: SeparationOptions = SeparationOp
     if wpe and importlib.util.find_spec("nara_wpe") is None:
         raise InputError(None, "separation.wpe", "WPE needs the nara-wpe package, which is not installed",
                          "pip install 'studio-sep[dereverb]', or leave wpe off")
-    guided = init != BLIND_INIT
-    if pick("blind_start", False) and all(kind in init for kind in SPATIAL_INITS):
+    guided, blind_start = init != BLIND_INIT, pick("blind_start", False)
+    if blind_start and all(kind in init for kind in SPATIAL_INITS):
         init = tuple(i for i in init if i != "spot")  # the blind start against one guided fit: the geometric one
-    starts = ("init", "blind") if pick("blind_start", False) and guided else ("init",)
+    starts = ("init", "blind") if blind_start and guided else ("init",)
     if len(starts) > 1 and ensemble > 1:
         raise InputError(*_where(session, options, "blind_start"), "the blind start (keep the better of two fits) "
                          f"and an ensemble of {ensemble} fits (combine them all) do not go together",
@@ -189,15 +189,18 @@ def _default_init(session: Session) -> tuple[str, ...]:
     cannot name every source, and the blind start is the one that works)."""
     if len(session.sources) > len(session.mics):
         return BLIND_INIT
+    return SPOT_INIT if has_own_spot_mics(session) else DEFAULT_INIT
+
+
+def has_own_spot_mics(session: Session) -> bool:
+    """Every source has a spot mic, and no two share one."""
     spots = [s.spot_mic for s in session.sources]
-    if all(spots) and len(set(spots)) == len(spots):
-        return SPOT_INIT
-    return DEFAULT_INIT
+    return all(spots) and len(set(spots)) == len(spots)
 
 
 def _check_init(session: Session, init: tuple[str, ...]) -> None:
     check_init_names(init)
-    for kind in ("geometry", "spot"):
+    for kind in SPATIAL_INITS:
         if kind in init and len(session.sources) > len(session.mics):
             raise InputError(session.path, "separation.init",
                              f"{kind} init needs at least as many mics as sources ({len(session.mics)} < "
