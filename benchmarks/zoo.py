@@ -372,6 +372,7 @@ def main(argv=None) -> int:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=40, help="sessions (default 40)")
     parser.add_argument("--first", type=int, default=0, help="index of the first scene")
+    parser.add_argument("--scenes", default="", help="comma-separated scene indices (instead of --first/--n)")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per session (default 15)")
     parser.add_argument("--seed", type=int, default=None, help="zoo seed (default: studio_sep.sim.zoo_scenes.ZOO_SEED)")
     parser.add_argument("--configs", default="default", help=f"of {', '.join(CONFIGS)}")
@@ -406,7 +407,7 @@ def main(argv=None) -> int:
     if args.oracle:
         configs.append(ORACLE)
     commit = _commit()
-    indices = list(range(args.first, args.first + args.n))
+    indices = [int(i) for i in args.scenes.split(",")] if args.scenes else list(range(args.first, args.first + args.n))
     scenes = {i: draw_scene(i, seed).to_dict() for i in indices}
     work = args.work / f"{seed}-{args.duration:g}s"
     results_path = work / "results.jsonl"

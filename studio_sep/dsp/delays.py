@@ -76,6 +76,23 @@ def gcc_phat_delay(x_S: np.ndarray, y_S: np.ndarray, *, window: tuple[float, flo
     return float(lags[i]), float(cc[i])
 
 
+def gcc_phat_peaks(x_S: np.ndarray, y_S: np.ndarray, count: int, *, max_lag: float,
+                   min_distance: float = 1.0) -> np.ndarray:
+    """The delays (samples) of ``y`` relative to ``x`` at the ``count`` highest GCC-PHAT peaks
+    within ±``max_lag``, at least ``min_distance`` samples apart, highest first: where the
+    recording shows a source to a pair of mics. Fewer peaks than ``count``: the highest
+    is repeated."""
+    from scipy.signal import find_peaks
+
+    lags, cc = cross_correlation_phat(x_S, y_S)
+    keep = np.flatnonzero(np.abs(lags) <= max_lag)
+    lags, cc = lags[keep], cc[keep]
+    peaks, _ = find_peaks(np.concatenate([[-np.inf], cc, [-np.inf]]), distance=max(int(min_distance * GCC_UPSAMPLE), 1))
+    peaks = peaks - 1
+    top = peaks[np.argsort(cc[peaks], kind="stable")[::-1]][:count]
+    return lags[np.resize(top, count)] if len(top) else np.zeros(count)
+
+
 def arrival_times_s(mic_positions_m, source_positions_m, *,
                     speed_of_sound_m_s: float = SPEED_OF_SOUND_M_S) -> np.ndarray:
     """Direct-path travel time from every source to every mic, ``(M, N)`` seconds."""

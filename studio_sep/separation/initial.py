@@ -22,7 +22,8 @@ def initial_model(X_FTM: np.ndarray, *, n_sources: int, init_kinds: Sequence[str
                   aims_deg=None, reference_power: Sequence[np.ndarray] | None = None,
                   dictionary_iterations: int = 200, prior_V_NFT: np.ndarray | None = None,
                   prior_kind: str = "none", delay_corrections_s: np.ndarray | None = None,
-                  spot_mic_index: Sequence[int] | None = None, start: int = 0):
+                  spot_mic_index: Sequence[int] | None = None, pair_delays: Sequence[float] | None = None,
+                  start: int = 0):
     """The fit's starting point for the chosen init (``init_kinds``), and a description of it.
 
     ``X_FTM`` is the mics' STFT at the processing ``sample_rate``. ``geometry`` needs the
@@ -30,7 +31,10 @@ def initial_model(X_FTM: np.ndarray, *, n_sources: int, init_kinds: Sequence[str
     ``(M, N)`` seconds, moves each source's delay at each mic to what the recording shows);
     ``spot`` needs every source's spot mic (``spot_mic_index[n]``, a mic index) and makes
     the same demixer from the transfer functions measured on the recording
-    (:func:`spot_transfer`) instead of the typed geometry's; ``dictionary`` needs
+    (:func:`spot_transfer`) instead of the typed geometry's; ``delays`` (a pair of mics)
+    needs the delays measured on the recording (``pair_delays``, samples, mic 1 against
+    mic 0, one per source) and puts them in the typed geometry's steering vectors
+    (:func:`pair_transfer`); ``dictionary`` needs
     ``reference_power``, the power spectrogram (F, T_n) of every source's solo take at
     the processing rate, from which NMF bases are learned.
 
@@ -51,19 +55,25 @@ def initial_model(X_FTM: np.ndarray, *, n_sources: int, init_kinds: Sequence[str
     init = fastmnmf2.circular_init(F, M, N, n_basis, rng=rng)
     init = fastmnmf2.Params(init.Q_FMM, init.G_NM, init.W_NFK, rng.uniform(size=(N, n_basis, T)))
     spectral_init = "random W and H"
-    if "geometry" in init_kinds:
+    if "geometry" in init_kinds or "delays" in init_kinds:
         freqs = np.arange(F) * sample_rate / n_fft
         A = spatial.steering_vectors(mic_positions, source_positions, freqs, patterns=patterns,
                                      aims_deg=aims_deg)
         if delay_corrections_s is not None:
             A = A * np.exp(-2j * np.pi * freqs[:, None, None] * np.asarray(delay_corrections_s)[None])
+        if "delays" in init_kinds:
+            from studio_sep.dsp.delays import arrival_times_s
+
+            t = arrival_times_s(np.asarray(mic_positions, dtype=float), source_positions)  # (M, N)
+            A = pair_transfer(A, (t[1] - t[0]) * sample_rate, pair_delays, n_fft=n_fft)
         Q, G = geometry_init(A)
         init = fastmnmf2.Params(Q_FMM=Q, G_NM=G)
     if "spot" in init_kinds:
         Q, G = geometry_init(spot_transfer(X_FTM, spot_mic_index))
         init = fastmnmf2.Params(Q_FMM=Q, G_NM=G)
-    spatial_kind = next((kind for kind in ("geometry", "spot") if kind in init_kinds), None)
-    demixer = {"geometry": "the geometric demixer", "spot": "the spot mics' demixer"}.get(spatial_kind)
+    spatial_kind = next((kind for kind in ("geometry", "spot", "delays") if kind in init_kinds), None)
+    demixer = {"geometry": "the geometric demixer", "spot": "the spot mics' demixer",
+               "delays": "the measured delays' demixer"}.get(spatial_kind)
     if "dictionary" in init_kinds:
         W = np.stack([prior.learn_dictionary(power, n_basis=n_basis, n_iter=dictionary_iterations, rng=rng)
                       for power in reference_power])
@@ -166,6 +176,29 @@ def spot_transfer(X_FTM: np.ndarray, spot_mic_index: Sequence[int], *, share: fl
         A[thin, :, n] = 0.0
         A[thin, s, n] = 1.0
     return A
+
+
+def pair_transfer(A_typed_FMN: np.ndarray, typed_delays: Sequence[float], measured_delays: Sequence[float], *,
+                  n_fft: int) -> np.ndarray:
+    """Every source's transfer functions to a spaced pair with the delays measured on the
+    recording (``measured_delays``, samples, mic 1 against mic 0: the strongest GCC-PHAT
+    peaks, :func:`studio_sep.dsp.delays.gcc_phat_peaks`) instead of the typed positions'
+    (``typed_delays``): the measured delays go to the sources in the order of their typed
+    ones (which source is left of which survives coordinates typed a few centimetres off;
+    the delays themselves do not), the magnitudes stay the typed geometry's
+    (``A_typed_FMN``, relative to mic 0).
+
+    Returns
+    -------
+    A_FMN : ndarray, shape (F, 2, N), complex
+    """
+    F, _, N = A_typed_FMN.shape
+    tau = np.empty(N)
+    tau[np.argsort(np.asarray(typed_delays), kind="stable")] = np.sort(np.asarray(measured_delays, dtype=float))
+    freqs = np.arange(F) / n_fft  # cycles per sample
+    magnitude = np.abs(A_typed_FMN) / np.maximum(np.abs(A_typed_FMN[:, :1, :]), 1e-30)
+    phase = np.stack([np.ones((len(freqs), N)), np.exp(-2j * np.pi * freqs[:, None] * tau[None])], axis=1)
+    return magnitude * phase
 
 
 def demixer_power(X_FTM: np.ndarray, Q_FMM: np.ndarray, n_sources: int) -> np.ndarray:

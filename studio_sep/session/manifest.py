@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PATTERNS = ("omni", "cardioid", "subcardioid", "hypercardioid", "figure8")
-INITS = ("circular", "geometry", "spot", "dictionary", "prior")
+INITS = ("circular", "geometry", "spot", "delays", "dictionary", "prior")
 DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "float64")
 PRIORS = ("none", "nmf", "classnet")  #: spectral priors (studio_sep.priors)

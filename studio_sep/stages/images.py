@@ -130,10 +130,11 @@ def assign_sources(session: Session, settings: ResolvedSettings, energy_NM: np.n
 
 def source_naming(session: Session, settings: ResolvedSettings) -> str:
     """How outputs get their sources' names (:func:`assign_sources`): "spot mics" when every
-    source has a spot mic of its own, else "geometry" with the geometry init, else "stem mics"."""
+    source has a spot mic of its own, else "geometry" with the geometry or delays init (the
+    typed positions name the outputs), else "stem mics"."""
     if has_own_spot_mics(session):
         return "spot mics"
-    return "geometry" if "geometry" in settings.init else "stem mics"
+    return "geometry" if "geometry" in settings.init or "delays" in settings.init else "stem mics"
 
 
 def read_images(folder: Path, session: Session, *, sources: Sequence[str] | None = None) -> np.ndarray:

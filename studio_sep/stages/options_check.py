@@ -26,14 +26,14 @@ def option_name(field: str) -> str:
 
 def check_init_names(init: tuple[str, ...], field: str = "init") -> None:
     """Every init is known, and the blind (circular) spatial model is not combined with a
-    guided one (geometry and spot may go together: two starts, the better fit kept)."""
+    guided one (geometry, spot and delays may go together: a start each, the best fit kept)."""
     unknown = [i for i in init if i not in INITS]
     if unknown:
         raise InputError(None, field, f"unknown init {unknown[0]!r}", f"use a combination of {', '.join(INITS)}")
-    if "circular" in init and ("geometry" in init or "spot" in init):
-        other = "geometry" if "geometry" in init else "spot"
+    other = next((kind for kind in ("geometry", "spot", "delays") if kind in init), None)
+    if "circular" in init and other:
         raise InputError(None, field, f"circular and {other} both set the spatial model",
-                         "pick one of them (geometry and spot together: both starts, the better fit kept)")
+                         "pick one of them (geometry, spot and delays together: a start each, the best fit kept)")
 
 
 def check_options(options: SeparationSettings) -> None:

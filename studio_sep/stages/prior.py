@@ -30,6 +30,23 @@ def later_start(settings: ResolvedSettings, start: str | None) -> str | None:
     return start if start is not None and start != settings.spatial_starts[0] else None
 
 
+#: The pair start searches lags up to this times the typed spacing's limit (±d/c), plus 2
+#: samples: the typed spacing may be off by a few centimetres too.
+PAIR_LAG_MARGIN = 1.3
+
+
+def measured_pair_delays(session: Session, settings: ResolvedSettings, x_proc: np.ndarray) -> np.ndarray:
+    """The pair start's delays (samples at the processing rate, mic 1 against mic 0): the
+    recording's highest GCC-PHAT peaks, one per source, within the lags the typed spacing
+    allows (with :data:`PAIR_LAG_MARGIN` for a spacing typed a little off)."""
+    from studio_sep.dsp.delays import gcc_phat_peaks
+    from studio_sep.dsp.geometry import SPEED_OF_SOUND_M_S
+
+    spacing = float(np.linalg.norm(np.subtract(session.mics[1].position_m, session.mics[0].position_m)))
+    max_lag = PAIR_LAG_MARGIN * spacing / SPEED_OF_SOUND_M_S * settings.processing_sample_rate + 2.0
+    return gcc_phat_peaks(x_proc[0], x_proc[1], len(session.sources), max_lag=max_lag)
+
+
 def prior_stage(session: Session, settings: ResolvedSettings, record: RunRecord, fp: str, work: Path, report,
                 first_signals: Callable[[], tuple[np.ndarray, np.ndarray]], *, force: bool) -> str:
     """The prior stage: the spectral prior (if any) and the initial model from the
@@ -67,9 +84,10 @@ def prior_stage(session: Session, settings: ResolvedSettings, record: RunRecord,
         dictionary_iterations=settings.dictionary_iterations, prior_V_NFT=prior_V,
         prior_kind=settings.prior["kind"], delay_corrections_s=corrections,
         spot_mic_index=[[m.name for m in session.mics].index(s.spot_mic) for s in session.sources]
-        if "spot" in settings.init else None)
+        if "spot" in settings.init else None,
+        pair_delays=measured_pair_delays(session, settings, x_proc) if "delays" in settings.init else None)
     files, described, starts = [], {}, settings.spatial_starts
-    for j, spatial in enumerate(starts):  # every spatial start (geometry and spot: both)
+    for j, spatial in enumerate(starts):  # every spatial start (geometry, spot, delays: each)
         for k in range(settings.ensemble):  # every member of an ensemble: the same init, its own random start
             init, described[spatial] = initial_model(X_host, **inputs, init_kinds=settings.start_init(spatial),
                                                      start=k)
@@ -79,6 +97,8 @@ def prior_stage(session: Session, settings: ResolvedSettings, record: RunRecord,
     spectral_init = described[starts[0]]
     record.finish("prior", fp, files, elapsed_s=time.perf_counter() - clock,
                   spectral_init=spectral_init, prior=prior_record,
-                  **({} if corrections is None else {"delay_corrections_ms": np.round(1e3 * corrections, 4).tolist()}))
+                  **({} if corrections is None else {"delay_corrections_ms": np.round(1e3 * corrections, 4).tolist()}),
+                  **({} if inputs["pair_delays"] is None else
+                     {"pair_delays_samples": np.round(inputs["pair_delays"], 3).tolist()}))
     report("prior", 1, 1)
     return "ran"

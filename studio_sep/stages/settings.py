@@ -24,13 +24,18 @@ SeparationOptions = SeparationSettings
 #: the spectral model started from its output beats adding a solo-take dictionary.
 DEFAULT_INIT = ("geometry",)
 #: The inits that set a guided spatial model, in the order their starts run.
-SPATIAL_INITS = ("geometry", "spot")
+SPATIAL_INITS = ("geometry", "spot", "delays")
 #: The default where every source has a spot mic of its own: both spatial starts, the
 #: geometric demixer (typed positions and patterns) and the one made from the transfer
 #: functions measured against the spot mics (which typed positions and patterns cannot
 #: mislead), each fitted as the ensemble; the start whose fits end with the higher mean
 #: log-likelihood is kept (benchmarks/README.md, "The spot start").
-SPOT_INIT = SPATIAL_INITS
+SPOT_INIT = ("geometry", "spot")
+#: The default with two mics (a stereo pair) and no spot mic for every source: the geometric
+#: start with the inter-mic delays the recording shows (its GCC-PHAT peaks, given to the
+#: sources in the order of their typed delays) instead of the typed ones (benchmarks/README.md,
+#: "The pair start").
+PAIR_INIT = ("delays",)
 
 #: Fits combined by default, and the iterations of each (benchmarks/README.md, "Scene zoo").
 DEFAULT_ENSEMBLE = 3
@@ -159,8 +164,9 @@ def resolve_settings(session: Session, options: SeparationOptions = SeparationOp
         raise InputError(None, "separation.wpe", "WPE needs the nara-wpe package, which is not installed",
                          "pip install 'studio-sep[dereverb]', or leave wpe off")
     guided, blind_start = init != BLIND_INIT, pick("blind_start", False)
-    if blind_start and all(kind in init for kind in SPATIAL_INITS):
-        init = tuple(i for i in init if i != "spot")  # the blind start against one guided fit: the geometric one
+    spatial = [kind for kind in SPATIAL_INITS if kind in init]
+    if blind_start and len(spatial) > 1:  # the blind start against one guided fit: the first (geometric) one
+        init = tuple(i for i in init if i not in spatial[1:])
     starts = ("init", "blind") if blind_start and guided else ("init",)
     if len(starts) > 1 and ensemble > 1:
         raise InputError(*_where(session, options, "blind_start"), "the blind start (keep the better of two fits) "
@@ -184,12 +190,15 @@ def _where(session: Session, options: SeparationOptions, field: str) -> tuple:
 
 
 def _default_init(session: Session) -> tuple[str, ...]:
-    """:data:`SPOT_INIT` when every source has a spot mic of its own, else :data:`DEFAULT_INIT`;
+    """:data:`SPOT_INIT` when every source has a spot mic of its own, else :data:`PAIR_INIT` for
+    a pair of mics, else :data:`DEFAULT_INIT`;
     the blind start when the session has fewer mics than sources (a demixer from columns then
     cannot name every source, and the blind start is the one that works)."""
     if len(session.sources) > len(session.mics):
         return BLIND_INIT
-    return SPOT_INIT if has_own_spot_mics(session) else DEFAULT_INIT
+    if has_own_spot_mics(session):
+        return SPOT_INIT
+    return PAIR_INIT if len(session.mics) == 2 else DEFAULT_INIT
 
 
 def has_own_spot_mics(session: Session) -> bool:
@@ -207,6 +216,10 @@ def _check_init(session: Session, init: tuple[str, ...]) -> None:
                              f"{len(session.sources)})", "use init circular, or add mics")
     if "spot" in init:
         _check_spot_mics(session)
+    if "delays" in init and len(session.mics) != 2:
+        raise InputError(session.path, "separation.init",
+                         f"the delays init measures the delays between a pair of mics; this session has "
+                         f"{len(session.mics)}", "use init geometry (or spot, with a spot mic for every source)")
     if "dictionary" in init:
         missing = [i for i, s in enumerate(session.sources) if s.reference is None]
         if missing:
