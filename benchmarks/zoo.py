@@ -58,6 +58,7 @@ CONFIGS: dict[str, dict] = {
     "seed1": {"seed": 1},
     "seed2": {"seed": 2},
     "geometry": {"init": ["geometry"], "prior": "none"},
+    "geometry+delays": {"init": ["geometry", "delays"]},  # a pair's two spatial starts, kept by keep_start
     "single": {"ensemble": 1},  # one fit of 100 iterations (the default before the ensemble)
     "ensemble3": {"ensemble": 3},  # three fits of 50 iterations, their images averaged
     "ensemble5": {"ensemble": 5},

@@ -109,7 +109,9 @@ def print_separation(result) -> None:
         console.print(f"starts: final log-likelihood {lls}; kept the {kept['start']} start's fit", highlight=False)
     spatial = sep.get("spatial_starts")
     if spatial:
-        lls = ", ".join(f"{start} {value:.3f}" for start, value in spatial["log_likelihood"].items())
+        spread = spatial.get("spread") or {}
+        lls = ", ".join(f"{start} {value:.3f}" + (f" ± {spread[start]:.3f}" if start in spread else "")
+                        for start, value in spatial["log_likelihood"].items())
         console.print(f"spatial starts: mean final log-likelihood {lls}; kept the {spatial['kept']} start's fits",
                       highlight=False)
     for source, why in (sep["prior"].get("rejected") or {}).items() if isinstance(sep["prior"], dict) else ():

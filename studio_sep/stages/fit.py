@@ -216,9 +216,8 @@ def keep_start(finals: dict[str, list[float]]) -> str:
     the members' values (their standard deviation, the larger of the two starts'), so that a
     difference the random spectral starts alone could make does not overrule the manifest.
 
-    On the zoo sessions with spot mics this keeps the better start on 13 of 15 (the plain
-    higher mean: 11), and on the stereo pairs it leaves the typed geometry where the
-    measured delays' fits are not clearly more likely (benchmarks/README.md, "The pair start").
+    On the 15 zoo sessions with spot mics this keeps the better start on 12 (the plain higher
+    mean: on 11), with the same distribution (benchmarks/README.md, "The pair start").
     """
     first, *others = finals
     if not others:
