@@ -71,7 +71,8 @@ def initial_model(X_FTM: np.ndarray, *, n_sources: int, init_kinds: Sequence[str
     if "spot" in init_kinds:
         Q, G = geometry_init(spot_transfer(X_FTM, spot_mic_index))
         init = fastmnmf2.Params(Q_FMM=Q, G_NM=G)
-    spatial_kind = next((kind for kind in ("geometry", "spot", "delays") if kind in init_kinds), None)
+    # the spatial model set last (called with several kinds: the spot start, else the delays')
+    spatial_kind = next((kind for kind in ("spot", "delays", "geometry") if kind in init_kinds), None)
     demixer = {"geometry": "the geometric demixer", "spot": "the spot mics' demixer",
                "delays": "the measured delays' demixer"}.get(spatial_kind)
     if "dictionary" in init_kinds:
