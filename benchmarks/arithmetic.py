@@ -7,8 +7,9 @@ F=513, T≈941, M=7, N=3, K=8), times each update on the rendered trio scene (RT
 large matrix product (``numpy.matmul``, OpenBLAS dgemm) timed here, and with the
 elementwise bandwidth (a ``multiply`` over arrays of the size of x̃).
 
-The updates are driven through ``studio_sep.separation.fastmnmf2._State`` (private: the benchmark
-needs the steps one by one; ``fit`` runs exactly this sequence).
+The updates are driven through the state ``fit`` builds (``fastmnmf2.make_state``: with numpy the
+fused kernels of ``host_kernels.HostState``; private: the benchmark needs the steps one by one;
+``fit`` runs exactly this sequence).
 
 Usage::
 
@@ -48,7 +49,8 @@ def parse(argv=None):
 
 ARGS = parse() if __name__ == "__main__" else None
 if ARGS is not None:  # before numpy is imported anywhere
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                "NUMBA_NUM_THREADS"):
         os.environ[var] = str(ARGS.threads)
 
 
@@ -186,7 +188,8 @@ def main() -> int:
     H = rng.uniform(size=(N, K, T)).astype(args.dtype)
     Xn = X / np.sqrt(np.mean(np.abs(X) ** 2))
     t0 = time.perf_counter()
-    state = fastmnmf2._State(np, Xn, p.Q_FMM.copy(), p.G_NM.copy(), p.W_NFK.copy(), H, cache_pairs=True)
+    make = getattr(fastmnmf2, "make_state", fastmnmf2._State)  # the fused CPU state, where the code has one
+    state = make(np, Xn, p.Q_FMM.copy(), p.G_NM.copy(), p.W_NFK.copy(), H, cache_pairs=True)
     setup_s = time.perf_counter() - t0
     state.normalize()
     state.refresh_Qx()
@@ -222,10 +225,11 @@ def main() -> int:
                            atol=1e-12 * np.abs(V_ref).max()), "streamed covariances differ"
         times[f"what-if: covariances, pairs rebuilt per {block} bins (no cache)"] = median_time(
             lambda: covariances_streamed(state, block), args.repeats)
-    pairs = state.pairs
-    state.pairs = None  # fit(cache_covariance=False)'s path
+    cache = "pairs_FPT" if hasattr(state, "pairs_FPT") else "pairs"  # the fused state keeps them frames last
+    pairs = getattr(state, cache)
+    setattr(state, cache, None)  # fit(cache_covariance=False)'s path
     times["what-if: covariances, uncached path of fit"] = median_time(state.covariances, max(3, args.repeats // 2))
-    state.pairs = pairs
+    setattr(state, cache, pairs)
     for name in [k for k in times if k.startswith("what-if")]:
         log(f"  {name}: {times[name] * 1e3:.1f} ms")
     times["normalize (every 10th, /10)"] /= 10

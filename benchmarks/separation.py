@@ -53,7 +53,8 @@ from common import cpu_model, jsonable, memory_gib, package_versions
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+               "NUMBA_NUM_THREADS")
 
 # The paper's configuration.
 N_FFT, HOP, N_BASIS, N_SOURCES, SAMPLE_RATE = 1024, 256, 8, 3, 16000
