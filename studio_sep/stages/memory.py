@@ -107,11 +107,12 @@ def estimate_peak_bytes(
         X_dev = FT * M * 2 * r
         X_copy = X_dev if r == 4 else 0  # the complex64 copy of X for a float32 fit
         Qx_power, lam, H = FT * M * r, N * FT * r, N * K * T * r
+        work = 2 * lam  # the fused kernels' two per-source sums (separation.host_kernels.HostState)
         cache = covariance_cache_bytes((F, T, M), "float32" if r == 4 else "float64")
         if cache <= COVARIANCE_CACHE_BYTES:
-            fitting = max(3 * cache, cache + 2 * Qx_power + lam + H)
+            fitting = max(3 * cache, cache + 2 * Qx_power + lam + work + H)
         else:
-            fitting = X_dev + 4 * Qx_power + lam + H
+            fitting = X_dev + 4 * Qx_power + lam + work + H
         fit = persistent + X_copy + X_dev + max(2 * FT * M * 8, fitting)
         istft = 2 * M * T * n_fft * r + 2 * M * P * r
         after_istft = M * P * 8 + 2 * x_native
