@@ -55,24 +55,15 @@ def initial_model(X_FTM: np.ndarray, *, n_sources: int, init_kinds: Sequence[str
     init = fastmnmf2.circular_init(F, M, N, n_basis, rng=rng)
     init = fastmnmf2.Params(init.Q_FMM, init.G_NM, init.W_NFK, rng.uniform(size=(N, n_basis, T)))
     spectral_init = "random W and H"
-    if "geometry" in init_kinds or "delays" in init_kinds:
-        freqs = np.arange(F) * sample_rate / n_fft
-        A = spatial.steering_vectors(mic_positions, source_positions, freqs, patterns=patterns,
-                                     aims_deg=aims_deg)
-        if delay_corrections_s is not None:
-            A = A * np.exp(-2j * np.pi * freqs[:, None, None] * np.asarray(delay_corrections_s)[None])
-        if "delays" in init_kinds:
-            from studio_sep.dsp.delays import arrival_times_s
-
-            t = arrival_times_s(np.asarray(mic_positions, dtype=float), source_positions)  # (M, N)
-            A = pair_transfer(A, (t[1] - t[0]) * sample_rate, pair_delays, n_fft=n_fft)
-        Q, G = geometry_init(A)
-        init = fastmnmf2.Params(Q_FMM=Q, G_NM=G)
-    if "spot" in init_kinds:
-        Q, G = geometry_init(spot_transfer(X_FTM, spot_mic_index))
-        init = fastmnmf2.Params(Q_FMM=Q, G_NM=G)
     # the spatial model set last (called with several kinds: the spot start, else the delays')
     spatial_kind = next((kind for kind in ("spot", "delays", "geometry") if kind in init_kinds), None)
+    if spatial_kind:
+        A = spot_transfer(X_FTM, spot_mic_index) if spatial_kind == "spot" else typed_transfer(
+            F, sample_rate=sample_rate, n_fft=n_fft, mic_positions=mic_positions, source_positions=source_positions,
+            patterns=patterns, aims_deg=aims_deg, delay_corrections_s=delay_corrections_s,
+            pair_delays=pair_delays if spatial_kind == "delays" else None)
+        Q, G = geometry_init(A)
+        init = fastmnmf2.Params(Q_FMM=Q, G_NM=G)
     demixer = {"geometry": "the geometric demixer", "spot": "the spot mics' demixer",
                "delays": "the measured delays' demixer"}.get(spatial_kind)
     if "dictionary" in init_kinds:
@@ -105,6 +96,24 @@ def initial_model(X_FTM: np.ndarray, *, n_sources: int, init_kinds: Sequence[str
         spectral_init = (f"dictionary W, H by NNLS of {demixer}'s output power" if "dictionary"
                          in init_kinds else f"W, H by NMF of {demixer}'s output power")
     return init, spectral_init
+
+
+def typed_transfer(n_bins: int, *, sample_rate: int, n_fft: int, mic_positions, source_positions, patterns=None,
+                   aims_deg=None, delay_corrections_s=None, pair_delays=None) -> np.ndarray:
+    """The mixing matrix ``(F, M, N)`` the typed geometry implies (spherical-wave steering
+    vectors with the mics' patterns), each source's delays moved by ``delay_corrections_s``
+    (``(M, N)`` seconds), or, for a pair, set to the ``pair_delays`` measured on the
+    recording (:func:`pair_transfer`)."""
+    freqs = np.arange(n_bins) * sample_rate / n_fft
+    A = spatial.steering_vectors(mic_positions, source_positions, freqs, patterns=patterns, aims_deg=aims_deg)
+    if delay_corrections_s is not None:
+        A = A * np.exp(-2j * np.pi * freqs[:, None, None] * np.asarray(delay_corrections_s)[None])
+    if pair_delays is not None:
+        from studio_sep.dsp.delays import arrival_times_s
+
+        t = arrival_times_s(np.asarray(mic_positions, dtype=float), source_positions)  # (M, N)
+        A = pair_transfer(A, (t[1] - t[0]) * sample_rate, pair_delays, n_fft=n_fft)
+    return A
 
 
 def geometry_init(A_FMN, *, g_floor: float = 1e-2):
