@@ -7,6 +7,7 @@ metres (the package's convention, :mod:`studio_sep.dsp.geometry`).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -169,7 +170,8 @@ def check_delays(x_MS: np.ndarray, sample_rate: int, mic_positions_m, source_pos
                 continue  # the peak lies nearer another source's delay: it is that source's
             measured[m, n], peak[m, n] = lags[i] / sample_rate, cc[i]
     error = speed_of_sound_m_s * (measured - implied)
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # a source measured at no mic (a silent mic): its column stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
         if M > 2:
             error = error - np.nanmedian(error, axis=0, keepdims=True)
     mic_error = np.array([_low_median(np.abs(row[np.isfinite(row)])) for row in error])
