@@ -261,3 +261,15 @@ def test_ctrl_c_in_a_command_is_one_line_and_exit_130(rendered_session: Path, mo
     assert result.exit_code == 130
     assert result.output.strip().splitlines() == [
         "error: interrupted (finished files are kept; run the same command again to continue)"]
+
+
+def test_dash_h_is_help_on_every_level() -> None:
+    """``-h`` is ``--help``: for the tool, a command and a sub-command group's command."""
+    from typer.testing import CliRunner
+
+    from studio_sep.cli.app import app
+
+    for args in (["-h"], ["run", "-h"], ["plugins", "scan", "-h"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, (args, result.output)
+        assert "Usage: studio-sep" in result.output and "--help" in result.output
