@@ -166,19 +166,13 @@ def main() -> int:
     sys.path.insert(0, code["path"])
     import numpy as np
 
-    from studio_sep.dsp import stft
     from studio_sep.separation import fastmnmf2
-    from studio_sep.session import load_mics, load_session
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
     machine = bench.machine_info(args.threads)
-    manifest = bench.render(args.work, rt60_s=args.rt60, seed=0, duration_s=bench.DURATION_S,
-                            soundfont=args.soundfont, log=log)
-    x = load_mics(load_session(manifest))
-    X = stft.stft(x, n_fft=bench.N_FFT, hop=bench.HOP).astype(np.complex128 if args.dtype == "float64"
-                                                                else np.complex64)
+    X = bench.paper_stft(args, log).astype(np.complex128 if args.dtype == "float64" else np.complex64)
     F, T, M = X.shape
     N, K = bench.N_SOURCES, bench.N_BASIS
     rng = np.random.default_rng(0)

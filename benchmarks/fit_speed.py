@@ -135,16 +135,11 @@ def main() -> int:
 
     code = bench.snapshot_code(args.work, "tree")
     sys.path.insert(0, code["path"])
-    from studio_sep.dsp import stft
-    from studio_sep.session import load_mics, load_session
-
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
     machine = bench.machine_info(args.threads)
-    manifest = bench.render(args.work, rt60_s=args.rt60, seed=0, duration_s=bench.DURATION_S,
-                            soundfont=args.soundfont, log=log)
-    X = stft.stft(load_mics(load_session(manifest)), n_fft=bench.N_FFT, hop=bench.HOP)
+    X = bench.paper_stft(args, log)
     N, K = bench.N_SOURCES, bench.N_BASIS
     load_before = os.getloadavg()[0]
     states = build_states(X, N, K, args.warm_iterations)

@@ -336,6 +336,17 @@ def render(work: Path, *, rt60_s: float, seed: int, duration_s: float, soundfont
     return res.manifest
 
 
+def paper_stft(args, log):
+    """The STFT (F, T, M) of the paper configuration's trio scene at ``args.rt60`` (rendered
+    with ``args.soundfont`` into ``args.work``, reused when there), as the per-step timers
+    (``arithmetic.py``, ``fit_speed.py``) take it."""
+    from studio_sep.dsp import stft
+    from studio_sep.session import load_mics, load_session
+
+    manifest = render(args.work, rt60_s=args.rt60, seed=0, duration_s=DURATION_S, soundfont=args.soundfont, log=log)
+    return stft.stft(load_mics(load_session(manifest)), n_fft=N_FFT, hop=HOP)
+
+
 def separation_benchmark(args, log) -> dict:
     import numpy as np
 
