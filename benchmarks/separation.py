@@ -284,6 +284,7 @@ def snapshot_code(work: Path, which: str) -> dict:
     def git(*cmd: str) -> str:
         return subprocess.run(["git", "-C", str(REPO), *cmd], capture_output=True, text=True).stdout.strip()
 
+    work.mkdir(parents=True, exist_ok=True)  # the first run on a machine
     tmp = Path(tempfile.mkdtemp(dir=work))
     if which == "head":
         archive = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD", "studio_sep"], capture_output=True,
