@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from studio_sep.dsp import geometry as spatial
+from studio_sep.dsp.delays import arrival_times_s
 from studio_sep.separation import fastmnmf2
 from studio_sep.separation import nmf as prior
 
@@ -109,8 +110,6 @@ def typed_transfer(n_bins: int, *, sample_rate: int, n_fft: int, mic_positions, 
     if delay_corrections_s is not None:
         A = A * np.exp(-2j * np.pi * freqs[:, None, None] * np.asarray(delay_corrections_s)[None])
     if pair_delays is not None:
-        from studio_sep.dsp.delays import arrival_times_s
-
         t = arrival_times_s(np.asarray(mic_positions, dtype=float), source_positions)  # (M, N)
         A = pair_transfer(A, (t[1] - t[0]) * sample_rate, pair_delays, n_fft=n_fft)
     return A

@@ -10,6 +10,7 @@ from studio_sep.session.manifest import (
     MANIFEST_SEPARATION_KEYS,
     PATTERNS,
     PRIORS,
+    SPATIAL_INITS,
     Mic,
     Room,
     SeparationSettings,
@@ -19,6 +20,6 @@ from studio_sep.session.manifest import (
 )
 from studio_sep.session.parse import load_session
 
-__all__ = ["DEVICES", "DTYPES", "INITS", "MANIFEST_SEPARATION_KEYS", "PATTERNS", "PRIORS", "Mic", "Room",
-           "SeparationSettings", "Session", "Source", "Truth", "dump_session", "load_mics", "load_session",
+__all__ = ["DEVICES", "DTYPES", "INITS", "MANIFEST_SEPARATION_KEYS", "PATTERNS", "PRIORS", "SPATIAL_INITS", "Mic",
+           "Room", "SeparationSettings", "Session", "Source", "Truth", "dump_session", "load_mics", "load_session",
            "session_to_dict"]

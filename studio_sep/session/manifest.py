@@ -17,6 +17,8 @@ from pathlib import Path
 
 PATTERNS = ("omni", "cardioid", "subcardioid", "hypercardioid", "figure8")
 INITS = ("circular", "geometry", "spot", "delays", "dictionary", "prior")
+#: The inits that set a guided spatial model, in the order their starts run.
+SPATIAL_INITS = ("geometry", "spot", "delays")
 DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "float64")
 PRIORS = ("none", "nmf", "classnet")  #: spectral priors (studio_sep.priors)

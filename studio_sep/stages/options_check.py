@@ -10,7 +10,7 @@ import math
 from studio_sep.dsp.backend import resolve_device
 from studio_sep.dsp.stft import check_fft_settings, n_frames
 from studio_sep.io.audio import audio_info
-from studio_sep.session import DEVICES, DTYPES, INITS, PRIORS, SeparationSettings, Session
+from studio_sep.session import DEVICES, DTYPES, INITS, PRIORS, SPATIAL_INITS, SeparationSettings, Session
 from studio_sep.session.manifest import MIN_PROCESSING_RATE
 from studio_sep.util.errors import InputError
 
@@ -30,7 +30,7 @@ def check_init_names(init: tuple[str, ...], field: str = "init") -> None:
     unknown = [i for i in init if i not in INITS]
     if unknown:
         raise InputError(None, field, f"unknown init {unknown[0]!r}", f"use a combination of {', '.join(INITS)}")
-    other = next((kind for kind in ("geometry", "spot", "delays") if kind in init), None)
+    other = next((kind for kind in SPATIAL_INITS if kind in init), None)
     if "circular" in init and other:
         raise InputError(None, field, f"circular and {other} both set the spatial model",
                          "pick one of them (geometry, spot and delays together: a start each, the best fit kept)")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from studio_sep.dsp.backend import resolve_device
 from studio_sep.dsp.stft import check_fft_settings, default_fft_size
-from studio_sep.session import SeparationSettings, Session
+from studio_sep.session import SPATIAL_INITS, SeparationSettings, Session
 from studio_sep.stages.options_check import check_init_names, check_session_length, option_name
 from studio_sep.util.errors import InputError
 
@@ -23,8 +23,6 @@ SeparationOptions = SeparationSettings
 #: Measured best on the rendered trio (benchmarks/README.md): the geometric demixer with
 #: the spectral model started from its output beats adding a solo-take dictionary.
 DEFAULT_INIT = ("geometry",)
-#: The inits that set a guided spatial model, in the order their starts run.
-SPATIAL_INITS = ("geometry", "spot", "delays")
 #: The default where every source has a spot mic of its own: both spatial starts, the
 #: geometric demixer (typed positions and patterns) and the one made from the transfer
 #: functions measured against the spot mics (which typed positions and patterns cannot
