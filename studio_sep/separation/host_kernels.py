@@ -199,10 +199,7 @@ class HostState(State):
             Qx = np.matmul(self.X, self.Q.transpose(0, 2, 1))  # (F, T, M)
             self.Qx_FMT[:] = (Qx.real**2 + Qx.imag**2).transpose(0, 2, 1)
             return
-        i, j = self.upper
-        B = self.Q[:, :, i] * self.Q[:, :, j].conj()  # (F, M, P)
-        C = np.concatenate([B.real * self.pair_weights, -B.imag * self.pair_weights], axis=2)  # (F, M, 2P)
-        np.matmul(C, self.pairs_FPT, out=self.Qx_FMT)
+        np.matmul(self.pair_coefficients(), self.pairs_FPT, out=self.Qx_FMT)
         np.maximum(self.Qx_FMT, 0.0, out=self.Qx_FMT)  # rounding can dip below 0 where x̃ ≈ 0
 
     def log_likelihood(self):

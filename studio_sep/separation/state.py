@@ -74,12 +74,16 @@ class State:
             Qx = xp.matmul(self.X, self.Q.transpose(0, 2, 1))  # (F, T, M): row m is q_fm^H x_ft
             self.Qx_power = Qx.real**2 + Qx.imag**2
             return
-        i, j = self.upper
-        B = self.Q[:, :, i] * self.Q[:, :, j].conj()  # (F, M, P)
-        C = xp.concatenate([B.real * self.pair_weights, -B.imag * self.pair_weights], axis=2)  # (F, M, 2P)
-        C_T = xp.ascontiguousarray(C.transpose(0, 2, 1))
+        C_T = xp.ascontiguousarray(self.pair_coefficients().transpose(0, 2, 1))
         power = xp.matmul(self.pairs, C_T)  # (F, T, M)
         self.Qx_power = xp.maximum(power, 0.0, out=power)  # rounding can dip below 0 where x̃ ≈ 0
+
+    def pair_coefficients(self):
+        """(F, M, 2P): the real coefficients C with x̃_ftm = Σ_k C_fmk pairs_ftk, from
+        B = Q_i conj(Q_j) over the upper-triangle pairs (i, j): [Re B·w, −Im B·w]."""
+        i, j = self.upper
+        B = self.Q[:, :, i] * self.Q[:, :, j].conj()  # (F, M, P)
+        return self.xp.concatenate([B.real * self.pair_weights, -B.imag * self.pair_weights], axis=2)
 
     def refresh_model(self) -> None:
         """λ = W H, after W or H changed (ỹ is made per block from λ and G)."""
