@@ -14,7 +14,6 @@ from studio_sep.session import DEVICES, DTYPES, INITS, PRIORS, SPATIAL_INITS, Se
 from studio_sep.session.manifest import MIN_PROCESSING_RATE
 from studio_sep.util.errors import InputError
 
-
 #: The command-line options whose names are not their field's (``--<field with dashes>``).
 OPTION_NAMES = {"n_iter": "--iterations", "processing_sample_rate": "--processing-rate"}
 
