@@ -29,13 +29,16 @@ from common import ZooScene  # noqa: E402
 
 def measured_delay_start(scene: ZooScene):
     """The start: the pair's measured delays (samples at the processing rate) for the
-    typed-delay order, and the initial model; with the implied delays, for the record."""
-    from scipy.signal import find_peaks
-
+    typed-delay order, and the initial model; with the implied delays, for the record.
+    The pipeline's own code (``stages.prior.measured_pair_delays`` picks the peaks,
+    ``initial.pair_transfer`` builds the steering vectors): the results committed on
+    2026-12-01 came from this script's earlier copy of that code, whose peak picking
+    differed only at the lag window's edges."""
     from studio_sep.dsp import geometry as spatial
-    from studio_sep.dsp.delays import arrival_times_s, cross_correlation_phat
+    from studio_sep.dsp.delays import arrival_times_s
     from studio_sep.separation import fastmnmf2
-    from studio_sep.separation.initial import demixer_power, geometry_init, spectral_from_power
+    from studio_sep.separation.initial import demixer_power, geometry_init, pair_transfer, spectral_from_power
+    from studio_sep.stages.prior import measured_pair_delays
 
     session, settings, X = scene.session, scene.settings, scene.X
     rate, n_fft, N = settings.processing_sample_rate, settings.n_fft, len(session.sources)
@@ -43,19 +46,13 @@ def measured_delay_start(scene: ZooScene):
     sources = [s.position_m for s in session.sources]
     t = np.asarray(arrival_times_s(mics, sources))  # (M, N)
     implied = (t[1] - t[0]) * rate
-    max_lag = 1.3 * np.linalg.norm(mics[1] - mics[0]) / spatial.SPEED_OF_SOUND_M_S * rate + 2
-    lags, cc = cross_correlation_phat(scene.x_proc[0], scene.x_proc[1])
-    keep = np.abs(lags) <= max_lag
-    peaks, _ = find_peaks(cc[keep], distance=8)
-    top = peaks[np.argsort(cc[keep][peaks])[::-1][:N]]
-    tau = np.empty(N)
-    tau[np.argsort(implied)] = np.sort(lags[keep][top])  # sources from the smallest implied delay
+    measured = measured_pair_delays(session, settings, scene.x_proc)
     freqs = np.arange(X.shape[0]) * rate / n_fft
     typed = spatial.steering_vectors(mics, sources, freqs, patterns=[m.pattern for m in session.mics],
                                      aims_deg=[(m.aim_azimuth_deg, m.aim_elevation_deg) for m in session.mics])
-    magnitude = np.abs(typed) / np.abs(typed[:, :1, :])
-    A = magnitude * np.stack([np.ones((len(freqs), N)),
-                              np.exp(-2j * np.pi * freqs[:, None] * tau[None] / rate)], axis=1)  # (F, M, N)
+    A = pair_transfer(typed, implied, measured, n_fft=n_fft)
+    tau = np.empty(N)
+    tau[np.argsort(implied, kind="stable")] = np.sort(measured)
     Q, G = geometry_init(A)
     init = spectral_from_power(demixer_power(X, Q, N), fastmnmf2.Params(Q, G, None, None), n_basis=8,
                                rng=np.random.default_rng([0, 1]))
