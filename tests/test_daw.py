@@ -225,3 +225,6 @@ def test_mix_format_flac_and_pcm16(rendered_session: Path, tmp_path: Path) -> No
     result = runner.invoke(app, ["mix", str(rendered_session), "--out", str(tmp_path / "b"), "--from", "truth",
                                  "--preset", str(_preset(tmp_path)), "--format", "mp3"])
     assert result.exit_code == 2 and "--format" in result.stderr and "'mp3' is not one of" in result.stderr
+    result = runner.invoke(app, ["separate", str(rendered_session), "--out", str(tmp_path / "c"), "--format", "flac"])
+    assert result.exit_code == 2 and "mix --format flac" in result.stderr
+    assert not (tmp_path / "c").exists()

@@ -64,12 +64,12 @@ def dither_pcm16(x_CB: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _dither_rng(path: Path) -> np.random.Generator:
-    """A dither generator seeded by the file's name: the same file gets the same samples on
-    every run, and two stems get independent dither (they would add up coherently in a DAW
-    with one shared sequence)."""
+    """A dither generator seeded by the file's folder and name: the same file gets the same
+    samples on every run, and two stems (or two sources' images at one mic) get independent
+    dither, which would add up coherently when they are summed with one shared sequence."""
     import zlib
 
-    return np.random.default_rng(zlib.crc32(path.name.encode("utf-8")))
+    return np.random.default_rng(zlib.crc32(f"{path.parent.name}/{path.name}".encode("utf-8")))
 
 
 @dataclass(frozen=True)
