@@ -210,7 +210,7 @@ def test_stems_carry_the_mics_time_reference_and_the_remix_its_loudness(rendered
     assert audio_io.read_bext(outcome.remix).loudness_lufs == loudness / 100
 
 
-def test_mix_format_flac_and_pcm16(rendered_session: Path, tmp_path: Path) -> None:
+def test_mix_format_flac_and_refused_formats(rendered_session: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["mix", str(rendered_session), "--out", str(tmp_path), "--from", "truth",
                                  "--preset", str(_preset(tmp_path)), "--format", "flac"])
     assert result.exit_code == 0, result.output

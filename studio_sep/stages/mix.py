@@ -200,9 +200,9 @@ class _Stamp:
         self.now = _dt.datetime.now(_dt.timezone.utc)
         self.session, self.preset, self.fmt, self.time_reference = session, preset, fmt, time_reference
 
-    def bext(self, description: str, *, level: dict | None = None, max_momentary_lufs: float | None = None,
-             fmt: str | None = None) -> audio_io.Bext | None:
-        if (fmt or self.fmt) == "flac":
+    def bext(self, description: str, *, level: dict | None = None,
+             max_momentary_lufs: float | None = None) -> audio_io.Bext | None:
+        if self.fmt == "flac":
             return None
         rate = self.session.sample_rate
         finite = lambda v: v if v is not None and np.isfinite(v) else None  # noqa: E731
