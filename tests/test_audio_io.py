@@ -12,7 +12,9 @@ from studio_sep.util.atomic import atomic_path
 from studio_sep.util.errors import AudioError
 
 
-@pytest.mark.parametrize(("subtype", "atol"), [("float32", 1e-7), ("float64", 0.0), ("pcm24", 2**-23), ("pcm16", 2**-15)])
+# pcm16 is TPDF-dithered: up to 1.5 LSB from the input (test_pcm16_is_tpdf_dithered)
+@pytest.mark.parametrize(("subtype", "atol"), [("float32", 1e-7), ("float64", 0.0), ("pcm24", 2**-23),
+                                               ("pcm16", 1.5 * 2**-15)])
 def test_round_trip_keeps_shape_rate_and_samples(tmp_path: Path, subtype: str, atol: float) -> None:
     rng = np.random.default_rng(1)
     x_CS = rng.uniform(-0.9, 0.9, size=(3, 1001))  # odd length
@@ -87,3 +89,55 @@ def test_atomic_writes_give_files_the_usual_permissions(tmp_path) -> None:
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def _quiet_sine(rate: int = 48000, seconds: float = 2.0, amplitude_lsb: float = 4.3) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return np.stack([amplitude_lsb / 32768 * np.sin(2 * np.pi * 1000 * t + 0.3)] * 2)  # whole cycles
+
+
+def _harmonics_lsb(e: np.ndarray, rate: int = 48000) -> float:
+    """The largest of the error's components at 2…9 kHz harmonics of the 1 kHz sine, in LSB."""
+    spectrum = 2 * np.abs(np.fft.rfft(e)) / e.size
+    return float(max(spectrum[k * 1000 * e.size // rate] for k in range(2, 10)))
+
+
+def test_pcm16_is_tpdf_dithered(tmp_path: Path) -> None:
+    x = _quiet_sine()
+    audio_io.write_audio(tmp_path / "d.wav", x, 48000, subtype="pcm16")
+    y, _ = audio_io.read_audio(tmp_path / "d.wav")
+    e = (y - x) * 32768  # in LSB
+    # TPDF dither (variance 2/12 LSB^2) plus the rounding it decorrelates (1/12): 3/12 in all
+    assert e.mean() == pytest.approx(0.0, abs=0.01)
+    assert e.var() == pytest.approx(3 / 12, abs=0.01)
+    # the error does not depend on the signal: the same variance wherever the samples fall between steps
+    fraction = (x * 32768) % 1.0
+    for lo in (0.0, 0.25, 0.5, 0.75):
+        part = e[(fraction >= lo) & (fraction < lo + 0.25)]
+        assert part.var() == pytest.approx(3 / 12, abs=0.02)
+    # no truncation distortion: no harmonics of the sine in the error, where plain rounding puts them
+    assert _harmonics_lsb(e[0]) < 0.02
+    assert _harmonics_lsb(np.round(x[0] * 32768) - x[0] * 32768) > 0.1
+    # block by block gives the whole file's samples; digital silence stays silent
+    with audio_io.open_audio_writer(tmp_path / "d.wav", 48000, n_channels=2, n_samples=x.shape[1] + 100,
+                                    subtype="pcm16") as writer:
+        writer.write(x[:, :12345])
+        writer.write(x[:, 12345:])
+        writer.write(np.zeros((2, 100)))
+    z, _ = audio_io.read_audio(tmp_path / "d.wav")
+    np.testing.assert_array_equal(z[:, :x.shape[1]], y)
+    assert np.all(z[:, x.shape[1]:] == 0)
+
+
+def test_flac_is_24_bit_lossless_and_refuses_bext(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    x = 1000 * _quiet_sine()
+    path = audio_io.write_audio(tmp_path / "x.flac", x, 48000, subtype="flac")
+    assert audio_io.extension("flac") == ".flac" and audio_io.extension("pcm16") == ".wav"
+    info = sf.info(str(path))
+    assert (info.format, info.subtype, info.frames) == ("FLAC", "PCM_24", x.shape[1])
+    y, rate = audio_io.read_audio(path)
+    assert rate == 48000 and np.max(np.abs(y - x)) <= 0.5 / 2**23 + 1e-12
+    with pytest.raises(ValueError, match="bext chunk goes into WAV files only"):
+        audio_io.write_audio(tmp_path / "b.flac", x, 48000, subtype="flac", bext=audio_io.Bext())

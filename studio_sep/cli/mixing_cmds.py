@@ -29,8 +29,11 @@ def mix(
     mute: Annotated[list[str] | None, typer.Option(help="Mute a source; repeatable.")] = None,
     unmute: Annotated[list[str] | None, typer.Option(help="Unmute a source the preset mutes; repeatable.")] = None,
     solo: Annotated[list[str] | None, typer.Option(help="Solo a source; repeatable.")] = None,
+    format: Annotated[str | None, typer.Option(help="Sample format of the remix and DAW stems: pcm24, pcm16 "
+                                               "(TPDF-dithered), float32 or flac (24-bit; default: the preset's).",
+                                               metavar="[pcm24|pcm16|float32|flac]")] = None,
 ) -> None:
-    """Render a stereo remix, DAW stems and a REAPER project from a preset."""
+    """Render a stereo remix, DAW stems, a REAPER project and a DAWproject from a preset."""
     from studio_sep.mixing.presets import GAIN_DB_MAX, GAIN_DB_MIN
     from studio_sep.mixing.routing import Overrides
     from studio_sep.session import load_session
@@ -44,7 +47,7 @@ def mix(
         print_session_warnings(session)
         with session_lock(out / session.name, create=from_ == "truth"), StageProgress(console) as progress:
             outcome = mix_session(session, out, find_preset(preset), source=from_, overrides=overrides,
-                                  callback=progress)
+                                  callback=progress, format=format)
     print_mix(outcome)
 
 

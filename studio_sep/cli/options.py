@@ -38,7 +38,11 @@ RateOpt = Annotated[int | None, typer.Option(help="Separate at this sample rate 
                                              "at the session's rate (default: manifest, else native).")]
 StemMicOpt = Annotated[list[str] | None, typer.Option(help="Mic whose image becomes the stem: MIC for all sources "
                                                       "or SOURCE=MIC; repeatable (default: spot_mic).")]
-FormatOpt = Annotated[str, typer.Option(help="Sample format of the written images and stems: float32 or pcm24.")]
+FormatOpt = Annotated[str, typer.Option(help="Sample format of the written images and stems: float32, pcm24 or "
+                                       "pcm16 (TPDF-dithered); the remix and DAW stems follow the preset or "
+                                       "mix --format.", metavar="[float32|pcm24|pcm16]")]
+#: sample formats of the separated images (the mix reads them back as WAV: no flac here)
+IMAGE_FORMATS = ("float32", "pcm24", "pcm16")
 MaxMemoryOpt = Annotated[str | None, typer.Option(help="Memory budget of the separation, e.g. 8G; above it, long "
                                                   "sessions are separated in overlapping time blocks "
                                                   "(default: from the machine's available memory).")]
@@ -58,8 +62,13 @@ def separation_options(init, iterations, n_basis, n_fft, hop, device, dtype, see
     from studio_sep.stages import SeparationOptions, parse_size
     from studio_sep.stages.options_check import check_options
 
-    if format not in ("float32", "pcm24"):
-        raise InputError(None, "--format", f"{format!r} is not float32 or pcm24", "pick one of those")
+    if format == "flac":
+        raise InputError(None, "--format", "flac is a format of the remix and DAW stems, not of the images "
+                         "(the later stages read them back as WAV)",
+                         "use float32, pcm24 or pcm16 here, and `studio-sep mix --format flac`")
+    if format not in IMAGE_FORMATS:
+        raise InputError(None, "--format", f"{format!r} is not one of {', '.join(IMAGE_FORMATS)}",
+                         "pick one of those")
     options = SeparationOptions(
         init=tuple(i.strip() for i in init.split(",") if i.strip()) if init else None,
         n_iter=parse_iterations(iterations), n_basis=n_basis, n_fft=n_fft, hop=hop, device=device, dtype=dtype, seed=seed,

@@ -1,4 +1,5 @@
-"""The only module that reads or writes audio files.
+"""The only module that reads or writes audio files (with :mod:`studio_sep.io.bext`, the
+Broadcast-WAV chunk it adds).
 
 Time-domain arrays are ``(n_channels, n_samples)`` everywhere in studio-sep (``x_MS``:
 mics × samples; ``images_NMS``: sources × mics × samples). Files are written
@@ -10,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,14 +19,57 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from studio_sep.io.bext import Bext, _insert_bext, _wav_chunks, read_bext  # noqa: F401 - re-exported
 from studio_sep.util.atomic import atomic_path
 from studio_sep.util.errors import AudioError, OutputError
 
-#: Subtypes accepted by :func:`write_audio`, by short name.
-SUBTYPES = {"float32": "FLOAT", "float64": "DOUBLE", "pcm24": "PCM_24", "pcm16": "PCM_16"}
+#: Sample formats accepted by :func:`write_audio`, by short name → libsndfile subtype.
+#: ``pcm16`` is written with TPDF dither (:func:`dither_pcm16`); ``flac`` is 24-bit FLAC
+#: (lossless, in a ``.flac`` file: :func:`extension`); the others are WAV.
+SUBTYPES = {"float32": "FLOAT", "float64": "DOUBLE", "pcm24": "PCM_24", "pcm16": "PCM_16", "flac": "PCM_24"}
 _FULL_SCALE_SUBTYPES = {"PCM_16", "PCM_24", "PCM_32"}
+_BYTES_PER_SAMPLE = {"FLOAT": 4, "DOUBLE": 8, "PCM_24": 3, "PCM_16": 2}
+_PCM16_SCALE = 32768.0  # libsndfile reads PCM_16 as int / 32768
 _RIFF_LIMIT_BYTES = 2**32 - 2**20
 _WRITE_FRAMES = 1 << 16  # frames handed to libsndfile at a time by AudioWriter
+
+
+def extension(fmt: str) -> str:
+    """The file name suffix of a sample format: ``.flac`` for ``flac``, else ``.wav``."""
+    return ".flac" if fmt == "flac" else ".wav"
+
+
+def dither_pcm16(x_CB: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Quantise ``(channels, samples)`` audio in [-1, 1] to 16-bit integers with TPDF dither.
+
+    The dither is the difference of two independent uniform values of 1 LSB each
+    (triangular, ±1 LSB peak, variance 2/12 LSB²) added before rounding, which makes the
+    quantisation error independent of the signal (no truncation distortion); the total
+    error has variance 3/12 LSB² (dither plus rounding). Samples that are exactly 0 stay
+    0, so digital silence (a stem's tail) stays silent. The random values are drawn
+    frame by frame (``(samples, channels)`` order), so blocks of one signal quantised in
+    turn with one ``rng`` give what the whole signal gives.
+
+    Returns
+    -------
+    q_CB : ndarray of int16, shape (channels, samples)
+        Read back by libsndfile as ``q / 32768``.
+    """
+    x_CB = np.asarray(x_CB, dtype=np.float64)
+    u = rng.random((x_CB.shape[1], x_CB.shape[0], 2))  # frame by frame: blocks draw what the whole draws
+    d = (u[..., 0] - u[..., 1]).T
+    q = np.floor(x_CB * _PCM16_SCALE + d + 0.5)
+    q[x_CB == 0.0] = 0.0
+    return np.clip(q, -32768, 32767).astype(np.int16)
+
+
+def _dither_rng(path: Path) -> np.random.Generator:
+    """A dither generator seeded by the file's folder and name: the same file gets the same
+    samples on every run, and two stems (or two sources' images at one mic) get independent
+    dither, which would add up coherently when they are summed with one shared sequence."""
+    import zlib
+
+    return np.random.default_rng(zlib.crc32(f"{path.parent.name}/{path.name}".encode("utf-8")))
 
 
 @dataclass(frozen=True)
@@ -86,23 +129,6 @@ def _wav_truncation(path: Path) -> tuple[int, int] | None:
             if chunk_id == b"fmt " and length >= 14:
                 block_align = struct.unpack("<H", f.read(14)[12:14])[0]
     return None
-
-
-def _wav_chunks(f):
-    """``(chunk id, length)`` of every chunk of an open RIFF WAVE file, the file positioned at
-    the chunk's data when each is given (the caller may read from it); nothing for another
-    kind of file."""
-    head = f.read(12)
-    if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"WAVE":
-        return
-    while True:
-        chunk = f.read(8)
-        if len(chunk) < 8:
-            return
-        chunk_id, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
-        start = f.tell()
-        yield chunk_id, length
-        f.seek(start + length + (length & 1))
 
 
 def read_audio(
@@ -200,78 +226,6 @@ def find_nonfinite(
     return scan_samples(path, channels=channels, silence=False, block_samples=block_samples).nonfinite
 
 
-@dataclass(frozen=True)
-class Bext:
-    """Broadcast-WAV ``bext`` chunk fields (EBU Tech 3285, version 1).
-
-    ``time_reference`` is the file's first sample as a count of samples since
-    midnight: DAWs place the file at that timestamp.
-    """
-
-    description: str = ""
-    originator: str = "studio-sep"
-    originator_reference: str = ""
-    origination_date: str = "2000-01-01"  #: yyyy-mm-dd
-    origination_time: str = "00:00:00"  #: hh:mm:ss
-    time_reference: int = 0
-    coding_history: str = ""
-
-
-_BEXT_FORMAT = "<256s32s32s10s8sIIH64s5h180s"  # 602 bytes, then the coding history
-
-
-def _bext_payload(b: Bext) -> bytes:
-    def text(value: str, size: int) -> bytes:
-        return value.encode("ascii", "replace")[:size]
-
-    fixed = struct.pack(_BEXT_FORMAT, text(b.description, 256), text(b.originator, 32),
-                        text(b.originator_reference, 32), text(b.origination_date, 10),
-                        text(b.origination_time, 8), b.time_reference & 0xFFFFFFFF, b.time_reference >> 32, 1,
-                        b"", 0, 0, 0, 0, 0, b"")
-    return fixed + b.coding_history.encode("ascii", "replace")
-
-
-def read_bext(path: str | os.PathLike) -> Bext | None:
-    """The ``bext`` chunk of a WAV file, or None when it has none."""
-    with open(path, "rb") as f:
-        for cid, size in _wav_chunks(f):
-            if cid == b"bext":
-                data = f.read(size)
-                fields = struct.unpack(_BEXT_FORMAT, data[:602])
-                text = lambda raw: raw.rstrip(b"\0").decode("ascii", "replace")  # noqa: E731
-                return Bext(description=text(fields[0]), originator=text(fields[1]),
-                            originator_reference=text(fields[2]), origination_date=text(fields[3]),
-                            origination_time=text(fields[4]), time_reference=fields[5] | (fields[6] << 32),
-                            coding_history=text(data[602:]))
-    return None
-
-
-def _insert_bext(src: Path, dst: Path, bext: Bext) -> None:
-    """Copy a RIFF/WAVE file, adding a bext chunk right after its fmt chunk."""
-    payload = _bext_payload(bext)
-    chunk = b"bext" + struct.pack("<I", len(payload)) + payload + (b"\0" if len(payload) & 1 else b"")
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        head = fin.read(12)
-        if head[:4] != b"RIFF":
-            raise ValueError("bext can only be added to a RIFF WAV file (not RF64)")
-        riff_size = struct.unpack("<I", head[4:8])[0] + len(chunk)
-        fout.write(b"RIFF" + struct.pack("<I", riff_size) + b"WAVE")
-        inserted = False
-        while True:
-            header = fin.read(8)
-            if len(header) < 8:
-                break
-            cid, size = header[:4], struct.unpack("<I", header[4:])[0]
-            fout.write(header)
-            if cid == b"data":
-                shutil.copyfileobj(fin, fout, 1 << 20)
-                break
-            fout.write(fin.read(size + (size & 1)))
-            if cid == b"fmt " and not inserted:
-                fout.write(chunk)
-                inserted = True
-
-
 def write_audio(
     path: str | os.PathLike,
     x_CS: np.ndarray,
@@ -291,10 +245,12 @@ def write_audio(
         beyond [-1, 1) are refused for them rather than silently clipped.
     sample_rate : int
         Sample rate in Hz.
-    subtype : {"float32", "float64", "pcm24", "pcm16"}
-        Sample format. Files over 4 GiB are written as RF64.
+    subtype : {"float32", "float64", "pcm24", "pcm16", "flac"}
+        Sample format (:data:`SUBTYPES`): ``pcm16`` is TPDF-dithered
+        (:func:`dither_pcm16`), ``flac`` is a 24-bit FLAC file. WAV files over 4 GiB are
+        written as RF64.
     bext : Bext, optional
-        Add a Broadcast-WAV ``bext`` chunk (not for RF64 files).
+        Add a Broadcast-WAV ``bext`` chunk (WAV only, not RF64).
 
     Returns
     -------
@@ -311,15 +267,15 @@ def write_audio(
     _check_samples(path, x_CS, subtype)
     sf_subtype = SUBTYPES[subtype]
     fmt = _container(x_CS.size, subtype)
-    if bext is not None and fmt == "RF64":
-        raise AudioError(path, None, "a bext chunk cannot go into a file over 4 GiB", "split the stem")
+    _check_bext(path, bext, fmt)
+    samples = dither_pcm16(x_CS, _dither_rng(path)) if subtype == "pcm16" else x_CS
     with atomic_path(path) as tmp, _write_errors(path, x_CS.size, subtype):
         if bext is None:
-            sf.write(str(tmp), x_CS.T, int(sample_rate), subtype=sf_subtype, format=fmt)
+            sf.write(str(tmp), samples.T, int(sample_rate), subtype=sf_subtype, format=fmt)
         else:
             plain = tmp.with_name(tmp.name + ".plain")
             try:
-                sf.write(str(plain), x_CS.T, int(sample_rate), subtype=sf_subtype, format=fmt)
+                sf.write(str(plain), samples.T, int(sample_rate), subtype=sf_subtype, format=fmt)
                 _insert_bext(plain, tmp, bext)
             finally:
                 plain.unlink(missing_ok=True)
@@ -334,7 +290,7 @@ def _write_errors(path: Path, n_values: int, subtype: str) -> Iterator[None]:
     try:
         yield
     except (sf.LibsndfileError, RuntimeError, AssertionError) as exc:
-        n_bytes = n_values * {"FLOAT": 4, "DOUBLE": 8, "PCM_24": 3, "PCM_16": 2}[SUBTYPES[subtype]]
+        n_bytes = n_values * _BYTES_PER_SAMPLE[SUBTYPES[subtype]]
         if _free_bytes(path.parent) < n_bytes:
             raise OutputError.from_os_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), path) from exc
         raise OutputError(path, f"could not be written ({_one_line(exc) or type(exc).__name__})",
@@ -363,9 +319,20 @@ def _check_samples(path: Path, x_CS: np.ndarray, subtype: str) -> None:
 
 
 def _container(n_values: int, subtype: str) -> str:
-    """``"RF64"`` when ``n_values`` samples of ``subtype`` exceed RIFF's 4 GiB, else ``"WAV"``."""
-    n_bytes = n_values * {"FLOAT": 4, "DOUBLE": 8, "PCM_24": 3, "PCM_16": 2}[SUBTYPES[subtype]]
+    """``"FLAC"`` for ``flac``; ``"RF64"`` when ``n_values`` samples of ``subtype`` exceed
+    RIFF's 4 GiB, else ``"WAV"``."""
+    if subtype == "flac":
+        return "FLAC"
+    n_bytes = n_values * _BYTES_PER_SAMPLE[SUBTYPES[subtype]]
     return "RF64" if n_bytes > _RIFF_LIMIT_BYTES else "WAV"
+
+
+def _check_bext(path: Path, bext: Bext | None, container: str) -> None:
+    if bext is None or container == "WAV":
+        return
+    if container == "FLAC":
+        raise ValueError(f"{path.name}: a bext chunk goes into WAV files only, not FLAC")
+    raise AudioError(path, None, "a bext chunk cannot go into a file over 4 GiB", "split the stem")
 
 
 class AudioWriter:
@@ -384,6 +351,7 @@ class AudioWriter:
     def __init__(self, file: sf.SoundFile, path: Path, *, n_channels: int, n_samples: int, subtype: str):
         self._file = file
         self._subtype = subtype
+        self._dither = _dither_rng(path) if subtype == "pcm16" else None
         self.path = path
         self.n_channels = n_channels
         self.n_samples = n_samples
@@ -410,6 +378,8 @@ class AudioWriter:
         if x_CB.shape[1] == 0:
             return
         _check_samples(self.path, x_CB, self._subtype)
+        if self._dither is not None:
+            x_CB = dither_pcm16(x_CB, self._dither)
         # libsndfile takes frames interleaved: transpose a few frames at a time rather
         # than copy the whole block.
         for start in range(0, x_CB.shape[1], _WRITE_FRAMES):
@@ -446,10 +416,10 @@ def open_audio_writer(
     n_channels, n_samples : int
         Shape of the file; ``n_samples`` per channel, known in advance (it decides
         between WAV and RF64, for files over 4 GiB).
-    subtype : {"float32", "float64", "pcm24", "pcm16"}
-        Sample format.
+    subtype : {"float32", "float64", "pcm24", "pcm16", "flac"}
+        Sample format, as for :func:`write_audio` (the same dither for ``pcm16``).
     bext : Bext, optional
-        Add a Broadcast-WAV ``bext`` chunk (not for RF64 files), as :func:`write_audio` does.
+        Add a Broadcast-WAV ``bext`` chunk (WAV only, not RF64), as :func:`write_audio` does.
 
     Yields
     ------
@@ -471,8 +441,7 @@ def open_audio_writer(
                          "must be positive integers")
     n_channels, n_samples = int(n_channels), int(n_samples)
     fmt = _container(n_channels * n_samples, subtype)
-    if bext is not None and fmt == "RF64":
-        raise AudioError(path, None, "a bext chunk cannot go into a file over 4 GiB", "split the stem")
+    _check_bext(path, bext, fmt)
     with atomic_path(path) as tmp, _write_errors(path, n_channels * n_samples, subtype):
         plain = tmp if bext is None else tmp.with_name(tmp.name + ".plain")
         try:

@@ -110,10 +110,33 @@ class LoudnessMeter:
         self._position = stop
 
     def finish(self) -> float:
-        if self._position != self.n_samples:
-            raise ValueError(f"LoudnessMeter: {self._position} of {self.n_samples} samples given")
+        self._check_complete()
         if len(self._lower) == 0:
             return -math.inf
+        z, G, block_lufs = self._blocks()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gated = block_lufs >= -70.0
+            z_avg = z[:, gated].mean(axis=1) if gated.any() else np.full(z.shape[0], np.nan)
+            relative = -0.691 + 10.0 * np.log10(np.sum(G[:, 0] * z_avg)) - 10.0
+            gated = (block_lufs > relative) & (block_lufs > -70.0)
+            z_avg = np.nan_to_num(z[:, gated].mean(axis=1)) if gated.any() else np.zeros(z.shape[0])
+            return float(-0.691 + 10.0 * np.log10(np.sum(G[:, 0] * z_avg)))
+
+    def max_momentary(self) -> float:
+        """The highest momentary loudness (LUFS): the loudest 400 ms gating block (EBU R 128
+        momentary window, every 100 ms); -inf for silence or a signal shorter than one block."""
+        self._check_complete()
+        if len(self._lower) == 0:
+            return -math.inf
+        return float(np.max(self._blocks()[2]))
+
+    def _check_complete(self) -> None:
+        if self._position != self.n_samples:
+            raise ValueError(f"LoudnessMeter: {self._position} of {self.n_samples} samples given")
+
+    def _blocks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each gating block's mean square per channel ``z`` (C, J), the channel gains
+        ``G`` (C, 1) and each block's loudness (J,) in LUFS."""
         T_g, rate = self.BLOCK_S, self.sample_rate
         index = {int(e): i for i, e in enumerate(self._edges)}
         lo = np.array([index[int(v)] for v in self._lower])
@@ -122,11 +145,5 @@ class LoudnessMeter:
         z = np.stack([[self._segment_sums[c, lo[j]:hi[j]].sum() for j in range(len(lo))]
                       for c in range(self._segment_sums.shape[0])]) / (T_g * rate)
         G = np.array(self.CHANNEL_GAINS[:z.shape[0]])[:, None]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            block_lufs = -0.691 + 10.0 * np.log10(np.sum(G * z, axis=0))
-            gated = block_lufs >= -70.0
-            z_avg = z[:, gated].mean(axis=1) if gated.any() else np.full(z.shape[0], np.nan)
-            relative = -0.691 + 10.0 * np.log10(np.sum(G[:, 0] * z_avg)) - 10.0
-            gated = (block_lufs > relative) & (block_lufs > -70.0)
-            z_avg = np.nan_to_num(z[:, gated].mean(axis=1)) if gated.any() else np.zeros(z.shape[0])
-            return float(-0.691 + 10.0 * np.log10(np.sum(G[:, 0] * z_avg)))
+        with np.errstate(divide="ignore"):
+            return z, G, -0.691 + 10.0 * np.log10(np.sum(G * z, axis=0))

@@ -28,7 +28,7 @@ from studio_sep.util.toml import unknown_key_fix
 
 SPOT = "@spot"  #: feed mic placeholder: the source's stem mic (its spot mic)
 POSITION = "@position"  #: pan placeholder: from the source's position across the stage
-FORMATS = ("pcm24", "pcm16", "float32")
+FORMATS = ("pcm24", "pcm16", "float32", "flac")  #: of the remix and DAW stems (pcm16 dithered)
 GAIN_DB_MIN, GAIN_DB_MAX = -120.0, 24.0  #: a feed's or a source's gain (and ``mix --gain``), dB
 
 

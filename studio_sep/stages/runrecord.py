@@ -181,14 +181,14 @@ def _stage_problem(entry: Any, data: dict) -> str | None:
 
 def output_problem(path: Path, size: int | None = None) -> str | None:
     """Why a stage's output file cannot be taken as written by it, or None: missing, not the
-    size recorded (truncated), or unreadable as a WAV, .npz or JSON file."""
+    size recorded (truncated), or unreadable as an audio (WAV, FLAC), .npz or JSON file."""
     if not path.is_file():
         return "missing"
     actual = path.stat().st_size
     if size is not None and actual != size:
         return f"{actual} bytes where {size} were written (truncated or changed)"
     try:
-        if path.suffix == ".wav":
+        if path.suffix in (".wav", ".flac"):
             audio_info(path)
         elif path.suffix == ".npz":
             load_params(path)
