@@ -11,7 +11,7 @@ metrics reports), so it can be rebuilt at any time (``studio-sep report``).
 Per source: players for the unprocessed stem mic, the stem, the image at the reference mic
 and the truth, loudness-matched, with one-key A/B switching that keeps the play position;
 spectrograms of the mic, the stem and the bleed removed (mic − stem); a reference-free
-leakage estimate. Then the metrics table and framewise SDR (with truth), the log-likelihood
+leakage estimate of the stem and of the mic (:func:`studio_sep.stages.report_data.leakage_db`). Then the metrics table and framewise SDR (with truth), the log-likelihood
 per iteration, the remixes' loudness and true peak, and the run's settings, prior, timings
 and memory.
 """
@@ -156,9 +156,8 @@ def _source_section(session: Session, folder: Path, n: int, stem_mic: str, refer
     plot = folder / "report" / "plots" / f"spectrogram-{n}.png"
     plot_spectrograms(plot, [(f"mic {stem_mic} (unprocessed)", mic), (f"stem {name}", stem),
                              ("bleed removed (mic − stem)", mic - stem)], sr, title=f"{name} at {stem_mic}")
-    leak, each = _leakage(session, folder, n, stem_mic, stem)
     entry = {"name": name, "stem_mic": stem_mic, "players": entries, "spectrogram": f"plots/{plot.name}",
-             "leakage_db": leak, "leakage_each": each}
+             "leakage": _leakage(session, folder, n, stem, mic)}
     return entry, [*dict.fromkeys(written), plot]
 
 
@@ -167,14 +166,16 @@ def _listening_copy(path: Path, x_S: np.ndarray, sample_rate: int) -> Path:
     return audio_io.write_audio(path, x_S[None, :], sample_rate, subtype="float32")
 
 
-def _leakage(session: Session, folder: Path, n: int, stem_mic: str, stem: np.ndarray):
-    """The stem's leakage estimate against all other sources' images at its mic, and against each."""
-    others = {s.name: audio_io.read_audio(image_path(folder, session, s.name, stem_mic))[0][0]
+def _leakage(session: Session, folder: Path, n: int, stem: np.ndarray, mic: np.ndarray) -> dict:
+    """The leakage estimate of the stem against all the other sources' stems (and against
+    each), and of the unprocessed mic against them (the baseline)."""
+    others = {s.name: audio_io.read_audio(folder / "stems" / f"{s.name}.wav")[0][0]
               for k, s in enumerate(session.sources) if k != n}
     if not others:
-        return None, {}
-    total = leakage_db(stem, np.stack(list(others.values())))
-    return total, {name: leakage_db(stem, x[None, :]) for name, x in others.items()}
+        return {"stem": None, "mic": None, "each": {}}
+    sr, stacked = session.sample_rate, np.stack(list(others.values()))
+    each = {name: leakage_db(stem, x[None, :], sr) for name, x in others.items()} if len(others) > 1 else {}
+    return {"stem": leakage_db(stem, stacked, sr), "mic": leakage_db(mic, stacked, sr), "each": each}
 
 
 def _framewise_section(session: Session, folder: Path, stem_mics: dict) -> tuple[dict, list[Path]]:
