@@ -14,7 +14,7 @@ def report(
     manifest: Annotated[Path, typer.Argument(help="The session.toml (or its folder) of the run.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output root given to run (or separate).")],
 ) -> None:
-    """Build the HTML report of a run from its outputs: OUT/<session>/report/index.html (and OUT/index.html)."""
+    """Build a run's HTML report from its outputs: OUT/<session>/report/index.html (and OUT/index.html)."""
     from studio_sep.session import load_session
     from studio_sep.stages import session_lock
     from studio_sep.stages.report_html import build_report, write_batch_index

@@ -111,8 +111,8 @@ def framewise_sdr(ref_NS: np.ndarray, est_NS: np.ndarray, sample_rate: int, *, f
     return out
 
 
-def spectrogram_db(x_S: np.ndarray, sample_rate: int, *, max_frames: int = 800) -> tuple[np.ndarray, np.ndarray,
-                                                                                         np.ndarray]:
+def spectrogram_db(x_S: np.ndarray, sample_rate: int, *,
+                   max_frames: int = 800) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A display spectrogram: power in dB (re full scale) of Hann frames of ~43 ms, at most
     ``max_frames`` frames (the hop grows with the signal's length); returns ``(S_db_FT,
     freqs_hz, times_s)``."""
@@ -125,4 +125,5 @@ def spectrogram_db(x_S: np.ndarray, sample_rate: int, *, max_frames: int = 800) 
     window = np.hanning(n_fft)
     power = np.abs(np.fft.rfft(frames * window, axis=-1)) ** 2 / np.sum(window) ** 2 * 4
     S_db = 10 * np.log10(np.maximum(power.T, 1e-12))
-    return S_db, np.fft.rfftfreq(n_fft, 1 / sample_rate), (np.arange(n_frames) * hop + n_fft / 2) / sample_rate
+    times_s = (np.arange(n_frames) * hop + n_fft / 2) / sample_rate
+    return S_db, np.fft.rfftfreq(n_fft, 1 / sample_rate), times_s

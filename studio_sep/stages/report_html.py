@@ -11,7 +11,8 @@ metrics reports), so it can be rebuilt at any time (``studio-sep report``).
 Per source: players for the unprocessed stem mic, the stem, the image at the reference mic
 and the truth, loudness-matched, with one-key A/B switching that keeps the play position;
 spectrograms of the mic, the stem and the bleed removed (mic − stem); a reference-free
-leakage estimate of the stem and of the mic (:func:`studio_sep.stages.report_data.leakage_db`). Then the metrics table and framewise SDR (with truth), the log-likelihood
+leakage estimate of the stem and of the mic (:func:`studio_sep.stages.report_data.leakage_db`).
+Then the metrics table and framewise SDR (with truth), the log-likelihood
 per iteration, the remixes' loudness and true peak, and the run's settings, prior, timings
 and memory.
 """
@@ -98,7 +99,8 @@ def _build(session: Session, folder: Path, run: dict, metrics: dict | None, refe
     sources, outputs = [], []
     for n, name in enumerate(names):
         report(STAGE, n, total, detail=f"listening files and spectrograms of {name}")
-        entry, files = _source_section(session, folder, n, separation["stem_mics"][name], reference_mic, has_truth)
+        entry, files = _source_section(session, folder, n, separation["stem_mics"][name], reference_mic,
+                                       has_truth)
         sources.append(entry)
         outputs += files
     framewise = None
@@ -109,10 +111,11 @@ def _build(session: Session, folder: Path, run: dict, metrics: dict | None, refe
     likelihood = None
     ll = run.get("log_likelihood") or {}
     if ll.get("iterations") and ll.get("values"):
-        outputs.append(plot_log_likelihood(folder / "report" / "plots" / "log-likelihood.png", ll["iterations"],
-                                           ll["values"], note=_likelihood_note(separation)))
+        outputs.append(plot_log_likelihood(folder / "report" / "plots" / "log-likelihood.png",
+                                           ll["iterations"], ll["values"], note=_likelihood_note(separation)))
         likelihood = {"plot": "plots/log-likelihood.png",
-                      "note": f"{_likelihood_note(separation)}; initial {ll['initial']:.4f}, final {ll['final']:.4f} "
+                      "note": f"{_likelihood_note(separation)}; initial {ll['initial']:.4f}, "
+                              f"final {ll['final']:.4f} "
                               "(per time-frequency bin and mic)"}
     report(STAGE, total - 1, total, detail="page")
     data = {"version": __version__, "session": session.name, "created": run.get("created", "—"),
@@ -150,8 +153,8 @@ def _source_section(session: Session, folder: Path, n: int, stem_mic: str, refer
             players.append((role, "ground truth", mic_names[m], written[-1], truth))
     levels = {role: loudness_lufs(x, sr) for role, _, _, _, x in players}
     volumes = matched_volumes(levels)
-    entries = [{"key": str(k + 1), "role": role, "label": label, "detail": f"at {where}", "src": _href(path, folder),
-                "lufs": levels[role], "volume": volumes[role]}
+    entries = [{"key": str(k + 1), "role": role, "label": label, "detail": f"at {where}",
+                "src": _href(path, folder), "lufs": levels[role], "volume": volumes[role]}
                for k, (role, label, where, path, _) in enumerate(players)]
     plot = folder / "report" / "plots" / f"spectrogram-{n}.png"
     plot_spectrograms(plot, [(f"mic {stem_mic} (unprocessed)", mic), (f"stem {name}", stem),
@@ -183,11 +186,13 @@ def _framewise_section(session: Session, folder: Path, stem_mics: dict) -> tuple
     and ``framewise.json``."""
     from studio_sep.stages.report_plots import plot_framewise
 
-    names, mic_names, sr = [s.name for s in session.sources], [m.name for m in session.mics], session.sample_rate
+    names, mic_names = [s.name for s in session.sources], [m.name for m in session.mics]
+    sr = session.sample_rate
     rows = {}
     for mic in dict.fromkeys(stem_mics[name] for name in names):
         m = mic_names.index(mic)
-        truth = np.stack([audio_io.read_audio(session.truth.images[name], channels=[m])[0][0] for name in names])
+        truth = np.stack([audio_io.read_audio(session.truth.images[name], channels=[m])[0][0]
+                          for name in names])
         est = np.stack([audio_io.read_audio(image_path(folder, session, name, mic))[0][0] for name in names])
         mix = load_mics(session, mics=[m])[0]
         sep_NW = framewise_sdr(truth, est, sr)
@@ -198,7 +203,8 @@ def _framewise_section(session: Session, folder: Path, stem_mics: dict) -> tuple
     n_windows = len(next(iter(rows.values()))[1])
     times = np.arange(n_windows) * FRAME_S
     plot = plot_framewise(folder / "report" / "plots" / "framewise-sdr.png", times,
-                          [(name, rows[name][1], rows[name][2]) for name in names], where="each source's stem mic")
+                          [(name, rows[name][1], rows[name][2]) for name in names],
+                          where="each source's stem mic")
     as_list = lambda v: [None if not np.isfinite(x) else round(float(x), 3) for x in v]  # noqa: E731
     values = {"window_s": FRAME_S, "hop_s": FRAME_S, "metric": "sdr", "filter_length": 512,
               "times_s": [float(t) for t in times],
@@ -253,16 +259,18 @@ def _remixes(folder: Path, run: dict) -> list[dict]:
         out.append({"preset": mix.get("preset_name", stage[4:]), "src": _href(folder / mix["remix"], folder),
                     "loudness": fmt(mix.get("loudness_out_lufs"), "LUFS"),
                     "true_peak": fmt(mix.get("true_peak_out_dbtp"), "dBTP"),
-                    "before": f"{fmt(mix.get('loudness_in_lufs'), 'LUFS')}, {fmt(mix.get('true_peak_in_dbtp'), 'dBTP')}",
+                    "before": f"{fmt(mix.get('loudness_in_lufs'), 'LUFS')}, "
+                              f"{fmt(mix.get('true_peak_in_dbtp'), 'dBTP')}",
                     "gain": fmt(mix.get("gain_db"), "dB"), "project": mix.get("project", "—"),
                     "warnings": list(mix.get("warnings") or [])})
     return out
 
 
 #: The settings shown, in this order (the rest of run.json's ``separation`` is in the file).
-_SETTINGS = ("method", "init", "spectral_init", "n_iter", "iterations_run", "stop_tolerance", "n_basis", "n_fft",
-             "hop", "sample_rate", "processing_sample_rate", "device", "dtype", "seed", "ensemble", "starts",
-             "start_kept", "spatial_starts", "stem_mics", "source_order", "wpe", "measured_delays", "residual_image")
+_SETTINGS = ("method", "init", "spectral_init", "n_iter", "iterations_run", "stop_tolerance", "n_basis",
+             "n_fft", "hop", "sample_rate", "processing_sample_rate", "device", "dtype", "seed", "ensemble",
+             "starts", "start_kept", "spatial_starts", "stem_mics", "source_order", "wpe", "measured_delays",
+             "residual_image")
 
 
 def _run_tables(run: dict) -> list[tuple[str, list[tuple[str, str]]]]:
@@ -273,7 +281,8 @@ def _run_tables(run: dict) -> list[tuple[str, list[tuple[str, str]]]]:
     prior = sep.get("prior")
     prior_rows = [("prior", prior_label(prior))]
     if isinstance(prior, dict):
-        prior_rows += [(k, _show(prior[k])) for k in ("queries", "mics", "level_db", "rejected") if prior.get(k)]
+        prior_rows += [(k, _show(prior[k])) for k in ("queries", "mics", "level_db", "rejected")
+                       if prior.get(k)]
     stages = run.get("stages", {})
     timings = [(f"stage {name}", f"{entry.get('elapsed_s', 0):.2f} s (finished {entry.get('finished', '—')})")
                for name, entry in stages.items() if name != STAGE]

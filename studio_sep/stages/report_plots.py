@@ -33,7 +33,8 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_spectrograms(path: Path, signals: list[tuple[str, np.ndarray]], sample_rate: int, title: str) -> Path:
+def plot_spectrograms(path: Path, signals: list[tuple[str, np.ndarray]], sample_rate: int,
+                      title: str) -> Path:
     """One panel per ``(label, signal)`` (mic, stem, mic − stem), on one colour scale
     (dB re full scale, the top 80 dB of the loudest panel)."""
     plt = _pyplot()
@@ -42,8 +43,9 @@ def plot_spectrograms(path: Path, signals: list[tuple[str, np.ndarray]], sample_
     fig, axes = plt.subplots(1, len(signals), figsize=(4.0 * len(signals), 2.8), sharey=True, squeeze=False)
     image = None
     for ax, (label, _), (S_db, freqs, times) in zip(axes[0], signals, spectra):
+        extent = (0.0, float(times[-1] + times[0]), 0.0, freqs[-1] / 1000)
         image = ax.imshow(S_db, origin="lower", aspect="auto", cmap="magma", vmin=top - 80, vmax=top,
-                          interpolation="nearest", extent=(0.0, float(times[-1] + times[0]), 0.0, freqs[-1] / 1000))
+                          interpolation="nearest", extent=extent)
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("time (s)")
     axes[0][0].set_ylabel(f"{title}\nfrequency (kHz)")
@@ -77,7 +79,8 @@ def plot_framewise(path: Path, times_s: np.ndarray, series: list[tuple[str, np.n
                    where: str) -> Path:
     """Framewise SDR over time, one panel per source: ``(name, separated_W, mixture_W)``."""
     plt = _pyplot()
-    fig, axes = plt.subplots(len(series), 1, figsize=(7.0, 1.7 * len(series) + 0.6), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(len(series), 1, figsize=(7.0, 1.7 * len(series) + 0.6), sharex=True,
+                             squeeze=False)
     for ax, (name, sep, mix) in zip(axes[:, 0], series):
         ax.step(times_s, sep, where="post", label="separated")
         ax.step(times_s, mix, where="post", linestyle="--", label="unprocessed mic")
