@@ -40,6 +40,9 @@ from studio_sep.util.errors import InputError
 
 STAGE = "report"
 
+#: Framewise scores read this many 1 s windows of the signals at a time (long sessions).
+_FRAMEWISE_CHUNK = 30
+
 
 @dataclass(frozen=True)
 class ReportOutcome:
@@ -188,19 +191,24 @@ def _framewise_section(session: Session, folder: Path, stem_mics: dict) -> tuple
 
     names, mic_names = [s.name for s in session.sources], [m.name for m in session.mics]
     sr = session.sample_rate
-    rows = {}
+    rows, win = {}, int(FRAME_S * sr)
+    n_windows = session.n_samples // win
     for mic in dict.fromkeys(stem_mics[name] for name in names):
         m = mic_names.index(mic)
-        truth = np.stack([audio_io.read_audio(session.truth.images[name], channels=[m])[0][0]
-                          for name in names])
-        est = np.stack([audio_io.read_audio(image_path(folder, session, name, mic))[0][0] for name in names])
-        mix = load_mics(session, mics=[m])[0]
-        sep_NW = framewise_sdr(truth, est, sr)
-        mix_NW = framewise_sdr(truth, np.repeat(mix[None, :], len(names), axis=0), sr)
+        sep_NW, mix_NW = np.full((2, len(names), n_windows), np.nan)
+        for w0 in range(0, n_windows, _FRAMEWISE_CHUNK):  # a chunk of windows in memory at a time
+            w1 = min(w0 + _FRAMEWISE_CHUNK, n_windows)
+            span = {"start": w0 * win, "stop": w1 * win}
+            truth = np.stack([audio_io.read_audio(session.truth.images[name], channels=[m], **span)[0][0]
+                              for name in names])
+            est = np.stack([audio_io.read_audio(image_path(folder, session, name, mic), **span)[0][0]
+                            for name in names])
+            mix = load_mics(session, mics=[m], **span)[0]
+            sep_NW[:, w0:w1] = framewise_sdr(truth, est, sr)
+            mix_NW[:, w0:w1] = framewise_sdr(truth, np.repeat(mix[None, :], len(names), axis=0), sr)
         for n, name in enumerate(names):
             if stem_mics[name] == mic:
                 rows[name] = (mic, sep_NW[n], mix_NW[n])
-    n_windows = len(next(iter(rows.values()))[1])
     times = np.arange(n_windows) * FRAME_S
     plot = plot_framewise(folder / "report" / "plots" / "framewise-sdr.png", times,
                           [(name, rows[name][1], rows[name][2]) for name in names],
