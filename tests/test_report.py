@@ -165,7 +165,7 @@ def test_report_command_rebuilds_the_page_and_names_a_missing_run(small_session:
     before = page.stat().st_mtime_ns
     result = CliRunner().invoke(app, ["report", str(small_session), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert result.output.strip().splitlines()[-1] == f"report: {page}"
+    assert result.output.strip().splitlines()[-1] == f"HTML report: {page}"
     assert page.stat().st_mtime_ns > before
 
     missing = CliRunner().invoke(app, ["report", str(small_session), "--out", str(tmp_path / "none")])

@@ -25,4 +25,4 @@ def report(
         with session_lock(out / session.name, create=False), StageProgress(console) as progress:
             built = build_report(session, out, callback=progress, force=True)
         write_batch_index(out)
-    console.print(f"report: {built.path}", highlight=False, markup=False)
+    console.print(f"HTML report: {built.path}", highlight=False, markup=False)

@@ -98,4 +98,4 @@ def demo(
     console.print(f"stems: {folder / 'stems'}; images: {folder / 'images'}", highlight=False, markup=False)
     console.print(f"remix: {outcome.remixes[0]}", highlight=False, markup=False)
     console.print(f"DAW project: {outcome.projects[0]}", highlight=False, markup=False)
-    console.print(f"report: {outcome.report}", highlight=False, markup=False)  # last: the page to open
+    console.print(f"HTML report: {outcome.report}", highlight=False, markup=False)  # last: the page to open
