@@ -193,6 +193,8 @@ def _framewise_section(session: Session, folder: Path, stem_mics: dict) -> tuple
     sr = session.sample_rate
     rows, win = {}, int(FRAME_S * sr)
     n_windows = session.n_samples // win
+    if n_windows == 0:  # shorter than one window: nothing to score
+        return None, []
     for mic in dict.fromkeys(stem_mics[name] for name in names):
         m = mic_names.index(mic)
         sep_NW, mix_NW = np.full((2, len(names), n_windows), np.nan)

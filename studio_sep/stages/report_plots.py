@@ -81,9 +81,11 @@ def plot_framewise(path: Path, times_s: np.ndarray, series: list[tuple[str, np.n
     plt = _pyplot()
     fig, axes = plt.subplots(len(series), 1, figsize=(7.0, 1.7 * len(series) + 0.6), sharex=True,
                              squeeze=False)
+    step = float(times_s[1] - times_s[0]) if len(times_s) > 1 else 1.0
+    edges = np.append(times_s, times_s[-1] + step)  # each window drawn to its end
     for ax, (name, sep, mix) in zip(axes[:, 0], series):
-        ax.step(times_s, sep, where="post", label="separated")
-        ax.step(times_s, mix, where="post", linestyle="--", label="unprocessed mic")
+        ax.step(edges, np.append(sep, sep[-1:]), where="post", label="separated")
+        ax.step(edges, np.append(mix, mix[-1:]), where="post", linestyle="--", label="unprocessed mic")
         ax.set_ylabel(f"{name}\nSDR (dB)", fontsize=8)
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7, loc="best")
