@@ -6,8 +6,11 @@
 #   libsndfile1          audio file I/O (soundfile)
 #   zam-plugins          real VST3 plugins for the mixing stage and its tests
 #   espeak-ng            spoken voices for the scene zoo (non-GM sources)
+#   chromium             headless browser for the HTML report's test (tests/test_report.py)
+#   chromium-driver      its WebDriver (selenium drives /usr/bin/chromedriver; nothing is downloaded)
 set -euo pipefail
-packages=(libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont libsndfile1 zam-plugins espeak-ng)
+packages=(libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont libsndfile1 zam-plugins espeak-ng chromium
+          chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

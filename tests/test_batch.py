@@ -74,7 +74,8 @@ def test_batch_with_a_broken_session_then_a_rerun_that_skips_everything(sessions
         assert json.loads((folder / "report" / "metrics.json").read_text())["means"]["at_reference_mic"][
             "improvement"]["sdr"] > 3.0
         stages = json.loads((folder / "run.json").read_text())["stages"]
-        assert set(stages) == {"prior", "separate", "images", "mix:paper", "evaluate"}
+        assert set(stages) == {"prior", "separate", "images", "mix:paper", "evaluate", "report"}
+        assert (folder / "report" / "index.html").is_file()
     assert not (out / "bravo" / "images").exists()
     before = {name: _mtimes(out / name) for name in ("alpha", "charlie")}
 
@@ -110,7 +111,7 @@ def test_a_changed_preset_reruns_only_mixing(rendered_session: Path, tmp_path: P
     first = _run_in_process(rendered_session, out, presets=[preset])
     assert first.status == "done", first.reason
     assert first.stages == {"validate": "ran", "prior": "ran", "separate": "ran", "images": "ran",
-                            "mix:mine": "ran", "evaluate": "ran"}
+                            "mix:mine": "ran", "evaluate": "ran", "report": "ran"}
     remix_before = audio_io.read_audio(first.remixes[0])[0]
     text = preset.read_text()
     changed = re.sub(r"(?m)^loudness_lufs = .*$", "loudness_lufs = -30.0", text)
@@ -118,12 +119,13 @@ def test_a_changed_preset_reruns_only_mixing(rendered_session: Path, tmp_path: P
     preset.write_text(changed)
     second = _run_in_process(rendered_session, out, presets=[preset])
     assert second.stages == {"validate": "ran", "prior": "skipped", "separate": "skipped", "images": "skipped",
-                             "mix:mine": "ran", "evaluate": "skipped"}
+                             "mix:mine": "ran", "evaluate": "skipped", "report": "ran"}
     remix_after = audio_io.read_audio(second.remixes[0])[0]
     assert np.max(np.abs(remix_after)) < np.max(np.abs(remix_before))  # quieter: the new preset was used
     third = _run_in_process(rendered_session, out, presets=[preset], n_iter=13)  # a separation setting
     assert {k: v for k, v in third.stages.items() if k != "validate"} == {
-        "prior": "skipped", "separate": "ran", "images": "ran", "mix:mine": "ran", "evaluate": "ran"}
+        "prior": "skipped", "separate": "ran", "images": "ran", "mix:mine": "ran", "evaluate": "ran",
+        "report": "ran"}
 
 
 def _start(args: list[str]) -> subprocess.Popen:

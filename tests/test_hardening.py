@@ -86,7 +86,8 @@ def test_sessions_that_cannot_make_their_folder_fail_alone(rendered_session: Pat
     assert by_index[1]["status"] == "failed" and "session.name" in by_index[1]["reason"]
     assert by_index[2]["status"] == "done" and (out / "good" / "stems").is_dir()
     # the refused sessions' logs are under their folders' names, not the names they were refused for
-    assert sorted(p.name for p in out.iterdir()) == ["a_long", "b_nul", "good"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["a_long", "b_nul", "good"]
+    assert 'href="good/report/index.html"' in (out / "index.html").read_text()  # the batch's index
 
 
 def test_user_text_in_the_batch_display_is_printed_as_written(rendered_session: Path, tmp_path: Path) -> None:

@@ -48,11 +48,11 @@ def _garble(path: Path) -> None:
 
 CORRUPTIONS = {
     # name: (corrupt(folder), stages redone, words of the warning); a redone stage that makes
-    # the same files (same fingerprint) leaves the stages after it up to date
+    # the same files (same fingerprint) leaves the stages after it up to date (the report too)
     "run.json stages a list": (lambda f: (f / "run.json").write_text('{"stages": []}'),
-                               {"prior", "separate", "images", "mix:paper"}, "'stages' is not an object"),
+                               {"prior", "separate", "images", "mix:paper", "report"}, "'stages' is not an object"),
     "run.json not JSON": (lambda f: (f / "run.json").write_text('{"stages": {'),
-                          {"prior", "separate", "images", "mix:paper"}, "unreadable"),
+                          {"prior", "separate", "images", "mix:paper", "report"}, "unreadable"),
     "a stage written as a number": (lambda f: _edit_run(f, lambda d: d["stages"].__setitem__("images", 5)),
                                     {"images"}, "stages.images is a int"),
     "stem mics garbled": (lambda f: _edit_run(f, lambda d: d["separation"].__setitem__("stem_mics", 3)),

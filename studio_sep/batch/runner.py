@@ -11,7 +11,9 @@ client of a distributed engine whose workers see the same file system (see
 docs/batch.md).
 
 Stages per session: validate → prior → separate → images → mix (remix + DAW export,
-per preset) → evaluate (when the session has ground truth). Each stage's result is
+per preset) → evaluate (when the session has ground truth) → report (the HTML page;
+:mod:`studio_sep.stages.report_html`). A batch also gets ``<out>/index.html`` linking
+every session's report. Each stage's result is
 recorded with a fingerprint in ``run.json`` (:mod:`studio_sep.stages.runrecord`); a rerun
 skips what is current and continues an interrupted fit from its checkpoint.
 
@@ -82,6 +84,7 @@ class SessionOutcome:
     remixes: list[str] = field(default_factory=list)
     projects: list[str] = field(default_factory=list)
     memory_plan: str | None = None
+    report: str | None = None  #: the session's HTML report (``report/index.html``)
 
 
 # --------------------------------------------------------------------------- finding sessions
@@ -283,6 +286,7 @@ def _run_stages(job: SessionJob, folder: Path, outcome: SessionOutcome, log, sta
         separate_session,
     )
     from studio_sep.stages.geometry import check_geometry
+    from studio_sep.stages.report_html import build_report
 
     options = job.options
     stage_start("validate")
@@ -336,6 +340,11 @@ def _run_stages(job: SessionJob, folder: Path, outcome: SessionOutcome, log, sta
         outcome.sdr_db = metrics["means"]["at_reference_mic"]["separated"]["sdr"]
         stage_end("evaluate", "skipped" if metrics.get("skipped") else "ran",
                   f"mean SDR at {metrics['reference_mic']} {outcome.sdr_db} dB")
+
+    stage_start("report")
+    built = build_report(session, job.out_root, callback=progress, force=options.force, hashes=hashes)
+    outcome.report = str(built.path)
+    stage_end("report", "skipped" if built.skipped else "ran", f"report {built.path}")
 
 
 def check_preset_routes(session, preset_path: Path, stem_mics) -> None:
@@ -391,7 +400,25 @@ def run_batch(jobs: Sequence[SessionJob], *, n_jobs: int = 1, emit: EventSink | 
     except KeyboardInterrupt as exc:
         exc.outcomes = _complete(jobs, outcomes, interrupted=True)
         raise
-    return _complete(jobs, outcomes)
+    result = _complete(jobs, outcomes)
+    write_indexes(jobs, result)
+    return result
+
+
+def write_indexes(jobs: Sequence[SessionJob], outcomes: Sequence[SessionOutcome]) -> list[Path]:
+    """``<out>/index.html`` for every output root of the batch: each session's report, its
+    status and mean SDR. A page that cannot be written (disk full) is left out: the
+    sessions' own results stand."""
+    from studio_sep.stages.report_html import write_batch_index
+
+    written = []
+    for root in dict.fromkeys(job.out_root for job in jobs):
+        entries = [asdict(o) for job, o in zip(jobs, outcomes) if job.out_root == root]
+        try:
+            written.append(write_batch_index(root, entries))
+        except (OSError, StudioSepError):
+            continue
+    return written
 
 
 def _complete(jobs: Sequence[SessionJob], outcomes: dict[int, SessionOutcome], *,

@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from studio_sep import __version__
-from studio_sep.cli import classnet_cmds, mixing_cmds, separation_cmds, session_cmds
+from studio_sep.cli import classnet_cmds, mixing_cmds, report_cmds, separation_cmds, session_cmds
 from studio_sep.cli.printing import console, print_error
 
 #: The base of typer's usage errors (bad option values, unknown commands): typer prints them.
@@ -94,6 +94,7 @@ app.command()(separation_cmds.separate)
 app.command()(separation_cmds.run)
 app.command()(separation_cmds.evaluate)
 app.command()(mixing_cmds.mix)
+app.command()(report_cmds.report)
 app.command("presets")(mixing_cmds.presets_command)
 plugins_app = typer.Typer(help="External VST3 plugins.", no_args_is_help=True)
 plugins_app.command("scan")(mixing_cmds.plugins_scan)

@@ -88,7 +88,7 @@ def run(
     blind_start: BlindStartOpt = None, ensemble: EnsembleOpt = None,
     reference_mic: Annotated[str | None, typer.Option(help="Mic to score at besides each stem mic (default: first).")] = None,
 ) -> None:
-    """Run every stage of every session: validate → prior → separate → images → mix → DAW → evaluate.
+    """Every stage of every session: validate → prior → separate → images → mix → DAW → evaluate → report.
 
     Stages already done with the same inputs and settings are skipped (see run.json);
     an interrupted run continues where it stopped. Exit code 1 if any session failed.

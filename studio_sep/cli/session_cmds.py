@@ -75,7 +75,7 @@ def demo(
                                        "sessions: benchmarks/README.md).")] = "nmf",
     force: Annotated[bool, typer.Option(help="Redo every stage, even those up to date.")] = False,
 ) -> None:
-    """Render the built-in trio session (if needed), then `run` it: separate, mix, score."""
+    """Render the built-in trio session (if needed), then `run` it: separate, mix, score, report."""
     import json
 
     from studio_sep.session import load_session
@@ -98,3 +98,4 @@ def demo(
     console.print(f"stems: {folder / 'stems'}; images: {folder / 'images'}", highlight=False, markup=False)
     console.print(f"remix: {outcome.remixes[0]}", highlight=False, markup=False)
     console.print(f"DAW project: {outcome.projects[0]}", highlight=False, markup=False)
+    console.print(f"HTML report: {outcome.report}", highlight=False, markup=False)  # last: the page to open

@@ -99,6 +99,32 @@ def lag_correlations(a_IS: np.ndarray, b_JS: np.ndarray, n_lags: int) -> np.ndar
     return fft.irfft(np.einsum("ikf,jkf->fij", a_blocks.conj(), b_blocks), n=F, axis=0)[:n_lags]
 
 
+def bss_sdr(ref_NS: np.ndarray, est_NS: np.ndarray, *, filter_length: int = 512) -> np.ndarray:
+    """SDR alone (BSS Eval v4: the estimate projected on its own reference through a
+    ``filter_length``-tap filter), in dB, shape (N,): :func:`bss_metrics`'s ``"sdr"`` without
+    the joint projection on every source that SIR and SAR need (a Toeplitz solve of
+    ``filter_length`` per source, not one of ``N·filter_length``). For framewise scores.
+    A silent reference or estimate gives NaN."""
+    from scipy.linalg import solve_toeplitz
+
+    ref = np.asarray(ref_NS, dtype=np.float64)
+    est = np.asarray(est_NS, dtype=np.float64)
+    if ref.shape != est.shape or ref.ndim != 2:
+        raise ValueError(f"bss_sdr: shapes differ or are not (N, S): {ref.shape} vs {est.shape}")
+    out = np.full(ref.shape[0], np.nan)
+    for n in range(ref.shape[0]):
+        r_norm, e_norm = np.linalg.norm(ref[n]), np.linalg.norm(est[n])
+        if r_norm == 0 or e_norm == 0:
+            continue
+        r, e = ref[n:n + 1] / r_norm, est[n:n + 1] / e_norm
+        acf = lag_correlations(r, r, filter_length)[:, 0, 0]
+        xcorr = lag_correlations(r, e, filter_length)[:, 0, 0]
+        coh = float(np.clip(xcorr @ solve_toeplitz(acf, xcorr), 0.0, 1.0))
+        with np.errstate(divide="ignore"):
+            out[n] = 10 * np.log10(coh / (1 - coh)) if coh < 1 else np.inf
+    return out
+
+
 def si_sdr(ref_S: np.ndarray, est_S: np.ndarray) -> float:
     """Scale-invariant SDR of one estimate, in dB (a direct formula, no filter)."""
     ref = np.asarray(ref_S, dtype=np.float64)
