@@ -110,8 +110,8 @@ def test_a_read_only_out_is_one_line_even_when_everything_is_up_to_date(rendered
         again = _cli("run", str(rendered_session), "--out", str(out), "--iterations", "3", "--no-mix",
                      "--no-evaluate", "-q")
         assert again.returncode == 1 and "Traceback" not in again.stdout + again.stderr
-        reason = [line for line in again.stdout.splitlines() if line.startswith("ircam_trio: ")]
-        assert reason and "read-only file system" in reason[0] and str(out) in reason[0], again.stdout
+        reason = [line for line in again.stderr.splitlines() if line.startswith("error: ircam_trio: ")]
+        assert reason and "read-only file system" in reason[0] and str(out) in reason[0], again.stderr
         separate = _cli("separate", str(rendered_session), "--out", str(out), "--iterations", "3")
         line = _one_error_line(separate)
         assert separate.returncode == 2
@@ -132,7 +132,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_nothing_is_left_half_writte
             line = _one_error_line(result)
         else:
             assert "Traceback" not in result.stdout + result.stderr
-            line = next(line for line in result.stdout.splitlines() if line.startswith("ircam_trio: "))
+            line = next(line for line in result.stderr.splitlines() if line.startswith("error: ircam_trio: "))
         assert "no space left on device (fix: free space and rerun; finished stages are kept)" in line
         assert re.search(re.escape(str(out)) + r"/ircam_trio/\S+\.wav", line), line  # the file named
         _no_partial_files(out)
