@@ -363,8 +363,8 @@ def print_plugin(info) -> None:
 
 
 def print_geometry(report) -> None:
-    """The geometry check: measured against implied delays per (source, mic), each mic's
-    error, and one warning line per mic that looks misplaced (on stderr)."""
+    """The geometry check: measured against implied delays per (source, mic) and each mic's
+    error (the caller prints the warnings, one per mic that looks misplaced, on stderr)."""
     print_table("delays against each source's reference mic (GCC-PHAT)",
                 ["source", "reference mic", "mic", "implied (ms)", "measured (ms)", "Δ (cm)", "peak"],
                 [[row["source"], row["reference_mic"], row["mic"], cell(row["implied_ms"], "+.3f"),
@@ -372,8 +372,6 @@ def print_geometry(report) -> None:
                  for row in report.rows])
     errors = ", ".join(f"{name} {cell(cm, '.1f')}" for name, cm in report.mic_error_cm.items())
     console.print(f"distance error per mic (cm, low median over sources): {errors}")
-    for warning in report.warnings:
-        print_warning(warning)
     if not report.warnings:
         console.print("geometry: every mic agrees with the recording within 10 cm")
 
