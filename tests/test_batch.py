@@ -61,9 +61,10 @@ def test_batch_with_a_broken_session_then_a_rerun_that_skips_everything(sessions
     first = _cli("run", str(sessions), "--out", str(out), "--iterations", "12", "--jobs", "2")
     assert first.returncode == 1, first.stderr
     lines = first.stdout.splitlines()
-    # not a terminal: plain lines, no terminal control codes
-    assert "\x1b[" not in first.stdout and "\r" not in first.stdout
-    assert any(line.startswith("[1/3] alpha: separate") for line in lines)
+    # not a terminal: plain progress lines on stderr, no terminal control codes; the summary on stdout
+    assert "\x1b[" not in first.stdout + first.stderr and "\r" not in first.stdout + first.stderr
+    assert any(line.startswith("[1/3] alpha: separate") for line in first.stderr.splitlines())
+    assert not any(line.startswith("[1/3] alpha") for line in lines)
     broken = [line for line in lines if line.startswith("bravo: ")]  # the reason under the summary table
     assert broken and "mics.wav" in broken[0] and "(log: " in broken[0], first.stdout
     log = Path(broken[0].split("(log: ")[1].rstrip(")"))
@@ -81,8 +82,9 @@ def test_batch_with_a_broken_session_then_a_rerun_that_skips_everything(sessions
 
     second = _cli("run", str(sessions), "--out", str(out), "--iterations", "12", "--json")
     assert second.returncode == 1
-    events = [json.loads(line) for line in second.stdout.splitlines()]
-    summary = events[-1]
+    events = [json.loads(line) for line in second.stderr.splitlines()]  # progress: JSON lines on stderr
+    assert {"session_start", "stage", "session_end"} <= {e["type"] for e in events}
+    summary = json.loads(second.stdout)  # stdout: the summary, one document
     assert summary["type"] == "summary" and summary["failed"] == 1
     by_name = {s["name"]: s for s in summary["sessions"]}
     assert by_name["bravo"]["status"] == "failed" and "mics.wav" in by_name["bravo"]["reason"]
@@ -94,9 +96,10 @@ def test_batch_with_a_broken_session_then_a_rerun_that_skips_everything(sessions
 
     quiet = _cli("run", str(sessions), "--out", str(out), "--iterations", "12", "--quiet")
     assert quiet.returncode == 1
-    session_lines = [line for line in quiet.stdout.splitlines() if line.startswith("[")]
-    assert [line.split(":")[0] for line in session_lines] == ["[1/3] alpha", "[2/3] bravo", "[3/3] charlie"]
-    assert "up to date in" in session_lines[0] and "failed: " in session_lines[1]
+    # stdout: the finished sessions' folders; stderr: one error line per failed session
+    assert quiet.stdout.splitlines() == [str(out.resolve() / name) for name in ("alpha", "charlie")]
+    errors = quiet.stderr.splitlines()
+    assert len(errors) == 1 and errors[0].startswith("error: bravo: ") and "mics.wav" in errors[0]
 
 
 def _run_in_process(manifest: Path, out: Path, presets=(PAPER,), n_iter: int = 12, force: bool = False):
@@ -199,7 +202,7 @@ def test_killed_mid_mixing_keeps_the_separation_and_redoes_only_the_mix(rendered
     seen: list[str] = []
 
     def mixing_started() -> bool:
-        line = process.stdout.readline()
+        line = process.stderr.readline()  # progress is on stderr
         seen.append(line)
         return "mix:paper_zam …" in line
 

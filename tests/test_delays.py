@@ -130,12 +130,12 @@ def test_run_warns_once_before_separating(misplaced, tmp_path) -> None:
 
     result = CliRunner().invoke(app, ["run", str(misplaced), "--out", str(tmp_path), "--no-mix",
                                                       "--no-evaluate", "--iterations", "1", "--quiet"])
-    lines = [line for line in result.stdout.splitlines() if "looks misplaced" in line]
+    lines = [line for line in result.output.splitlines() if "looks misplaced" in line]
     assert result.exit_code == 0, result.output
     assert len(lines) <= 1  # --quiet prints no info lines
     result = CliRunner().invoke(app, ["run", str(misplaced), "--out", str(tmp_path / "2"), "--no-mix",
                                                       "--no-evaluate", "--iterations", "1"])
-    lines = [line for line in result.stdout.splitlines() if "looks misplaced" in line]
+    lines = [line for line in result.stderr.splitlines() if "looks misplaced" in line]  # a log line: stderr
     assert result.exit_code == 0, result.output
     assert len(lines) == 1 and "trio_c" in lines[0]
     log = next((tmp_path / "2").glob("*/logs/run-*.log")).read_text()

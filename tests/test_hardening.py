@@ -59,6 +59,7 @@ def _read_only(where: Path) -> None:
 
 
 def _one_error_line(result: subprocess.CompletedProcess) -> str:
+    """The one line on stderr of a command run with ``-q`` (no progress there): its error."""
     assert "Traceback" not in result.stdout + result.stderr, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
@@ -111,9 +112,9 @@ def test_a_read_only_out_is_one_line_even_when_everything_is_up_to_date(rendered
         again = _cli("run", str(rendered_session), "--out", str(out), "--iterations", "3", "--no-mix",
                      "--no-evaluate", "-q")
         assert again.returncode == 1 and "Traceback" not in again.stdout + again.stderr
-        reason = [line for line in again.stdout.splitlines() if line.startswith("ircam_trio: ")]
-        assert reason and "read-only file system" in reason[0] and str(out) in reason[0], again.stdout
-        separate = _cli("separate", str(rendered_session), "--out", str(out), "--iterations", "3")
+        reason = [line for line in again.stderr.splitlines() if line.startswith("error: ircam_trio: ")]
+        assert reason and "read-only file system" in reason[0] and str(out) in reason[0], again.stderr
+        separate = _cli("separate", str(rendered_session), "--out", str(out), "--iterations", "3", "-q")
         line = _one_error_line(separate)
         assert separate.returncode == 2
         assert str(out / "ircam_trio") in line and "read-only file system" in line and "--out" in line
@@ -125,7 +126,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_nothing_is_left_half_writte
     """Case 2: the disk fills while the images are written (2 MiB: the fit's files fit, the images
     do not; one fit: an ensemble's fits would not fit)."""
     with tmpfs(tmp_path / "out", "2m") as out:
-        args = ["--no-mix", "--no-evaluate", "-q"] if command == "run" else []
+        args = ["--no-mix", "--no-evaluate", "-q"] if command == "run" else ["-q"]  # -q: no progress on stderr
         result = _cli(command, str(rendered_session), "--out", str(out), "--iterations", "3", "--ensemble", "1",
                       "--init", "geometry", *args)
         assert result.returncode == 1
@@ -133,7 +134,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_nothing_is_left_half_writte
             line = _one_error_line(result)
         else:
             assert "Traceback" not in result.stdout + result.stderr
-            line = next(line for line in result.stdout.splitlines() if line.startswith("ircam_trio: "))
+            line = next(line for line in result.stderr.splitlines() if line.startswith("error: ircam_trio: "))
         assert "no space left on device (fix: free space and rerun; finished stages are kept)" in line
         assert re.search(re.escape(str(out)) + r"/ircam_trio/\S+\.wav", line), line  # the file named
         _no_partial_files(out)
@@ -146,7 +147,8 @@ def test_a_full_disk_during_the_fits_is_one_line_naming_the_fit_file(rendered_se
     """The disk fills while an ensemble's fits are saved (2 MiB): one line naming the .npz, no
     traceback (numpy's zip writer never sees the full disk: the file is made in memory)."""
     with tmpfs(tmp_path / "out", "2m") as out:
-        result = _cli("separate", str(rendered_session), "--out", str(out), "--iterations", "3", "--ensemble", "5")
+        result = _cli("separate", str(rendered_session), "--out", str(out), "--iterations", "3", "--ensemble", "5",
+                      "-q")
         assert result.returncode == 1
         line = _one_error_line(result)
         assert "no space left on device (fix: free space and rerun; finished stages are kept)" in line
@@ -219,7 +221,7 @@ def test_every_command_that_writes_a_session_takes_its_lock(rendered_session: Pa
     out = tmp_path / "out"
     with session_lock(out / "ircam_trio"):  # what `run` holds while it writes
         before = sorted(p.relative_to(out) for p in out.rglob("*"))
-        result = _cli(command, str(rendered_session), "--out", str(out))
+        result = _cli(command, str(rendered_session), "--out", str(out), "-q")
         after = sorted(p.relative_to(out) for p in out.rglob("*"))
     line = _one_error_line(result)
     assert result.returncode == 1

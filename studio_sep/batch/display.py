@@ -1,24 +1,22 @@
 """How a batch run shows itself: a live rich display on a terminal, plain lines
-elsewhere (piped, ``CI=true``, ``--quiet``), JSON lines with ``--json``; and the
-final summary table.
+elsewhere (piped, ``CI=true``), JSON lines with ``--json`` (the command line puts all
+three on stderr); and the final summary's rows and its JSON document.
 
 Each display is an event sink for :mod:`studio_sep.batch.runner` (``display(event)``).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from typing import TextIO
 
-from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 from rich.text import Text
 
 from studio_sep.batch.runner import STATUS_CURRENT, STATUS_DONE, SessionOutcome
+from studio_sep.util.jsonfile import dumps_json
 
 
 def _tag(event: dict, n_sessions: int) -> str:
@@ -145,31 +143,36 @@ class JsonDisplay:
         pass
 
     def __call__(self, event: dict) -> None:
-        print(json.dumps(event, default=str), file=self.stream, flush=True)
+        print(dumps_json(event, default=str), file=self.stream, flush=True)
 
 
-def summary_table(outcomes: Sequence[SessionOutcome], *, plain: bool = False) -> Table:
-    """Session, status, duration, time taken, SDR, output folder; reasons and logs of
-    the failures under the table."""
-    table = Table("session", "status", "duration", "time taken", "SDR (dB)", "output", title="summary",
-                  title_justify="left", box=box.ASCII if plain else box.HEAVY_HEAD)
-    notes = []
+SUMMARY_HEADER = ("session", "status", "duration", "time taken", "SDR (dB)", "output")
+
+
+def summary_rows(outcomes: Sequence[SessionOutcome]) -> tuple[list[list], list[str]]:
+    """The summary's rows (session, status, duration, time taken, SDR, output folder; the
+    status a green or red :class:`~rich.text.Text`) and, for under the table, each failure's
+    reason and log, one line each."""
+    rows, notes = [], []
     for o in outcomes:
         duration = "—" if o.duration_s is None else f"{o.duration_s:.1f} s"
         sdr = "—" if o.sdr_db is None else f"{o.sdr_db:+.2f}"
         ok = o.status in (STATUS_DONE, STATUS_CURRENT)
-        status = o.status if plain else f"[{'green' if ok else 'red'}]{o.status}[/]"
-        table.add_row(Text(o.name), status, duration, f"{o.elapsed_s:.1f} s", sdr, Text(o.folder or "—"))
+        rows.append([Text(o.name), Text(o.status, style="green" if ok else "red"), duration,
+                     f"{o.elapsed_s:.1f} s", sdr, Text(o.folder or "—")])
         if not ok and (o.reason or o.log):
             notes.append(f"{o.name}: {o.reason or o.status}" + (f" (log: {o.log})" if o.log else ""))
-    if notes:
-        table.caption = Text("\n".join(notes))
-        table.caption_justify = "left"
-    return table
+    return rows, notes
 
 
-def summary_json(outcomes: Sequence[SessionOutcome]) -> str:
+def summary_document(outcomes: Sequence[SessionOutcome]) -> dict:
+    """The summary as data: ``{"type": "summary", "sessions": [outcome…], "failed": n}``."""
     from dataclasses import asdict
 
     failed = sum(o.status not in (STATUS_DONE, STATUS_CURRENT) for o in outcomes)
-    return json.dumps({"type": "summary", "sessions": [asdict(o) for o in outcomes], "failed": failed})
+    return {"type": "summary", "sessions": [asdict(o) for o in outcomes], "failed": failed}
+
+
+def summary_json(outcomes: Sequence[SessionOutcome]) -> str:
+    """:func:`summary_document` as one line of strict JSON."""
+    return dumps_json(summary_document(outcomes))

@@ -54,6 +54,7 @@ from studio_sep.classnet.train_data import (
 from studio_sep.dsp.metrics import si_sdr
 from studio_sep.util.atomic import atomic_path, write_text_atomic
 from studio_sep.util.errors import InputError
+from studio_sep.util.jsonfile import dumps_json
 
 STATE_FORMAT = "studio-sep.classnet-train/1"
 #: Query kept per training example, drawn uniformly: both (eq. 17), text only, reference only.
@@ -251,7 +252,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: str
             if best is None or entry["si_sdr"] > best["si_sdr"]:
                 best = {"step": step, "si_sdr": entry["si_sdr"]}
                 save_checkpoint(net_model, paths["best"])
-            write_text_atomic(paths["history"], json.dumps({"format": STATE_FORMAT, "settings": settings,
+            write_text_atomic(paths["history"], dumps_json({"format": STATE_FORMAT, "settings": settings,
                                                             "history": history}, indent=1) + "\n")
             if log is not None:
                 train_loss = "-" if entry["train_loss"] is None else f"{entry['train_loss']:.4f}"

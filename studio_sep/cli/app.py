@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import sys
 import tempfile
 import traceback
 from typing import Annotated
@@ -17,6 +18,7 @@ from typer.core import TyperGroup
 
 from studio_sep import __version__
 from studio_sep.cli import classnet_cmds, mixing_cmds, report_cmds, separation_cmds, session_cmds
+from studio_sep.cli.options import tidy_help
 from studio_sep.cli.printing import console, print_error
 
 #: The base of typer's usage errors (bad option values, unknown commands): typer prints them.
@@ -29,13 +31,21 @@ class _Guarded(TyperGroup):
     An unexpected exception in a command becomes one line naming it and a log file that
     holds its traceback (exit code 1); Ctrl-C one line (exit code 130). The package's
     own errors never get here: each command turns them into one line (``user_errors``).
+    Also where ``--help`` is made to show values, not Python types (``tidy_help``).
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        tidy_help(self)
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, _USAGE_ERROR):
             raise  # typer's own: exit codes, usage errors
+        except BrokenPipeError:  # the reader of stdout went away (`studio-sep ... | head`): stop quietly
+            _silence_stdout()
+            raise typer.Exit(1) from None  # as click does when the pipe breaks at its last flush
         except KeyboardInterrupt:
             print_error("interrupted (finished files are kept; run the same command again to continue)")
             raise typer.Exit(130) from None
@@ -45,6 +55,15 @@ class _Guarded(TyperGroup):
             print_error(f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())} "
                         f"(a bug in studio-sep; {where}; please report it)")
             raise typer.Exit(1) from None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit does not fail a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (a test's captured stdout)
+        pass
 
 
 def write_crash_log(ctx, exc: BaseException) -> str | None:

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from studio_sep.cli.options import ClapCheckpointOpt, RobertaDirOpt
-from studio_sep.cli.printing import StageProgress, console, user_errors
+from studio_sep.cli.options import ClapCheckpointOpt, JsonOpt, QuietOpt, RobertaDirOpt
+from studio_sep.cli.printing import Output, cell, console, user_errors
 
 
 def augment(
@@ -17,30 +17,33 @@ def augment(
     val: Annotated[int, typer.Option(help="Validation examples.")] = 300,
     test: Annotated[int, typer.Option(help="Held-out test examples.")] = 200,
     seed: Annotated[int, typer.Option(help="Seed of the stem pool and of every example.")] = 0,
-    sessions: Annotated[list[Path] | None, typer.Option("--session", help="A session.toml whose solo reference "
+    sessions: Annotated[list[Path] | None, typer.Option("--session", metavar="SESSION.toml", help="A session.toml whose solo reference "
                                                         "takes join the pool (as <class>_rec); repeatable.")] = None,
     slakh: Annotated[Path | None, typer.Option(help="A Slakh2100 split folder (TrackXXXXX/metadata.yaml, "
                                                "stems/); keyword-filtered.")] = None,
     soundfont: Annotated[Path | None, typer.Option(help="General MIDI SoundFont for the rendered phrases "
                                                    "(default: $STUDIO_SEP_SOUNDFONT, then FluidR3_GM).")] = None,
     phrases_per_program: Annotated[int, typer.Option(help="Random phrases rendered per GM program.")] = 8,
-    classes: Annotated[str | None, typer.Option(help="Comma-separated instrument classes to render (default: "
-                                                "all of studio_sep/data/instruments.py; interferers come from these "
-                                                "too).")] = None,
+    classes: Annotated[str | None, typer.Option(metavar="CLASS[,CLASS...]", help="Comma-separated instrument classes "
+                                                "to render (default: all of studio_sep/data/instruments.py; "
+                                                "interferers come from these too).")] = None,
+    quiet: QuietOpt = False, json_: JsonOpt = False,
 ) -> None:
     """Render CLASS-net training data by the paper's augmentation (§3.3.2): mixture, target,
     10 s reference and a JSON prompt per example."""
     from studio_sep.data import build_stem_pool, generate_dataset
 
+    output = Output(quiet, json_)
     with user_errors():
-        with StageProgress(console) as progress:
+        with output.progress() as progress:
             chosen = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else None
             pool = build_stem_pool(soundfont=soundfont, phrases_per_program=phrases_per_program, classes=chosen,
                                    sessions=tuple(sessions or ()), slakh=slakh, seed=seed, progress=progress)
             meta = generate_dataset(out_dir, pool, n_train=examples, n_val=val, n_test=test, seed=seed,
                                     progress=progress)
-    console.print(f"dataset {out_dir}: " + ", ".join(f"{k} {v}" for k, v in meta["splits"].items())
-                  + f" examples of {meta['duration_s']:g} s at {meta['sample_rate']} Hz", highlight=False)
+    output.result({"folder": str(out_dir), **meta}, paths=[out_dir], show=lambda: console.print(
+        f"dataset {out_dir}: " + ", ".join(f"{k} {v}" for k, v in meta["splits"].items())
+        + f" examples of {meta['duration_s']:g} s at {meta['sample_rate']} Hz"))
 
 
 def train(
@@ -53,8 +56,8 @@ def train(
     width: Annotated[float, typer.Option(help="Channel multiplier of a new network (1.0: LASS-net's 52 M "
                                          "parameters).")] = 0.125,
     depth: Annotated[int, typer.Option(help="Encoder/decoder levels of a new network.")] = 6,
-    mode: Annotated[str, typer.Option(help="full, or decoder (decoder-only fine-tuning, paper §3.4).")] = "full",
-    query: Annotated[str, typer.Option(help="learned (in-project embeddings, no downloads) or clap.")] = "learned",
+    mode: Annotated[str, typer.Option(metavar="full|decoder", help="full, or decoder (decoder-only fine-tuning, paper §3.4).")] = "full",
+    query: Annotated[str, typer.Option(metavar="learned|clap", help="learned (in-project embeddings, no downloads) or clap.")] = "learned",
     batch_size: Annotated[int, typer.Option(help="Examples per step.")] = 4,
     crop: Annotated[float, typer.Option(help="Training crop of each example, seconds.")] = 3.0,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
@@ -62,20 +65,23 @@ def train(
     threads: Annotated[int, typer.Option(help="torch threads (1 is often fastest on a busy small machine).")] = 1,
     validate_every: Annotated[int | None, typer.Option(help="Steps between validations (default: one epoch).")] = None,
     clap_checkpoint: ClapCheckpointOpt = None, roberta_dir: RobertaDirOpt = None,
+    quiet: QuietOpt = False, json_: JsonOpt = False,
 ) -> None:
     """Train CLASS-net (full or decoder-only), resumable; validation SDR / SI-SDR each epoch."""
     from studio_sep.classnet.train import train as train_classnet
 
+    output = Output(quiet, json_)
     with user_errors():
         encoder = None
         if query == "clap":
             from studio_sep.classnet.clap import ClapQuery
 
             encoder = ClapQuery(checkpoint=clap_checkpoint, roberta=roberta_dir)
-        with StageProgress(console) as progress:
+        with output.progress() as progress:
             result = train_classnet(data, out, model=model, width=width, depth=depth, query=query,
                                     query_encoder=encoder, mode=mode, steps=steps, batch_size=batch_size,
                                     crop_s=crop, lr=lr, seed=seed, threads=threads, validate_every=validate_every,
-                                    callback=progress, log=lambda line: console.print(line, highlight=False))
-    console.print(f"trained {result.steps} steps (resumed from {result.resumed_from}); best validation SI-SDR "
-                  f"{result.best_si_sdr:.2f} dB at step {result.best_step}: {result.best_path}", highlight=False)
+                                    callback=progress, log=output.log)
+    output.result(result, paths=[result.best_path], show=lambda: console.print(
+        f"trained {result.steps} steps (resumed from {result.resumed_from}); best validation SI-SDR "
+        f"{cell(result.best_si_sdr, '.2f')} dB at step {cell(result.best_step)}: {result.best_path}"))

@@ -1,18 +1,29 @@
-"""Options shared by several commands, and the parsing of their values."""
+"""Options shared by several commands, the parsing of their values, and how ``--help`` shows them.
+
+An option with a fixed set of values shows them as its metavar (``cpu|cuda|auto``); the values
+are checked by the library (one ``error: --option: …`` line naming the valid ones), not by click.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 
 from studio_sep.util.errors import InputError
 
-InitOpt = Annotated[str | None, typer.Option(help="Comma-separated inits: circular, geometry, spot (transfer "
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no logs: print only warnings, errors "
+                                       "and the result path(s).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results as one JSON document on stdout and nothing "
+                                       "else there (null for a value that is not a finite number).")]
+
+InitOpt = Annotated[str | None, typer.Option(metavar="INIT[,INIT...]", help="Comma-separated inits: circular, geometry, spot (transfer "
                                           "functions measured against every source's spot mic), dictionary, "
                                           "prior (default: geometry).")]
-PriorOpt = Annotated[str | None, typer.Option(help="Spectral prior: classnet (the CLASS-net network), nmf (class "
+PriorOpt = Annotated[str | None, typer.Option(metavar="classnet|nmf|none", help="Spectral prior: classnet (the CLASS-net network), nmf (class "
                                            "dictionaries) or none (default: manifest, else none).")]
 PriorModelOpt = Annotated[str | None, typer.Option(help="CLASS-net checkpoint for --prior classnet (default: the "
                                                 "model shipped with studio-sep).")]
@@ -31,19 +42,19 @@ EnsembleOpt = Annotated[int | None, typer.Option(help="Fits combined into the im
 NBasisOpt = Annotated[int | None, typer.Option(help="NMF bases per source (default 8).")]
 NFftOpt = Annotated[int | None, typer.Option(help="STFT window in samples (default: ~64 ms at the processing rate).")]
 HopOpt = Annotated[int | None, typer.Option(help="STFT hop in samples (default n_fft/4).")]
-DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda or auto (default auto: cuda when cupy sees a GPU).")]
-DtypeOpt = Annotated[str | None, typer.Option(help="float32 or float64 (default float64).")]
+DeviceOpt = Annotated[str | None, typer.Option(metavar="cpu|cuda|auto", help="cpu, cuda or auto (default auto: cuda when cupy sees a GPU).")]
+DtypeOpt = Annotated[str | None, typer.Option(metavar="float32|float64", help="float32 or float64 (default float64).")]
 SeedOpt = Annotated[int | None, typer.Option(help="Seed of the random initial values (default 0).")]
 RateOpt = Annotated[int | None, typer.Option(help="Separate at this sample rate in Hz, at least 8000; outputs stay "
                                              "at the session's rate (default: manifest, else native).")]
-StemMicOpt = Annotated[list[str] | None, typer.Option(help="Mic whose image becomes the stem: MIC for all sources "
+StemMicOpt = Annotated[list[str] | None, typer.Option(metavar="MIC|SOURCE=MIC", help="Mic whose image becomes the stem: MIC for all sources "
                                                       "or SOURCE=MIC; repeatable (default: spot_mic).")]
-FormatOpt = Annotated[str, typer.Option(help="Sample format of the written images and stems: float32, pcm24 or "
+FormatOpt = Annotated[str, typer.Option(metavar="float32|pcm24|pcm16",
+                                       help="Sample format of the written images and stems: float32, pcm24 or "
                                        "pcm16 (TPDF-dithered); the remix and DAW stems follow the preset or "
-                                       "mix --format.", metavar="[float32|pcm24|pcm16]")]
-#: sample formats of the separated images (the mix reads them back as WAV: no flac here)
+                                       "mix --format.")]
 IMAGE_FORMATS = ("float32", "pcm24", "pcm16")
-MaxMemoryOpt = Annotated[str | None, typer.Option(help="Memory budget of the separation, e.g. 8G; above it, long "
+MaxMemoryOpt = Annotated[str | None, typer.Option(metavar="SIZE", help="Memory budget of the separation, e.g. 8G; above it, long "
                                                   "sessions are separated in overlapping time blocks "
                                                   "(default: from the machine's available memory).")]
 
@@ -121,3 +132,26 @@ def find_preset(preset: Path) -> Path:
         if (folder / name).is_file():
             return folder / name
     return preset  # load_preset reports it missing
+
+
+def tidy_help(command: click.Command) -> None:
+    """Make ``--help`` of ``command`` and its subcommands show values, not Python types: a
+    flag shows none (typer writes ``<bool>``), a repeatable value its element (``<path>...``,
+    not ``<list[Path]>``). Options with choices name them in their metavar (above)."""
+    for param in command.params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+        elif (param.multiple or param.nargs == -1) and param.metavar is None and hasattr(param, "display_type"):
+            label = re.sub(r"^<list\[(.*)\]>$", lambda m: f"<{m.group(1).lower()}>...", param.display_type(None))
+            param.display_type_rich = lambda ctx, label=label: label  # the instance's own, over typer's
+    help_option = command.get_help_option
+
+    def get_help_option(ctx, help_option=help_option):  # -h/--help: a flag, made per context by click
+        option = help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = get_help_option
+    for sub in getattr(command, "commands", {}).values():
+        tidy_help(sub)

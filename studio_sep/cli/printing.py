@@ -1,27 +1,50 @@
-"""What the command line prints: the consoles, the one error handler, progress, result summaries.
+"""What the command line prints, and where: the consoles, the one error handler, progress, tables, results.
 
-User text (paths, names) is printed with ``highlight=False``; :func:`user_errors` is the one place
-that turns the package's errors into a one-line message and an exit code (no traceback).
+- **stdout carries results only** (summaries, tables, result paths, the ``--json`` document);
+  progress, logs, warnings and errors go to **stderr** (:data:`err_console`).
+- **User text is printed as it is.** Both consoles are made with markup and highlighting off,
+  so ``console.print(some_string)`` never reads ``[day 2]`` or ``[/]`` as rich markup; styled
+  parts are :class:`rich.text.Text` (``styled``), which holds text literally, and table cells
+  are made :class:`~rich.text.Text` by :func:`print_table`.
+- **Tables are never cut**: on a terminal they fit its width (cells fold), elsewhere (a pipe, a
+  file, CI) they print in full as a Markdown table (:func:`markdown_table`).
+- :class:`Output` is what a command's ``--quiet`` and ``--json`` choose between.
+
+:func:`user_errors` is the one place that turns the package's errors into a one-line message and an
+exit code (no traceback).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import typer
+from rich.cells import cell_len
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
 from studio_sep.util.errors import OutputError, StudioSepError
+from studio_sep.util.jsonfile import dumps_json
 from studio_sep.util.notices import report_warnings
 
-console = Console(soft_wrap=True)  # paths and one-line messages are never folded
-err_console = Console(stderr=True)
+#: Results (stdout). Paths and one-line messages are never folded (soft wrap).
+console = Console(soft_wrap=True, markup=False, highlight=False)
+#: Progress, logs, warnings and errors (stderr).
+err_console = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
+
+#: A table cell with no number (None, NaN, ±inf): the JSON files hold null there.
+NO_VALUE = "—"
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """One line of literal text with styled parts: ``styled("separated ", (name, "bold"))``."""
+    return Text.assemble(*parts)
 
 
 @contextlib.contextmanager
@@ -42,7 +65,7 @@ def user_errors(folder: Path | None = None) -> Iterator[None]:
 
 def print_error(message: str) -> None:
     """``error: <message>`` on stderr, the message (user text) printed as it is."""
-    err_console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
+    err_console.print(styled(("error:", "bold red"), " ", message))
 
 
 def print_session_warnings(session) -> None:
@@ -52,22 +75,155 @@ def print_session_warnings(session) -> None:
 
 
 def print_warning(message: str) -> None:
-    err_console.print(Text.assemble(("warning:", "yellow"), " ", message), highlight=False, soft_wrap=True)
+    err_console.print(styled(("warning:", "yellow"), " ", message))
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def cell(value: Any, spec: str = "") -> str:
+    """A number formatted by ``spec``, or :data:`NO_VALUE` for None, NaN and ±inf."""
+    if value is None or (isinstance(value, float) and (value != value or value in (float("inf"), float("-inf")))):
+        return NO_VALUE
+    return format(value, spec)
+
+
+def print_table(title: str, header: Sequence[str], rows: Iterable[Sequence[str | Text]], *,
+                notes: Iterable[str] = ()) -> None:
+    """A table on stdout, every cell as written: fitted to a terminal (cells fold, never cut
+    with "…"), in full as Markdown anywhere else; then ``notes``, one line each."""
+    rows = [list(row) for row in rows]
+    if console.is_terminal:
+        table = Table(title=title, title_justify="left")
+        for name in header:
+            table.add_column(name, overflow="fold")
+        for row in rows:
+            table.add_row(*(c if isinstance(c, Text) else Text(str(c)) for c in row))
+        console.print(table)
+    else:
+        console.print(markdown_table(title, header, rows) + "\n")  # a blank line closes a Markdown table
+    for note in notes:
+        console.print(note)
+
+
+def markdown_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str | Text]]) -> str:
+    """``title``, a blank line and a Markdown table with columns padded to their widest cell
+    (a ``|`` in a cell written ``\\|``, as Markdown needs it); no line is ever cut."""
+    def text(c) -> str:
+        return (c.plain if isinstance(c, Text) else str(c)).replace("|", "\\|").replace("\n", " ")
+
+    grid = [[text(c) for c in header]] + [[text(c) for c in row] for row in rows]
+    widths = [max(cell_len(r[i]) for r in grid if i < len(r)) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(c + " " * (w - cell_len(c)) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([*([title, ""] if title else []), line(grid[0]), rule, *(line(r) for r in grid[1:])])
+
+
+# ----------------------------------------------------------------------------- output modes
+
+
+class Output:
+    """How one command reports, as chosen by its ``--quiet`` and ``--json``.
+
+    - default: progress and logs on stderr; the results as text (tables, lines) on stdout;
+    - ``quiet``: no progress and no logs; stdout gets only the result path(s), one a line;
+    - ``json``: no progress and no logs; stdout gets one JSON document on one line (strict
+      JSON: null for a value that is not a finite number) and nothing else.
+
+    Warnings and errors go to stderr in every mode; the exit codes do not change.
+    """
+
+    def __init__(self, quiet: bool = False, json_: bool = False):
+        self.quiet, self.json = quiet, json_
+
+    @property
+    def chatty(self) -> bool:
+        """Progress and logs are shown."""
+        return not (self.quiet or self.json)
+
+    def progress(self) -> StageProgress:
+        """The progress display for the library's ``callback`` (stderr; silent unless chatty)."""
+        return StageProgress(err_console, enabled=self.chatty)
+
+    def status(self, message: str):
+        """A spinner on a terminal's stderr while something without steps runs."""
+        if self.chatty and err_console.is_terminal:
+            return err_console.status(Text(message))
+        return contextlib.nullcontext()
+
+    def log(self, line: str) -> None:
+        """A log line (stderr), unless quiet or json."""
+        if self.chatty:
+            err_console.print(line)
+
+    def result(self, document: Any, *, paths: Iterable[str | Path] = (), show: Callable[[], None] | None = None,
+               ) -> None:
+        """The command's result: ``document`` as JSON, ``paths`` (quiet), or ``show()`` (text)."""
+        if self.json:
+            console.file.write(dumps_json(as_document(document)) + "\n")  # one line: `tail -1` and jq read it
+            console.file.flush()
+        elif self.quiet:
+            for path in paths:
+                console.print(str(path))
+        elif show is not None:
+            show()
+
+
+def batch_display(output: Output, n_sessions: int):
+    """The display of a batch run, on stderr: a live display on a terminal, plain lines
+    elsewhere (a pipe, ``CI=true``), JSON lines with ``--json``, nothing with ``--quiet``."""
+    import os
+    import sys
+
+    from studio_sep.batch.display import JsonDisplay, LiveDisplay, PlainDisplay
+
+    if output.json:
+        return JsonDisplay(sys.stderr)
+    if output.quiet:
+        return _NoDisplay()
+    if not err_console.is_terminal or os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        return PlainDisplay(sys.stderr, n_sessions)
+    return LiveDisplay(err_console, n_sessions)
+
+
+class _NoDisplay:
+    def __enter__(self) -> _NoDisplay:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def __call__(self, event: dict) -> None:
+        pass
+
+
+def as_document(value: Any) -> Any:
+    """A result as plain data for JSON: dataclasses as dicts (recursively)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: as_document(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: as_document(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [as_document(v) for v in value]
+    return value
 
 
 class StageProgress:
-    """A rich progress display fed by the library's ``callback(stage, done, total)``."""
+    """A progress display on stderr fed by the library's ``callback(stage, done, total)``:
+    rich bars on a terminal, a plain line at the start, every 10 % and the end elsewhere;
+    nothing when not ``enabled`` (``--quiet``, ``--json``)."""
 
-    def __init__(self, console: Console):
+    def __init__(self, console: Console | None = None, *, enabled: bool = True):
+        console = console or err_console
         self.progress = Progress(
-            TextColumn("{task.description:<20}"), BarColumn(), TextColumn("{task.completed:>5.0f}/{task.total:<5.0f}"),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[detail]}"),
-            console=console, transient=False,
-            disable=not console.is_terminal,
+            TextColumn("{task.description:<20}", markup=False), BarColumn(),
+            TextColumn("{task.completed:>5.0f}/{task.total:<5.0f}"), TimeElapsedColumn(), TextColumn("eta"),
+            TimeRemainingColumn(), TextColumn("{task.fields[detail]}", markup=False),
+            console=console, transient=False, disable=not (enabled and console.is_terminal),
         )
         self.tasks: dict[str, int] = {}
         self.last_plain: dict[str, float] = {}
-        self.plain = not console.is_terminal
+        self.plain = enabled and not console.is_terminal
         self.console = console
 
     def __enter__(self) -> StageProgress:
@@ -88,7 +244,10 @@ class StageProgress:
                 if done >= total and self.last_plain[stage] >= 10:
                     return
                 self.last_plain[stage] = 10 if done >= total else step
-                self.console.print(f"{stage}: {done:g}/{total:g} {detail}".rstrip(), highlight=False, markup=False)
+                self.console.print(f"{stage}: {done:g}/{total:g} {detail}".rstrip())
+
+
+# ----------------------------------------------------------------------------- results of the commands
 
 
 def print_separation(result) -> None:
@@ -97,25 +256,23 @@ def print_separation(result) -> None:
     sep = result.run["separation"]
     ll = result.run["log_likelihood"]
     t = result.run["timings_s"]
-    console.print(
-        f"separated [bold]{escape(result.run['session']['name'])}[/] → {escape(str(result.folder))}: "
-        f"init {'+'.join(sep['init'])}, "
-        f"{iterations_label(sep)} on {sep['device']} ({sep['dtype']}), {t['per_iteration_s']:.3f} s/iteration, "
-        f"log-likelihood {ll['initial']:.3f} → {ll['final']:.3f}", highlight=False)
-    console.print(f"prior: {prior_label(sep['prior'])}; spectral init: {sep['spectral_init']}", highlight=False)
+    console.print(styled(
+        "separated ", (result.run["session"]["name"], "bold"), f" → {result.folder}: ",
+        f"init {'+'.join(sep['init'])}, {iterations_label(sep)} on {sep['device']} ({sep['dtype']}), "
+        f"{t['per_iteration_s']:.3f} s/iteration, log-likelihood {ll['initial']:.3f} → {ll['final']:.3f}"))
+    console.print(f"prior: {prior_label(sep['prior'])}; spectral init: {sep['spectral_init']}")
     kept = sep.get("start_kept") or {}
     if len(kept.get("log_likelihood") or {}) > 1:
         lls = ", ".join(f"{start} {value:.3f}" for start, value in kept["log_likelihood"].items())
-        console.print(f"starts: final log-likelihood {lls}; kept the {kept['start']} start's fit", highlight=False)
+        console.print(f"starts: final log-likelihood {lls}; kept the {kept['start']} start's fit")
     spatial = sep.get("spatial_starts")
     if spatial:
         spread = spatial.get("spread") or {}
         lls = ", ".join(f"{start} {value:.3f}" + (f" ± {spread[start]:.3f}" if start in spread else "")
                         for start, value in spatial["log_likelihood"].items())
-        console.print(f"spatial starts: mean final log-likelihood {lls}; kept the {spatial['kept']} start's fits",
-                      highlight=False)
+        console.print(f"spatial starts: mean final log-likelihood {lls}; kept the {spatial['kept']} start's fits")
     for source, why in (sep["prior"].get("rejected") or {}).items() if isinstance(sep["prior"], dict) else ():
-        console.print(f"  {source}: {why}", highlight=False, markup=False)
+        console.print(f"  {source}: {why}")
 
 
 def iterations_label(sep: dict) -> str:
@@ -132,94 +289,114 @@ def iterations_label(sep: dict) -> str:
 
 
 def print_metrics(metrics: dict, report_dir: Path) -> None:
+    """The metrics table; under it what a "—" means (a null in metrics.json) and the report's files."""
     from studio_sep.stages import METRICS_HEADER, metrics_rows
 
-    table = Table(*METRICS_HEADER, title=f"separation metrics (dB): {metrics['session']}", title_justify="left")
-    for row in metrics_rows(metrics):
-        table.add_row(*row)
-    console.print(table)
-    console.print(f"report: {report_dir / 'metrics.md'}, {report_dir / 'metrics.json'}", highlight=False,
-                  markup=False)
+    rows = metrics_rows(metrics)
+    notes = [f"{NO_VALUE}: {metrics['null']}"] if metrics.get("null") and any(NO_VALUE in r for r in rows) else []
+    print_table(f"separation metrics (dB): {metrics['session']}", METRICS_HEADER, rows, notes=notes)
+    console.print(f"report: {report_dir / 'metrics.md'}, {report_dir / 'metrics.json'}")
 
 
 def print_simulation(result) -> None:
     verb = "reused" if result.reused else "rendered"
-    console.print(
-        f"{verb} [bold]{escape(str(result.manifest))}[/] — RT60 requested {result.rt60_requested_s:.2f} s, "
-        f"measured {result.rt60_measured_s:.2f} s", highlight=False,
-    )
+    console.print(styled(f"{verb} ", (str(result.manifest), "bold"), f" — RT60 requested "
+                         f"{result.rt60_requested_s:.2f} s, measured {result.rt60_measured_s:.2f} s"))
 
 
 def print_session(session) -> None:
     fmt = lambda v: "(" + ", ".join(f"{x:g}" for x in v) + ")"  # noqa: E731
-    console.print(
-        f"[bold]{session.name}[/]: {len(session.sources)} sources, {len(session.mics)} mics, "
+    console.print(styled(
+        (session.name, "bold"), f": {len(session.sources)} sources, {len(session.mics)} mics, "
         f"{session.duration_s:.2f} s at {session.sample_rate} Hz ({session.n_samples} samples)"
-        + (f", processing at {session.processing_sample_rate} Hz" if session.processing_sample_rate else ""),
-        highlight=False,
-    )
-    sources = Table("source", "prompt", "position (m)", "spot mic", "reference", title="sources", title_justify="left")
-    for s in session.sources:
-        sources.add_row(s.name, escape(s.prompt), fmt(s.position_m), s.spot_mic or "-",
-                        "yes" if s.reference else "-")
-    mics = Table("mic", "pattern", "position (m)", "aim az/el (deg)", "signal", title="mics", title_justify="left")
-    for m in session.mics:
-        aim = "-" if m.pattern == "omni" else f"{m.aim_azimuth_deg:.0f} / {m.aim_elevation_deg:.0f}"
-        mics.add_row(m.name, m.pattern, fmt(m.position_m), aim, escape(f"{m.file.name}:{m.channel}"))
-    console.print(sources)
-    console.print(mics)
+        + (f", processing at {session.processing_sample_rate} Hz" if session.processing_sample_rate else "")))
+    print_table("sources", ["source", "prompt", "position (m)", "spot mic", "reference"],
+                [[s.name, s.prompt, fmt(s.position_m), s.spot_mic or "-", "yes" if s.reference else "-"]
+                 for s in session.sources])
+    print_table("mics", ["mic", "pattern", "position (m)", "aim az/el (deg)", "signal"],
+                [[m.name, m.pattern, fmt(m.position_m),
+                  "-" if m.pattern == "omni" else f"{m.aim_azimuth_deg:.0f} / {m.aim_elevation_deg:.0f}",
+                  f"{m.file.name}:{m.channel}"] for m in session.mics])
     truth = "yes" if session.truth is not None and session.truth.images else "no"
     room = session.room
     room_text = "unknown" if room is None or room.dimensions_m is None else \
         f"{fmt(room.dimensions_m)} m" + (f", RT60 {room.rt60_s:g} s" if room.rt60_s else "")
-    console.print(f"room: {room_text}; ground truth: {truth}", highlight=False)
-    for warning in session.warnings:
-        err_console.print("[yellow]warning:[/] " + escape(warning), highlight=False, soft_wrap=True)
+    console.print(f"room: {room_text}; ground truth: {truth}")
+    print_session_warnings(session)
+
+
+def session_document(session) -> dict:
+    """``validate --json``: the manifest as resolved, the audio's facts and the warnings."""
+    from studio_sep.session import session_to_dict
+
+    return {"manifest": str(session.path), "name": session.name, "sample_rate": session.sample_rate,
+            "n_samples": session.n_samples, "duration_s": session.duration_s,
+            "processing_sample_rate": session.processing_sample_rate,
+            "has_truth": bool(session.truth is not None and session.truth.images),
+            "warnings": list(session.warnings), "session": session_to_dict(session)}
 
 
 def print_mix(outcome) -> None:
     r = outcome.report
-    console.print(f"remix: {outcome.remix} ({r['loudness_out_lufs']} LUFS, true peak {r['true_peak_out_dbtp']} dBTP, "
-                  f"gain {r['gain_db']:+.2f} dB)", highlight=False, markup=False)
-    console.print(f"DAW project: {outcome.project} ({len(outcome.stems)} stems)", highlight=False, markup=False)
+    console.print(f"remix: {outcome.remix} ({cell(r['loudness_out_lufs'])} LUFS, true peak "
+                  f"{cell(r['true_peak_out_dbtp'])} dBTP, gain {cell(r['gain_db'], '+.2f')} dB)")
+    console.print(f"DAW project: {outcome.project} ({len(outcome.stems)} stems)")
+    if outcome.dawproject is not None:
+        console.print(f"DAWproject: {outcome.dawproject}")
     for warning in r["warnings"]:
         print_warning(warning)
 
 
 def print_plugin(info) -> None:
     if info.error:
-        console.print(f"[bold]{escape(str(info.path))}[/]: [red]failed[/] ({escape(str(info.error))})",
-                      highlight=False)
+        console.print(styled((str(info.path), "bold"), ": ", ("failed", "red"), f" ({info.error})"))
         return
     channels = "/".join(str(c) for c in info.channel_counts) or "?"
-    table = Table("parameter", "range", "default", "units", "settable",
-                  title=f"{escape(info.name)} — {escape(str(info.path))} ({channels} ch, latency "
-                        f"{info.latency_samples} samples)",
-                  title_justify="left")
+    rows = []
     for p in info.parameters:
         low, high = p.min_value, p.max_value
         span = f"{low:g} … {high:g}" if low is not None and high is not None else \
             (", ".join(map(str, p.valid_values[:4])) + (" …" if len(p.valid_values) > 4 else "")
              if p.valid_values else "-")
         default = f"{p.default:g}" if isinstance(p.default, (int, float)) else str(p.default)
-        table.add_row(p.name, span, default, p.label or "", "yes" if p.writable else "no (meter/host)")
-    console.print(table)
+        rows.append([p.name, span, default, p.label or "", "yes" if p.writable else "no (meter/host)"])
+    print_table(f"{info.name} — {info.path} ({channels} ch, latency {info.latency_samples} samples)",
+                ["parameter", "range", "default", "units", "settable"], rows)
 
 
 def print_geometry(report) -> None:
-    """The geometry check: measured against implied delays per (source, mic), each mic's
-    error, and one warning line per mic that looks misplaced (on stderr)."""
-    fmt = lambda v, spec: "—" if v is None or v != v else format(v, spec)  # noqa: E731 - NaN: not measured
-    table = Table("source", "reference mic", "mic", "implied (ms)", "measured (ms)", "Δ (cm)", "peak",
-                  title="delays against each source's reference mic (GCC-PHAT)", title_justify="left")
-    for row in report.rows:
-        table.add_row(escape(row["source"]), escape(row["reference_mic"]), escape(row["mic"]),
-                      fmt(row["implied_ms"], "+.3f"), fmt(row["measured_ms"], "+.3f"), fmt(row["error_cm"], "+.1f"),
-                      fmt(row["peak"], ".2f"))
-    console.print(table)
-    errors = ", ".join(f"{name} {fmt(cm, '.1f')}" for name, cm in report.mic_error_cm.items())
-    console.print(f"distance error per mic (cm, low median over sources): {errors}", highlight=False, markup=False)
-    for warning in report.warnings:
-        err_console.print("[yellow]warning:[/] " + escape(warning), highlight=False, soft_wrap=True)
+    """The geometry check: measured against implied delays per (source, mic) and each mic's
+    error (the caller prints the warnings, one per mic that looks misplaced, on stderr)."""
+    print_table("delays against each source's reference mic (GCC-PHAT)",
+                ["source", "reference mic", "mic", "implied (ms)", "measured (ms)", "Δ (cm)", "peak"],
+                [[row["source"], row["reference_mic"], row["mic"], cell(row["implied_ms"], "+.3f"),
+                  cell(row["measured_ms"], "+.3f"), cell(row["error_cm"], "+.1f"), cell(row["peak"], ".2f")]
+                 for row in report.rows])
+    errors = ", ".join(f"{name} {cell(cm, '.1f')}" for name, cm in report.mic_error_cm.items())
+    console.print(f"distance error per mic (cm, low median over sources): {errors}")
     if not report.warnings:
-        console.print("geometry: every mic agrees with the recording within 10 cm", highlight=False)
+        console.print("geometry: every mic agrees with the recording within 10 cm")
+
+
+def print_summary(outcomes) -> None:
+    """A batch's summary table, and under it each failure with its reason and log."""
+    from studio_sep.batch.display import SUMMARY_HEADER, summary_rows
+
+    rows, notes = summary_rows(outcomes)
+    print_table("summary", SUMMARY_HEADER, rows, notes=notes)
+
+
+def report_batch(output: Output, outcomes) -> None:
+    """A batch's result: the summary table (text), the summary document (``--json``), or
+    the output folder of each session that finished, with one ``error:`` line on stderr
+    per session that did not (``--quiet``)."""
+    from studio_sep.batch.display import summary_document
+    from studio_sep.batch.runner import STATUS_CURRENT, STATUS_DONE
+
+    finished = [o for o in outcomes if o.status in (STATUS_DONE, STATUS_CURRENT)]
+    if output.quiet:
+        for o in outcomes:
+            if o not in finished:
+                print_error(f"{o.name}: {o.reason or o.status}" + (f" (log: {o.log})" if o.log else ""))
+    output.result(summary_document(outcomes), paths=[o.folder for o in finished],
+                  show=lambda: print_summary(outcomes))

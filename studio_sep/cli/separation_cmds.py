@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -19,11 +18,13 @@ from studio_sep.cli.options import (
     HopOpt,
     InitOpt,
     IterationsOpt,
+    JsonOpt,
     MaxMemoryOpt,
     NBasisOpt,
     NFftOpt,
     PriorModelOpt,
     PriorOpt,
+    QuietOpt,
     RateOpt,
     RobertaDirOpt,
     SeedOpt,
@@ -32,12 +33,13 @@ from studio_sep.cli.options import (
     separation_options,
 )
 from studio_sep.cli.printing import (
-    StageProgress,
-    console,
+    Output,
+    batch_display,
     err_console,
     print_metrics,
     print_separation,
     print_session_warnings,
+    report_batch,
     user_errors,
 )
 from studio_sep.util.errors import InputError
@@ -51,12 +53,13 @@ def separate(
     processing_rate: RateOpt = None, stem_mic: StemMicOpt = None, format: FormatOpt = "float32",
     max_memory: MaxMemoryOpt = None, prior: PriorOpt = None, prior_model: PriorModelOpt = None,
     clap_checkpoint: ClapCheckpointOpt = None, roberta_dir: RobertaDirOpt = None,
-    blind_start: BlindStartOpt = None, ensemble: EnsembleOpt = None,
+    blind_start: BlindStartOpt = None, ensemble: EnsembleOpt = None, quiet: QuietOpt = False, json_: JsonOpt = False,
 ) -> None:
     """Separate every source at every mic (FastMNMF2); write images, stems and run.json."""
     from studio_sep.session import load_session
     from studio_sep.stages import resolve_settings, separate_session, session_lock
 
+    output = Output(quiet, json_)
     with user_errors(out):
         options = separation_options(init, iterations, n_basis, n_fft, hop, device, dtype, seed, processing_rate,
                                       stem_mic, format, max_memory, prior, prior_model, clap_checkpoint,
@@ -64,9 +67,9 @@ def separate(
         session = load_session(manifest)
         print_session_warnings(session)
         resolve_settings(session, options)  # bad settings stop before the lock makes the session's folder
-        with session_lock(out / session.name), StageProgress(console) as progress:
+        with session_lock(out / session.name), output.progress() as progress:
             result = separate_session(session, out, options, callback=progress)
-    print_separation(result)
+    output.result(result, paths=[result.folder], show=lambda: print_separation(result))
 
 
 def run(
@@ -78,8 +81,9 @@ def run(
     no_evaluate: Annotated[bool, typer.Option("--no-evaluate", help="Do not score against ground truth.")] = False,
     force: Annotated[bool, typer.Option(help="Redo every stage, even those up to date.")] = False,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Sessions run at once, in a local process pool.")] = 1,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only one line per session and the summary.")] = False,
-    json_: Annotated[bool, typer.Option("--json", help="Progress and summary as JSON lines on stdout.")] = False,
+    quiet: QuietOpt = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON document on stdout and "
+                                        "nothing else there; progress as JSON lines on stderr.")] = False,
     init: InitOpt = None, iterations: IterationsOpt = None, n_basis: NBasisOpt = None, n_fft: NFftOpt = None,
     hop: HopOpt = None, device: DeviceOpt = None, dtype: DtypeOpt = None, seed: SeedOpt = None,
     processing_rate: RateOpt = None, stem_mic: StemMicOpt = None, format: FormatOpt = "float32",
@@ -93,22 +97,24 @@ def run(
     Stages already done with the same inputs and settings are skipped (see run.json);
     an interrupted run continues where it stopped. Exit code 1 if any session failed.
     """
+    output = Output(quiet, json_)
     outcomes = run_batch(sessions, out, presets=[] if no_mix else (preset or [DEFAULT_PRESET]),
-                          evaluate=not no_evaluate, force=force, jobs=jobs, quiet=quiet, json_=json_,
+                          evaluate=not no_evaluate, force=force, jobs=jobs, output=output,
                           options_args=(init, iterations, n_basis, n_fft, hop, device, dtype, seed, processing_rate,
                                         stem_mic, format, max_memory, prior, prior_model, clap_checkpoint,
                                         roberta_dir, blind_start, ensemble), reference_mic=reference_mic)
+    report_batch(output, outcomes)
     if any(o.status not in ("done", "up to date") for o in outcomes):
         raise typer.Exit(1)
 
 
-def run_batch(sessions, out: Path, *, presets, evaluate: bool, force: bool, jobs: int, quiet: bool, json_: bool,
+def run_batch(sessions, out: Path, *, presets, evaluate: bool, force: bool, jobs: int, output: Output,
                options_args: tuple, reference_mic: str | None = None):
     """Check the batch (sessions found, options, presets and their plugins) before any
-    work; run it with the right display; print the summary; return the outcomes."""
+    work; run it with ``output``'s display (on stderr); return the outcomes (the caller
+    reports them: :func:`~studio_sep.cli.printing.report_batch`)."""
     import os
 
-    from studio_sep.batch.display import JsonDisplay, LiveDisplay, PlainDisplay, summary_json, summary_table
     from studio_sep.batch.runner import (
         RunOptions,
         SessionJob,
@@ -139,26 +145,15 @@ def run_batch(sessions, out: Path, *, presets, evaluate: bool, force: bool, jobs
                              reference_mic=reference_mic, blas_threads=max(1, cores // jobs) if jobs > 1 else None)
     job_list = [SessionJob(index=i, manifest=m, out_root=out.resolve(), options=run_options)
                 for i, m in enumerate(manifests)]
-    plain = quiet or not console.is_terminal or os.environ.get("CI", "").lower() in ("1", "true", "yes")
-    if json_:
-        display = JsonDisplay(sys.stdout)
-    elif plain:
-        display = PlainDisplay(sys.stdout, len(job_list), quiet=quiet)
-    else:
-        display = LiveDisplay(console, len(job_list))
     interrupted = False
-    with display:
+    with batch_display(output, len(job_list)) as display:
         try:
             outcomes = run_batch(job_list, n_jobs=jobs, emit=display)
         except KeyboardInterrupt as exc:
             outcomes, interrupted = getattr(exc, "outcomes", []), True
-    if json_:
-        print(summary_json(outcomes), flush=True)
-    else:
-        console.print(summary_table(outcomes, plain=plain))
     if interrupted:
-        err_console.print("interrupted: finished stages are kept; run the same command again to continue",
-                          highlight=False)
+        report_batch(output, outcomes)
+        err_console.print("interrupted: finished stages are kept; run the same command again to continue")
         raise typer.Exit(130)
     return outcomes
 
@@ -167,14 +162,18 @@ def evaluate(
     manifest: Annotated[Path, typer.Argument(help="The session.toml (or its folder), with [truth.images].")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output root given to separate.")],
     reference_mic: Annotated[str | None, typer.Option(help="Mic to score at besides each stem mic (default: first mic).")] = None,
+    quiet: QuietOpt = False, json_: JsonOpt = False,
 ) -> None:
     """Score a separation against the ground truth (SDR, SIR, SAR, SI-SDR; fast-bss-eval)."""
     from studio_sep.session import load_session
     from studio_sep.stages import evaluate_run, session_lock
 
+    output = Output(quiet, json_)
     with user_errors(out):
         session = load_session(manifest)
         print_session_warnings(session)
-        with session_lock(out / session.name, create=False), StageProgress(console) as progress:
+        with session_lock(out / session.name, create=False), output.progress() as progress:
             metrics = evaluate_run(session, out, reference_mic=reference_mic, callback=progress)
-    print_metrics(metrics, Path(out) / session.name / "report")
+    report = Path(out) / session.name / "report"
+    output.result(metrics, paths=[report / "metrics.json", report / "metrics.md"],
+                  show=lambda: print_metrics(metrics, report))

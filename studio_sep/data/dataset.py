@@ -70,6 +70,7 @@ from studio_sep.data.active import normalise_rms, scatter
 from studio_sep.data.stems import REC_SUFFIX, Stem, StemPool
 from studio_sep.util.atomic import atomic_path, write_text_atomic
 from studio_sep.util.errors import InputError
+from studio_sep.util.jsonfile import dumps_json
 
 __all__ = [
     "FORMAT",
@@ -282,7 +283,7 @@ def _write_wav(path: Path, x_S: np.ndarray, sample_rate: int) -> None:
 
 
 def _dumps(doc: dict) -> str:
-    return json.dumps(doc, indent=1, sort_keys=False) + "\n"
+    return dumps_json(doc, indent=1, sort_keys=False) + "\n"
 
 
 def generate_dataset(

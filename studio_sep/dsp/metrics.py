@@ -14,6 +14,15 @@ import numpy as np
 
 METRICS = ("sdr", "sir", "sar", "si_sdr")
 
+#: Highest ratio reported as a number, in dB. Above it the ratio's error term is at the
+#: rounding floor of the computation (float64 correlations and Toeplitz solves; float32
+#: or 24-bit files), not in the signals: the unprocessed mixture's SAR, whose artefact term
+#: is zero because a mic is exactly the sum of the sources' images, comes out anywhere
+#: from +142 dB to +inf depending on the signals and on how the files were rounded
+#: (measured on noise, tones, low-passed and sparse signals). Such a ratio is returned as
+#: +inf ("no measurable error"), written as null in JSON and "—" in tables.
+NUMERICAL_CEILING_DB = 100.0
+
 
 def bss_metrics(ref_NS: np.ndarray, est_NS: np.ndarray, *, filter_length: int = 512) -> dict[str, np.ndarray]:
     """SDR, SIR, SAR and SI-SDR of each estimate against its own reference.
@@ -27,7 +36,9 @@ def bss_metrics(ref_NS: np.ndarray, est_NS: np.ndarray, *, filter_length: int = 
 
     Returns
     -------
-    dict mapping each of ``METRICS`` to an array of shape (N,), in dB.
+    dict mapping each of ``METRICS`` to an array of shape (N,), in dB; a ratio above
+    :data:`NUMERICAL_CEILING_DB` (an error term at the rounding floor, e.g. the SAR of
+    an unprocessed mixture that is exactly the sum of the references) is +inf.
     """
     # fast-bss-eval's top-level SI-SDR needs torch; its numpy submodule does not.
     from fast_bss_eval.numpy import si_bss_eval_sources
@@ -40,7 +51,9 @@ def bss_metrics(ref_NS: np.ndarray, est_NS: np.ndarray, *, filter_length: int = 
     with np.errstate(divide="ignore"):  # a perfect or artefact-free estimate gives +inf dB
         neg_sdr, neg_sir, neg_sar = _base_metrics_bss_eval(*_square_cosines(ref, est, filter_length))
         si_sdr = si_bss_eval_sources(ref, est, compute_permutation=False)[0]
-    return {"sdr": -neg_sdr, "sir": -neg_sir, "sar": -neg_sar, "si_sdr": si_sdr}
+    metrics = {"sdr": -neg_sdr, "sir": -neg_sir, "sar": -neg_sar, "si_sdr": si_sdr}
+    return {k: np.where(np.asarray(v, dtype=np.float64) > NUMERICAL_CEILING_DB, np.inf, v)
+            for k, v in metrics.items()}
 
 
 def _square_cosines(ref_NS: np.ndarray, est_NS: np.ndarray, filter_length: int) -> tuple[np.ndarray, np.ndarray]:

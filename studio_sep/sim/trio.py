@@ -239,11 +239,11 @@ def simulate_session(
 
     ``callback(stage, done, total)`` reports progress.
     """
-    import json
 
     from studio_sep.io import audio as audio_io
     from studio_sep.session import dump_session
-    from studio_sep.util.atomic import atomic_path, file_sha256, write_text_atomic
+    from studio_sep.util.atomic import atomic_path, file_sha256
+    from studio_sep.util.jsonfile import write_json_atomic
 
     _check_settings(settings)
     soundfont = find_soundfont(settings.soundfont).resolve()
@@ -305,7 +305,7 @@ def simulate_session(
         dump_session(session, manifest_path)
 
     render = _render_record(settings, key, soundfont, calibration, mic_peak, dry_NS, names)
-    write_text_atomic(render_path, json.dumps(render, indent=2))
+    write_json_atomic(render_path, render)
     return SimulationResult(manifest_path, False, settings.rt60_s, calibration.measured_rt60_s, render)
 
 

@@ -25,8 +25,8 @@ from studio_sep.session import Mic, Room, Session, Source, Truth, dump_session
 from studio_sep.sim.images import render_images
 from studio_sep.sim.room import calibrate_room
 from studio_sep.sim.zoo_scenes import Scene
-from studio_sep.util.atomic import write_text_atomic
 from studio_sep.util.errors import SimulationError
+from studio_sep.util.jsonfile import write_json_atomic
 
 SOUNDFONTS = {
     "FluidR3": "/usr/share/sounds/sf2/FluidR3_GM.sf2",
@@ -149,5 +149,5 @@ def render_scene(scene: Scene, folder: str | Path, *, duration_s: float = 15.0, 
               "energy_absorption": calibration.energy_absorption, "max_order": calibration.max_order,
               "noise_scale": float(scale), "true_mics": [m.__dict__ for m in scene.mics],
               "true_sources": [s.__dict__ for s in scene.sources]}
-    write_text_atomic(record, json.dumps(render, indent=2, default=list))
+    write_json_atomic(record, render, default=list)
     return folder / "session.toml"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from studio_sep.dsp.metrics import METRICS
+from studio_sep.dsp.metrics import METRICS, NUMERICAL_CEILING_DB
 from studio_sep.io import audio as audio_io
 from studio_sep.session import Session, load_mics
 from studio_sep.stages.images import image_path, images_identity
@@ -21,6 +21,7 @@ from studio_sep.stages.report import metrics_markdown
 from studio_sep.stages.runrecord import WORK_DIR, FileHashes, ProgressCallback, RunRecord, fingerprint
 from studio_sep.util.atomic import write_text_atomic
 from studio_sep.util.errors import InputError
+from studio_sep.util.jsonfile import write_json_atomic
 
 
 # Long by its docstring and its checks; the scoring is in _score_at_mic.
@@ -104,8 +105,8 @@ def evaluate_run(
                "mics_evaluated": eval_mics, "filter_length": filter_length, "metrics": list(METRICS),
                **({"segment_s": round(segment / session.sample_rate, 4), "aggregate": "median over segments"}
                   if whole else {}),
-               "init": separation["init"], "prior": separation.get("prior", "none"), **result}
-    write_text_atomic(report_json, json.dumps(metrics, indent=2))
+               "init": separation["init"], "prior": separation.get("prior", "none"), "null": NULL_NOTE, **result}
+    write_json_atomic(report_json, metrics)
     write_text_atomic(folder / "report" / "metrics.md", metrics_markdown(metrics))
     record.finish("evaluate", fp, [report_json, folder / "report" / "metrics.md"],
                   elapsed_s=time.perf_counter() - clock,
@@ -146,6 +147,11 @@ def _score_segments(folder: Path, session: Session, eval_mics: list[str], segmen
         report("evaluate", done + 1, len(starts))
     return {mic: (_median_over_segments(scores[mic]["sep"]), _median_over_segments(scores[mic]["mix"]))
             for mic in eval_mics}
+
+#: What a null metric means, written into metrics.json.
+NULL_NOTE = (f"not a number: above {NUMERICAL_CEILING_DB:g} dB (the error term is at the rounding floor, as in "
+             "the mixture's SAR: an unprocessed mic is exactly the sum of the sources' images, so it has no "
+             "artefact term), or not defined (SAR improvement; a mean over a source without a value)")
 
 #: Most memory whole-signal scoring may take; longer sessions are scored by segments on
 #: every machine (so whether a report is framewise does not depend on the machine's

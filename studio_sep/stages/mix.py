@@ -18,8 +18,8 @@ from studio_sep.session import Session
 from studio_sep.stages.images import LazyImages, image_path, images_identity
 from studio_sep.stages.runrecord import WORK_DIR, FileHashes, ProgressCallback, RunRecord, fingerprint
 from studio_sep.stages.settings import choose_stem_mics
-from studio_sep.util.atomic import write_text_atomic
 from studio_sep.util.errors import InputError
+from studio_sep.util.jsonfile import write_json_atomic
 
 #: bumped when the DAW outputs change shape, so that older mixes are redone
 DAW_LAYOUT = "daw-2: master volume, reference track, DAWproject, bext v2"
@@ -120,7 +120,7 @@ def mix_session(
     report = {"preset": str(preset.path), "preset_name": preset.name, "from": source, "format": fmt,
               **mix_report, "remix": _relative(remix_path, folder), "project": _relative(project, folder),
               "dawproject": _relative(dawproject, folder), "stems": [_relative(p, folder) for p in stems]}
-    write_text_atomic(report_path, json.dumps(report, indent=2))
+    write_json_atomic(report_path, report)
     record.finish(stage, fp, [remix_path, project, dawproject, report_path, *outputs],
                   elapsed_s=time.perf_counter() - clock)
     return MixOutcome(remix=remix_path, project=project, stems=tuple(stems), report=report, dawproject=dawproject)

@@ -27,8 +27,9 @@ from typing import Any
 from studio_sep import __version__
 from studio_sep.io.audio import audio_info
 from studio_sep.stages.checkpoints import load_params
-from studio_sep.util.atomic import file_sha256, write_text_atomic
+from studio_sep.util.atomic import file_sha256
 from studio_sep.util.errors import StudioSepError
+from studio_sep.util.jsonfile import write_json_atomic
 from studio_sep.util.notices import warn
 
 #: ``callback(stage, done, total, detail="")``: progress of a named stage.
@@ -86,7 +87,7 @@ class RunRecord:
         return data
 
     def _save(self, data: dict) -> None:
-        write_text_atomic(self.path, json.dumps(data, indent=2))
+        write_json_atomic(self.path, data)
 
     def stage(self, name: str) -> dict | None:
         return self.load().get("stages", {}).get(name)
@@ -247,7 +248,7 @@ class FileHashes:
 
     def save(self) -> None:
         if self.dirty:
-            write_text_atomic(self.cache_file, json.dumps(self.known, indent=1))
+            write_json_atomic(self.cache_file, self.known, indent=1)
             self.dirty = False
 
 
