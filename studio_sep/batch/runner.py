@@ -82,6 +82,7 @@ class SessionOutcome:
     remixes: list[str] = field(default_factory=list)
     projects: list[str] = field(default_factory=list)
     memory_plan: str | None = None
+    worker: str | None = None  #: the Dask worker that ran it (--cluster)
 
 
 # --------------------------------------------------------------------------- finding sessions

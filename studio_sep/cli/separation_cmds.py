@@ -38,6 +38,7 @@ from studio_sep.cli.printing import (
     print_metrics,
     print_separation,
     print_session_warnings,
+    print_warning,
     user_errors,
 )
 from studio_sep.util.errors import InputError
@@ -87,6 +88,12 @@ def run(
     clap_checkpoint: ClapCheckpointOpt = None, roberta_dir: RobertaDirOpt = None,
     blind_start: BlindStartOpt = None, ensemble: EnsembleOpt = None,
     reference_mic: Annotated[str | None, typer.Option(help="Mic to score at besides each stem mic (default: first).")] = None,
+    cluster: Annotated[str | None, typer.Option(
+        metavar="local|local:N|tcp://HOST:PORT", help="Run the sessions on a Dask cluster: a local one of N "
+        "workers, or a running dask scheduler whose workers see the sessions and OUT at the same paths "
+        "(docs/cluster.md; pip install 'studio-sep[cluster]').")] = None,
+    blas_threads: Annotated[int | None, typer.Option(help="BLAS threads of each session (default: its share of "
+                                                     "the cores; all of them with --jobs 1).")] = None,
 ) -> None:
     """Run every stage of every session: validate → prior → separate → images → mix → DAW → evaluate.
 
@@ -97,13 +104,15 @@ def run(
                           evaluate=not no_evaluate, force=force, jobs=jobs, quiet=quiet, json_=json_,
                           options_args=(init, iterations, n_basis, n_fft, hop, device, dtype, seed, processing_rate,
                                         stem_mic, format, max_memory, prior, prior_model, clap_checkpoint,
-                                        roberta_dir, blind_start, ensemble), reference_mic=reference_mic)
+                                        roberta_dir, blind_start, ensemble), reference_mic=reference_mic,
+                          cluster=cluster, blas_threads=blas_threads)
     if any(o.status not in ("done", "up to date") for o in outcomes):
         raise typer.Exit(1)
 
 
 def run_batch(sessions, out: Path, *, presets, evaluate: bool, force: bool, jobs: int, quiet: bool, json_: bool,
-               options_args: tuple, reference_mic: str | None = None):
+               options_args: tuple, reference_mic: str | None = None, cluster: str | None = None,
+               blas_threads: int | None = None):
     """Check the batch (sessions found, options, presets and their plugins) before any
     work; run it with the right display; print the summary; return the outcomes."""
     import os
@@ -122,6 +131,15 @@ def run_batch(sessions, out: Path, *, presets, evaluate: bool, force: bool, jobs
     with user_errors():
         if jobs < 1:
             raise InputError(None, "--jobs", f"{jobs} is not a number of processes", "use 1 or more")
+        if blas_threads is not None and blas_threads < 1:
+            raise InputError(None, "--blas-threads", f"{blas_threads} is not a number of threads", "use 1 or more")
+        if cluster is not None:
+            from studio_sep.batch.cluster import parse_cluster
+
+            cluster = parse_cluster(cluster)
+            if jobs != 1:
+                raise InputError(None, "--jobs", "--jobs and --cluster do not go together: the cluster's workers "
+                                 "run the sessions", "drop --jobs (for a local cluster of N workers: --cluster local:N)")
         options = separation_options(*options_args)
         if jobs > 1 and options.max_memory is None:  # the machine's budget, shared by the jobs
             from dataclasses import replace
@@ -136,9 +154,18 @@ def run_batch(sessions, out: Path, *, presets, evaluate: bool, force: bool, jobs
         check_unique_preset_names(preset_paths)
     cores = os.cpu_count() or 1
     run_options = RunOptions(separation=options, presets=preset_paths, force=force, evaluate=evaluate,
-                             reference_mic=reference_mic, blas_threads=max(1, cores // jobs) if jobs > 1 else None)
+                             reference_mic=reference_mic,
+                             blas_threads=blas_threads or (max(1, cores // jobs) if jobs > 1 else None))
     job_list = [SessionJob(index=i, manifest=m, out_root=out.resolve(), options=run_options)
                 for i, m in enumerate(manifests)]
+    batch = None
+    if cluster is not None:  # reached and checked (resources, shared storage) before any work
+        from studio_sep.batch.cluster import open_cluster
+
+        with user_errors(out):
+            batch = open_cluster(cluster, job_list, blas_threads=blas_threads)
+        for note in batch.notes:
+            print_warning(note)
     plain = quiet or not console.is_terminal or os.environ.get("CI", "").lower() in ("1", "true", "yes")
     if json_:
         display = JsonDisplay(sys.stdout)
@@ -149,9 +176,12 @@ def run_batch(sessions, out: Path, *, presets, evaluate: bool, force: bool, jobs
     interrupted = False
     with display:
         try:
-            outcomes = run_batch(job_list, n_jobs=jobs, emit=display)
+            outcomes = batch.run(emit=display) if batch else run_batch(job_list, n_jobs=jobs, emit=display)
         except KeyboardInterrupt as exc:
             outcomes, interrupted = getattr(exc, "outcomes", []), True
+        finally:
+            if batch:
+                batch.close()
     if json_:
         print(summary_json(outcomes), flush=True)
     else:
