@@ -240,7 +240,8 @@ class _Tracker:
 
     def __init__(self, emit: EventSink):
         self.emit = emit
-        self.worker: dict[int, str] = {}
+        self.worker: dict[int, str] = {}  #: session → the name of the worker running it
+        self.address: dict[int, str] = {}  #: and its address
         self.ended: set[int] = set()
         self.done: dict[int, tuple[SessionOutcome, float]] = {}
 
@@ -261,9 +262,10 @@ class _Tracker:
         self.emit(event)
         if kind == "session_start":
             before, now = self.worker.get(index), event.get("worker_name")
-            self.worker[index] = now
+            self.worker[index], self.address[index] = now, event.get("worker")
             if before is not None:
                 self.emit({"type": "info", "index": index, "name": event["name"], "worker_name": now,
+                           "worker": event.get("worker"),
                            "message": f"started again on worker {now} (worker {before} was lost); it continues "
                                       "from its checkpoint"})
 
@@ -278,7 +280,8 @@ class _Tracker:
             if index in self.ended or time.monotonic() - at > END_GRACE_S:
                 del self.done[index]
                 self.emit({"type": "session_end", "index": index, "name": outcome.name,
-                           "worker_name": outcome.worker or self.worker.get(index), "outcome": asdict(outcome)})
+                           "worker_name": outcome.worker or self.worker.get(index),
+                           "worker": self.address.get(index), "outcome": asdict(outcome)})
 
 
 # --------------------------------------------------------------------------- opening a cluster
