@@ -105,6 +105,24 @@ def parse_cluster(text: str) -> ClusterAddress:
                      "e.g. --cluster local:4, or --cluster tcp://10.0.0.5:8786 for a running dask scheduler")
 
 
+def check_cluster_options(cluster: str | None, *, jobs: int, blas_threads: int | None) -> ClusterAddress | None:
+    """``--cluster`` parsed (None without it), refused beside ``--jobs``; ``--blas-threads`` ≥ 1.
+
+    Raises
+    ------
+    InputError
+        Naming the option and the fix.
+    """
+    if blas_threads is not None and blas_threads < 1:
+        raise InputError(None, "--blas-threads", f"{blas_threads} is not a number of threads", "use 1 or more")
+    if cluster is None:
+        return None
+    if jobs != 1:
+        raise InputError(None, "--jobs", "--jobs and --cluster do not go together: the cluster's workers run the "
+                         "sessions", "drop --jobs (for a local cluster of N workers: --cluster local:N)")
+    return parse_cluster(cluster)
+
+
 def _require_distributed():
     try:
         import distributed

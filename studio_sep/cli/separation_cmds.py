@@ -131,15 +131,9 @@ def run_batch(sessions, out: Path, *, presets, evaluate: bool, force: bool, jobs
     with user_errors():
         if jobs < 1:
             raise InputError(None, "--jobs", f"{jobs} is not a number of processes", "use 1 or more")
-        if blas_threads is not None and blas_threads < 1:
-            raise InputError(None, "--blas-threads", f"{blas_threads} is not a number of threads", "use 1 or more")
-        if cluster is not None:
-            from studio_sep.batch.cluster import parse_cluster
+        from studio_sep.batch.cluster import check_cluster_options
 
-            cluster = parse_cluster(cluster)
-            if jobs != 1:
-                raise InputError(None, "--jobs", "--jobs and --cluster do not go together: the cluster's workers "
-                                 "run the sessions", "drop --jobs (for a local cluster of N workers: --cluster local:N)")
+        cluster = check_cluster_options(cluster, jobs=jobs, blas_threads=blas_threads)
         options = separation_options(*options_args)
         if jobs > 1 and options.max_memory is None:  # the machine's budget, shared by the jobs
             from dataclasses import replace
