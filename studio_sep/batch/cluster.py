@@ -344,6 +344,7 @@ def _start_local(n_workers: int, *, device: str | None, blas_threads: int | None
     """N nanny-managed worker processes on 127.0.0.1, one task at a time each, with a
     ``memory`` resource of the machine's budget over N, BLAS threads in their environment
     from the start, and (``--device cuda``) ``GPU=1`` on one worker per GPU."""
+    import dask
     from distributed import Nanny, Scheduler, SpecCluster
 
     from studio_sep.stages import default_budget_bytes
@@ -366,7 +367,18 @@ def _start_local(n_workers: int, *, device: str | None, blas_threads: int | None
             "dashboard": False, "silence_logs": logging.ERROR}}
     scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "port": 0, "dashboard": False,
                                                "dashboard_address": None}}
-    return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.ERROR, name="studio-sep")
+    with dask.config.set(_pre_spawn_environ(threads)):
+        return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.ERROR, name="studio-sep")
+
+
+def _pre_spawn_environ(threads: int) -> dict:
+    """What a nanny sets before its worker process starts (before numpy loads): the BLAS
+    threads, and not Dask's default ``MALLOC_TRIM_THRESHOLD_=65536``, which fixes glibc's mmap
+    threshold at 128 KiB: every large temporary of the fit is then a fresh mmap, and sessions ran
+    ~1.5× slower (benchmarks/README.md, "Cluster throughput"). A variable set in this
+    process's environment still wins (Dask's rule)."""
+    key = "distributed.nanny.pre-spawn-environ"
+    return {**{f"{key}.{name}": str(threads) for name in BLAS_VARIABLES}, f"{key}.MALLOC_TRIM_THRESHOLD_": None}
 
 
 def _count_gpus() -> int:
