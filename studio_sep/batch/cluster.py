@@ -35,9 +35,7 @@ task again on another worker, which continues from the session's checkpoint.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import queue
 import re
 import time
@@ -45,22 +43,24 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
+from studio_sep.batch.cluster_worker import (
+    TOPIC,
+    run_on_worker,
+    storage_problems,
+    usable_cores,
+    worker_facts,
+)
 from studio_sep.batch.runner import (
     STATUS_FAILED,
     EventSink,
     SessionJob,
     SessionOutcome,
     _complete,
-    _limit_blas_threads,
     _session_name,
-    run_session,
 )
 from studio_sep.util.errors import ClusterError, InputError, StudioSepError
 
-#: The Dask event topic the workers send the sessions' progress on.
-TOPIC = "studio-sep"
 CONNECT_TIMEOUT_S = 20.0
 #: How long a scheduler without workers is waited for.
 WORKER_WAIT_S = 30.0
@@ -130,59 +130,6 @@ def _require_distributed():
         raise ClusterError(None, "--cluster needs Dask distributed, which is not installed",
                            "pip install 'studio-sep[cluster]'") from None
     return distributed
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-# --------------------------------------------------------------------------- in the worker
-
-
-def run_on_worker(job: SessionJob, shares: dict[str, int]) -> SessionOutcome:
-    """One session in a Dask worker: its BLAS threads (``job.options.blas_threads``, else
-    ``shares[worker address]``), every event sent to the client as a Dask event with the
-    worker's name (``worker_name``; the scheduler adds its address as ``worker``), the
-    outcome marked with the name."""
-    from distributed import get_worker
-
-    worker = get_worker()
-    name = str(worker.name)
-    threads = job.options.blas_threads or shares.get(worker.address) or max(1, _cores() // worker.state.nthreads)
-    _limit_blas_threads(threads)
-
-    def emit(event: dict) -> None:
-        worker.log_event(TOPIC, _plain({**event, "worker_name": name}))  # the scheduler adds "worker": address
-
-    outcome = run_session(job, emit)
-    outcome.worker = name
-    return outcome
-
-
-def _plain(event: dict) -> dict:
-    """The event as msgpack can carry it (numpy numbers as Python numbers)."""
-    return json.loads(json.dumps(event, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-
-
-def _visible(paths: list[str], probe: str, token: str) -> list[str]:
-    """In each worker: what it cannot see, ``path: problem`` per path."""
-    problems = []
-    for path in paths:
-        try:
-            os.stat(path)
-        except OSError as exc:
-            problems.append(f"{path}: {(exc.strerror or type(exc).__name__).lower()}")
-    try:
-        same = Path(probe).read_text() == token
-    except OSError:
-        same = False
-    if not same and not problems:
-        problems.append(f"{Path(probe).parent}: another folder than the client's (a probe file written there is "
-                        "missing)")
-    return problems
 
 
 # --------------------------------------------------------------------------- the client
@@ -323,14 +270,18 @@ def open_cluster(cluster: str | ClusterAddress, jobs: Sequence[SessionJob], *, b
     local = client = None
     try:
         if spec.local:
-            local = _start_local(spec.n_workers or _cores(), device=device, blas_threads=blas_threads)
+            local = _start_local(spec.n_workers or usable_cores(), device=device, blas_threads=blas_threads)
         address = local.scheduler_address if local else spec.address
         client = _connect(address, connect_timeout_s)
         workers = _workers(client, address, worker_wait_s)
         notes = _check_resources(workers, address, device)
         _check_storage(client, workers, jobs)
         jobs, requests = _requests(jobs, workers, device)
-        shares = _shares(client, workers, blas_threads)
+        facts = client.run(worker_facts)
+        notes += [f"worker {workers[a]['name']} ({a}) has MALLOC_TRIM_THRESHOLD_ set (Dask's nanny default): "
+                  "sessions run about 1.5x slower there; unset it as docs/cluster.md shows"
+                  for a, f in sorted(facts.items()) if a in workers and f["malloc_trim"] is not None]
+        shares = _shares(workers, facts, blas_threads)
     except BaseException:
         if client is not None:
             client.close()
@@ -349,7 +300,7 @@ def _start_local(n_workers: int, *, device: str | None, blas_threads: int | None
 
     from studio_sep.stages import default_budget_bytes
 
-    threads = blas_threads or max(1, _cores() // n_workers)
+    threads = blas_threads or max(1, usable_cores() // n_workers)
     gpus = _count_gpus() if device == "cuda" else 0
     if device == "cuda" and gpus < 1:
         raise ClusterError("--cluster local", "--device cuda but no CUDA GPU is visible here",
@@ -441,7 +392,7 @@ def _check_storage(client, workers: dict[str, dict], jobs: Sequence[SessionJob])
             probe.write_text(token)
         seen = {}
         for probe in probes:
-            for address, problems in client.run(_visible, paths, str(probe), token).items():
+            for address, problems in client.run(storage_problems, paths, str(probe), token).items():
                 seen.setdefault(address, []).extend(problems)
     finally:
         for probe in probes:
@@ -497,13 +448,12 @@ def _estimate_bytes(job: SessionJob) -> int | None:
         return None
 
 
-def _shares(client, workers: dict[str, dict], blas_threads: int | None) -> dict[str, int]:
+def _shares(workers: dict[str, dict], facts: dict[str, dict], blas_threads: int | None) -> dict[str, int]:
     """BLAS threads per worker: ``blas_threads``, else its host's cores over the worker
     threads on that host."""
     if blas_threads:
         return dict.fromkeys(workers, blas_threads)
-    cores = client.run(_cores)
     per_host = Counter()
     for w in workers.values():
         per_host[w["host"]] += w["nthreads"]
-    return {a: max(1, cores.get(a, 1) // per_host[w["host"]]) for a, w in workers.items()}
+    return {a: max(1, facts.get(a, {}).get("cores", 1) // per_host[w["host"]]) for a, w in workers.items()}
