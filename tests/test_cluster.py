@@ -125,6 +125,39 @@ def test_a_local_cluster_writes_the_same_files_as_a_local_run(sessions: Path, re
     assert _same_audio(reference, out) > 60
 
 
+def test_the_live_display_shows_the_worker_and_a_session_started_again_once() -> None:
+    """Events as they come back from the workers: the worker's name beside the stage, and a
+    session started again on another worker keeps one bar."""
+    import io
+
+    from rich.console import Console
+
+    from studio_sep.batch.display import LiveDisplay, PlainDisplay
+
+    start = {"type": "session_start", "index": 0, "name": "take[1]", "manifest": "m", "folder": "f"}
+    stage = {"type": "stage", "index": 0, "name": "take[1]", "stage": "separate", "status": "start"}
+    progress = {"type": "progress", "index": 0, "name": "take[1]", "stage": "separate", "done": 3, "total": 20,
+                "detail": "log-lik 1.0"}
+    end = {"type": "session_end", "index": 0, "name": "take[1]", "worker_name": "w2",
+           "outcome": {"status": "done", "elapsed_s": 1.0, "folder": "f", "sdr_db": None}}
+    buffer = io.StringIO()
+    with LiveDisplay(Console(file=buffer, force_terminal=True, width=160), 1) as live:
+        for worker in ("w1", "w2"):
+            for event in (start, stage, progress):
+                live({**event, "worker_name": worker})
+            bars = [t for t in live.progress.tasks if t.id != live.overall]
+            assert len(bars) == 1 and bars[0].fields["detail"] == f"log-lik 1.0 on worker {worker}"
+        live(end)
+    assert "take[1]: done in 1.0 s" in buffer.getvalue()
+    plain = io.StringIO()
+    display = PlainDisplay(plain, 1)
+    for event in (start, stage):
+        display({**event, "worker_name": "w1"})
+    display(stage)  # a local run's events: no worker
+    assert plain.getvalue().splitlines() == ["[1/1] take[1]: start on worker w1 (m → f)",
+                                             "[1/1] take[1]: separate … on worker w1", "[1/1] take[1]: separate …"]
+
+
 class _Processes:
     """Processes of one test, each stopped at the end (SIGKILL after a grace), whatever happens."""
 
