@@ -91,7 +91,7 @@ def run(
     cluster: Annotated[str | None, typer.Option(
         metavar="local|local:N|tcp://HOST:PORT", help="Run the sessions on a Dask cluster: a local one of N "
         "workers, or a running dask scheduler whose workers see the sessions and OUT at the same paths "
-        "(docs/cluster.md; pip install 'studio-sep[cluster]').")] = None,
+        "(docs/cluster.md; needs the cluster extra of studio-sep).")] = None,
     blas_threads: Annotated[int | None, typer.Option(help="BLAS threads of each session (default: its share of "
                                                      "the cores; all of them with --jobs 1).")] = None,
 ) -> None:
