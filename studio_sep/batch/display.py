@@ -23,6 +23,11 @@ def _tag(event: dict, n_sessions: int) -> str:
     return f"[{event['index'] + 1}/{n_sessions}] {event['name']}"
 
 
+def _on(event: dict) -> str:
+    """`` on worker NAME`` for an event from a Dask worker (``--cluster``), else nothing."""
+    return f" on worker {event['worker_name']}" if event.get("worker_name") else ""
+
+
 def _end_line(outcome: dict) -> str:
     if outcome["status"] in (STATUS_DONE, STATUS_CURRENT):
         sdr = f", mean SDR {outcome['sdr_db']:+.2f} dB" if outcome.get("sdr_db") is not None else ""
@@ -55,18 +60,21 @@ class LiveDisplay:
     def __call__(self, event: dict) -> None:
         kind, index = event["type"], event.get("index")
         if kind == "session_start":
-            self.tasks[index] = self.progress.add_task(f"{event['name']}: validate", total=1, detail="")
+            if index in self.tasks:  # started again on another worker (--cluster)
+                self.progress.remove_task(self.tasks.pop(index))
+            self.tasks[index] = self.progress.add_task(f"{event['name']}: validate", total=1, detail=_on(event))
         elif kind == "stage" and event["status"] == "start" and index in self.tasks:
             self.stage[index] = event["stage"]
             self.progress.reset(self.tasks[index], total=1, completed=0,
-                                description=f"{event['name']}: {event['stage']}", detail="")
+                                description=f"{event['name']}: {event['stage']}", detail=_on(event))
         elif kind == "progress" and index in self.tasks:
             task = self.tasks[index]
             if event["stage"] != self.stage.get(index):  # a sub-stage (e.g. the mixer's master pass)
                 self.stage[index] = event["stage"]
                 self.progress.reset(task, total=event["total"] or 1, completed=0,
                                     description=f"{event['name']}: {event['stage']}")
-            self.progress.update(task, completed=event["done"], total=event["total"] or 1, detail=event["detail"])
+            self.progress.update(task, completed=event["done"], total=event["total"] or 1,
+                                 detail=event["detail"] + _on(event))
         elif kind == "info":
             self.console.print(Text(f"{_tag(event, self.n)}: {event['message']}"), highlight=False)
         elif kind == "session_end":
@@ -105,13 +113,13 @@ class PlainDisplay:
             return
         tag = _tag(event, self.n)
         if kind == "session_start":
-            self._print(f"{tag}: start ({event['manifest']} → {event['folder']})")
+            self._print(f"{tag}: start{_on(event)} ({event['manifest']} → {event['folder']})")
         elif kind == "info":
             self._print(f"{tag}: {event['message']}")
         elif kind == "stage":
             if event["status"] == "start":
                 self.started[(event["index"], event["stage"])] = time.monotonic()
-                self._print(f"{tag}: {event['stage']} …")
+                self._print(f"{tag}: {event['stage']} …{_on(event)}")
             else:
                 detail = f" ({event['detail']})" if event.get("detail") else ""
                 word = "up to date, skipped" if event["status"] == "skipped" else event["status"]

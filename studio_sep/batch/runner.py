@@ -85,6 +85,7 @@ class SessionOutcome:
     projects: list[str] = field(default_factory=list)
     memory_plan: str | None = None
     report: str | None = None  #: the session's HTML report (``report/index.html``)
+    worker: str | None = None  #: the Dask worker that ran it (--cluster)
 
 
 # --------------------------------------------------------------------------- finding sessions

@@ -39,6 +39,7 @@ from studio_sep.cli.printing import (
     print_metrics,
     print_separation,
     print_session_warnings,
+    print_warning,
     report_batch,
     user_errors,
 )
@@ -91,6 +92,12 @@ def run(
     clap_checkpoint: ClapCheckpointOpt = None, roberta_dir: RobertaDirOpt = None,
     blind_start: BlindStartOpt = None, ensemble: EnsembleOpt = None,
     reference_mic: Annotated[str | None, typer.Option(help="Mic to score at besides each stem mic (default: first).")] = None,
+    cluster: Annotated[str | None, typer.Option(
+        metavar="local|local:N|tcp://HOST:PORT", help="Run the sessions on a Dask cluster: a local one of N "
+        "workers, or a running dask scheduler whose workers see the sessions and OUT at the same paths "
+        "(docs/cluster.md; needs the cluster extra of studio-sep).")] = None,
+    blas_threads: Annotated[int | None, typer.Option(help="BLAS threads of each session (default: its share of "
+                                                     "the cores; all of them with --jobs 1).")] = None,
 ) -> None:
     """Every stage of every session: validate → prior → separate → images → mix → DAW → evaluate → report.
 
@@ -102,14 +109,16 @@ def run(
                           evaluate=not no_evaluate, force=force, jobs=jobs, output=output,
                           options_args=(init, iterations, n_basis, n_fft, hop, device, dtype, seed, processing_rate,
                                         stem_mic, format, max_memory, prior, prior_model, clap_checkpoint,
-                                        roberta_dir, blind_start, ensemble), reference_mic=reference_mic)
+                                        roberta_dir, blind_start, ensemble), reference_mic=reference_mic,
+                          cluster=cluster, blas_threads=blas_threads)
     report_batch(output, outcomes)
     if any(o.status not in ("done", "up to date") for o in outcomes):
         raise typer.Exit(1)
 
 
 def run_batch(sessions, out: Path, *, presets, evaluate: bool, force: bool, jobs: int, output: Output,
-               options_args: tuple, reference_mic: str | None = None):
+               options_args: tuple, reference_mic: str | None = None, cluster: str | None = None,
+               blas_threads: int | None = None):
     """Check the batch (sessions found, options, presets and their plugins) before any
     work; run it with ``output``'s display (on stderr); return the outcomes (the caller
     reports them: :func:`~studio_sep.cli.printing.report_batch`)."""
@@ -128,6 +137,9 @@ def run_batch(sessions, out: Path, *, presets, evaluate: bool, force: bool, jobs
     with user_errors():
         if jobs < 1:
             raise InputError(None, "--jobs", f"{jobs} is not a number of processes", "use 1 or more")
+        from studio_sep.batch.cluster import check_cluster_options
+
+        cluster = check_cluster_options(cluster, jobs=jobs, blas_threads=blas_threads)
         options = separation_options(*options_args)
         if jobs > 1 and options.max_memory is None:  # the machine's budget, shared by the jobs
             from dataclasses import replace
@@ -142,15 +154,27 @@ def run_batch(sessions, out: Path, *, presets, evaluate: bool, force: bool, jobs
         check_unique_preset_names(preset_paths)
     cores = os.cpu_count() or 1
     run_options = RunOptions(separation=options, presets=preset_paths, force=force, evaluate=evaluate,
-                             reference_mic=reference_mic, blas_threads=max(1, cores // jobs) if jobs > 1 else None)
+                             reference_mic=reference_mic,
+                             blas_threads=blas_threads or (max(1, cores // jobs) if jobs > 1 else None))
     job_list = [SessionJob(index=i, manifest=m, out_root=out.resolve(), options=run_options)
                 for i, m in enumerate(manifests)]
+    batch = None
+    if cluster is not None:  # reached and checked (resources, shared storage) before any work
+        from studio_sep.batch.cluster import open_cluster
+
+        with user_errors(out):
+            batch = open_cluster(cluster, job_list, blas_threads=blas_threads)
+        for note in batch.notes:
+            print_warning(note)
     interrupted = False
     with batch_display(output, len(job_list)) as display:
         try:
-            outcomes = run_batch(job_list, n_jobs=jobs, emit=display)
+            outcomes = batch.run(emit=display) if batch else run_batch(job_list, n_jobs=jobs, emit=display)
         except KeyboardInterrupt as exc:
             outcomes, interrupted = getattr(exc, "outcomes", []), True
+        finally:
+            if batch:
+                batch.close()
     if interrupted:
         report_batch(output, outcomes)
         err_console.print("interrupted: finished stages are kept; run the same command again to continue")

@@ -110,3 +110,15 @@ class FitError(StudioSepError):
     """The separation's fit did not give a usable model for this input (NaN/inf parameters)."""
 
     exit_code = 1
+
+
+class ClusterError(StudioSepError):
+    """A Dask cluster that cannot run the batch (unreachable scheduler, no workers, a worker
+    that cannot see the shared files or declares no resources), found before any work.
+
+    One line naming the scheduler or the worker, the problem and the fix.
+    """
+
+    def __init__(self, where: str | None, problem: str, fix: str | None = None):
+        self.where, self.problem, self.fix = where, problem, fix
+        super().__init__(_one_line(where, None, problem, fix))
