@@ -20,29 +20,17 @@ from studio_sep.batch.runner import RunOptions, SessionJob, find_sessions, run_b
 from studio_sep.io import audio as audio_io
 from studio_sep.stages import SeparationOptions
 from studio_sep.util.errors import InputError
+from tests.small_sessions import batch_with_a_broken_session
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER = REPO / "presets" / "paper.toml"
 ZAM = Path("/usr/lib/vst3")
 
 
-def _copy_session(manifest: Path, folder: Path, name: str) -> Path:
-    """A copy of the rendered session under another name (its own folder and audio)."""
-    shutil.copytree(manifest.parent, folder / name)
-    copy = folder / name / "session.toml"
-    text = copy.read_text()
-    copy.write_text(re.sub(r'(?m)^name = ".*"$', f'name = "{name}"', text, count=1))
-    return copy
-
-
 @pytest.fixture(scope="module")
 def sessions(rendered_session: Path, tmp_path_factory) -> Path:
     """Three sessions in one folder: two good ones and one whose audio file is gone."""
-    root = tmp_path_factory.mktemp("sessions")
-    for name in ("alpha", "bravo", "charlie"):
-        _copy_session(rendered_session, root, name)
-    (root / "bravo" / "audio" / "mics.wav").unlink()
-    return root
+    return batch_with_a_broken_session(rendered_session, tmp_path_factory.mktemp("sessions"))
 
 
 def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:

@@ -27,7 +27,7 @@ from studio_sep.batch.runner import RunOptions, SessionJob  # noqa: E402
 from studio_sep.io import audio as audio_io  # noqa: E402
 from studio_sep.stages import SeparationOptions  # noqa: E402
 from studio_sep.util.errors import ClusterError, InputError  # noqa: E402
-from tests.test_batch import _copy_session  # noqa: E402
+from tests.small_sessions import batch_with_a_broken_session  # noqa: E402
 
 #: Small and quick: one spatial start, one fit of 20 iterations (a checkpoint at 10) at 8 kHz,
 #: one BLAS thread everywhere (the same arithmetic to the bit).
@@ -44,11 +44,7 @@ def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def sessions(rendered_session: Path, tmp_path_factory) -> Path:
     """alpha and charlie (copies of the rendered trio) and bravo, whose audio is gone."""
-    root = tmp_path_factory.mktemp("cluster-sessions")
-    for name in ("alpha", "bravo", "charlie"):
-        _copy_session(rendered_session, root, name)
-    (root / "bravo" / "audio" / "mics.wav").unlink()
-    return root
+    return batch_with_a_broken_session(rendered_session, tmp_path_factory.mktemp("cluster-sessions"))
 
 
 @pytest.fixture(scope="module")

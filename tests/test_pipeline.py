@@ -129,8 +129,7 @@ def close_miked_session(tmp_path_factory) -> Path:
     pair of room mics: a scene blind FastMNMF2 separates, to test naming end to end."""
     from scipy.signal import butter, sosfilt
 
-    from studio_sep.session import Mic, Room, Session, Source, Truth, dump_session
-    from studio_sep.sim import calibrate_room, render_images
+    from tests.small_sessions import write_noise_band_session
 
     folder = tmp_path_factory.mktemp("close")
     sr, n = 8000, 8000 * 5
@@ -147,22 +146,9 @@ def close_miked_session(tmp_path_factory) -> Path:
     # output, but in an order unrelated to the sources', so only the naming step can
     # put the outputs in manifest order.
     mics = [spots[1], spots[2], spots[0], (3.0, 0.5, 1.5), (3.2, 0.5, 1.5)]
-    room = calibrate_room(dimensions_m=(6.0, 4.0, 3.0), rt60_s=0.2, sample_rate=sr)
-    images = render_images(dry, source_positions_m=np.array(sources),
-                                    mics=[(p, "omni", 0.0, 0.0) for p in mics], calibration=room, sample_rate=sr)
-    names, mic_names = ["low", "mid", "high"], ["spot_mid", "spot_high", "spot_low", "room_a", "room_b"]
-    audio_io.write_audio(folder / "mics.wav", images.sum(axis=0), sr)
-    for k, name in enumerate(names):
-        audio_io.write_audio(folder / f"{name}.wav", images[k], sr)
-    session = Session(
-        path=folder / "session.toml", name="close",
-        mics=tuple(Mic(name=m, position_m=p, file=folder / "mics.wav", channel=i + 1)
-                   for i, (m, p) in enumerate(zip(mic_names, mics))),
-        sources=tuple(Source(name=name, position_m=p, prompt=name, spot_mic=f"spot_{name}")
-                      for name, p in zip(names, sources)),
-        room=Room(dimensions_m=(6.0, 4.0, 3.0), rt60_s=0.2),
-        truth=Truth(images={name: folder / f"{name}.wav" for name in names}))
-    return dump_session(session)
+    return write_noise_band_session(folder, "close", dry, sample_rate=sr, sources=sources, mics=mics,
+                                    source_names=["low", "mid", "high"],
+                                    mic_names=["spot_mid", "spot_high", "spot_low", "room_a", "room_b"])
 
 
 def mic_names_of(session) -> list[str]:

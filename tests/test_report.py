@@ -24,6 +24,7 @@ from studio_sep.io import audio as audio_io
 from studio_sep.session import load_session
 from studio_sep.stages import SeparationOptions
 from studio_sep.stages.report_data import framewise_sdr, leakage_db, loudness_lufs, matched_volumes
+from tests.small_sessions import write_noise_band_session
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -89,9 +90,6 @@ def small_session(tmp_path_factory) -> Path:
     mic; 3 s at 8 kHz, with ground truth: a run of a few seconds."""
     from scipy.signal import butter, sosfilt
 
-    from studio_sep.session import Mic, Room, Session, Source, Truth, dump_session
-    from studio_sep.sim import calibrate_room, render_images
-
     folder = tmp_path_factory.mktemp("small")
     sr, n = 8000, 8000 * 3
     rng = np.random.default_rng(0)
@@ -100,22 +98,8 @@ def small_session(tmp_path_factory) -> Path:
                     for band in ((100, 600), (1200, 3000))])
     sources = [(1.5, 1.0, 1.0), (4.5, 2.5, 1.0)]
     mics = [(x, y + 0.3, z) for x, y, z in sources] + [(3.0, 0.5, 1.5)]
-    room = calibrate_room(dimensions_m=(6.0, 4.0, 3.0), rt60_s=0.2, sample_rate=sr)
-    images = render_images(dry / 10, source_positions_m=np.array(sources),
-                           mics=[(p, "omni", 0.0, 0.0) for p in mics], calibration=room, sample_rate=sr)
-    names, mic_names = ["low", "high"], ["spot_low", "spot_high", "room"]
-    audio_io.write_audio(folder / "mics.wav", images.sum(axis=0), sr)
-    for k, name in enumerate(names):
-        audio_io.write_audio(folder / f"{name}.wav", images[k], sr)
-    session = Session(
-        path=folder / "session.toml", name="small",
-        mics=tuple(Mic(name=m, position_m=p, file=folder / "mics.wav", channel=i + 1)
-                   for i, (m, p) in enumerate(zip(mic_names, mics))),
-        sources=tuple(Source(name=name, position_m=p, prompt=name, spot_mic=f"spot_{name}")
-                      for name, p in zip(names, sources)),
-        room=Room(dimensions_m=(6.0, 4.0, 3.0), rt60_s=0.2),
-        truth=Truth(images={name: folder / f"{name}.wav" for name in names}))
-    return dump_session(session)
+    return write_noise_band_session(folder, "small", dry / 10, sample_rate=sr, sources=sources, mics=mics,
+                                    source_names=["low", "high"], mic_names=["spot_low", "spot_high", "room"])
 
 
 def _run(manifest: Path, out: Path):
