@@ -124,7 +124,10 @@ def test_run_ends_with_the_report_stage_and_a_batch_index(small_session: Path, s
     assert outcome.report == str(page) and page.is_file()
     run = json.loads((out / "small" / "run.json").read_text())
     assert "report/index.html" in run["stages"]["report"]["outputs"]
+    separate_peak = run["stages"]["separate"]["peak_rss_bytes"]  # the process's VmHWM after the stage
+    assert 50 * 2**20 < separate_peak <= run["stages"]["report"]["peak_rss_bytes"]
     text = page.read_text()
+    assert "peak RSS after separate" in text
     assert "http://" not in text and "https://" not in text  # offline: nothing fetched
     for src in re.findall(r'(?:src|href)="([^"#:]+)"', text):  # every file the page names is there
         assert (page.parent / src).is_file(), src

@@ -296,10 +296,12 @@ def _run_tables(run: dict) -> list[tuple[str, list[tuple[str, str]]]]:
     stages = run.get("stages", {})
     timings = [(f"stage {name}", f"{entry.get('elapsed_s', 0):.2f} s (finished {entry.get('finished', '—')})")
                for name, entry in stages.items() if name != STAGE]
+    peaks = [(f"peak RSS after {name}", format_size(entry["peak_rss_bytes"])) for name, entry in stages.items()
+             if name != STAGE and isinstance(entry.get("peak_rss_bytes"), int)]
     timings += [(k, _show(v)) for k, v in (run.get("timings_s") or {}).items()]
     memory = sep.get("memory") or {}
     memory_rows = [(k, format_size(v) if k.endswith("bytes") and isinstance(v, (int, float)) else _show(v))
-                   for k, v in memory.items() if k not in ("seams", "bounds_samples")]
+                   for k, v in memory.items() if k not in ("seams", "bounds_samples")] + peaks
     versions = [(k, str(v)) for k, v in (run.get("versions") or {}).items()]
     return [("Settings", settings), ("Prior", prior_rows), ("Timings", timings), ("Memory", memory_rows),
             ("Versions", [("studio-sep", str(run.get("studio_sep", "—"))), *versions])]

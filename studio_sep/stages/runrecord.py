@@ -115,11 +115,15 @@ class RunRecord:
 
     def finish(self, name: str, fp: str, outputs: Iterable[str | os.PathLike], *, elapsed_s: float,
                sections: Mapping[str, Any] | None = None, **extra: Any) -> dict:
-        """Record a finished stage (and top-level ``sections``) once its files are written."""
+        """Record a finished stage (and top-level ``sections``) once its files are written, with
+        the process's peak resident memory so far (``peak_rss_bytes``: VmHWM, None off Linux; a
+        process that ran earlier sessions counts their peak too)."""
+        from studio_sep.stages.memory import peak_rss_bytes
+
         paths = {str(Path(p).resolve().relative_to(self.folder.resolve())): Path(p) for p in outputs}
         rel = sorted(paths)
         record = {"fingerprint": fp, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                  "elapsed_s": round(elapsed_s, 3), "outputs": rel,
+                  "elapsed_s": round(elapsed_s, 3), "peak_rss_bytes": peak_rss_bytes(), "outputs": rel,
                   "sizes": {r: paths[r].stat().st_size for r in rel},
                   **({"sections": sorted(sections)} if sections else {}), **extra}
         data = self.load()
