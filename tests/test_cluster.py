@@ -22,7 +22,7 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from studio_sep.batch.cluster import _check_resources, open_cluster, parse_cluster  # noqa: E402
+from studio_sep.batch.cluster import _check_resources, _requests, open_cluster, parse_cluster  # noqa: E402
 from studio_sep.batch.runner import RunOptions, SessionJob  # noqa: E402
 from studio_sep.io import audio as audio_io  # noqa: E402
 from studio_sep.stages import SeparationOptions  # noqa: E402
@@ -87,6 +87,12 @@ def test_cluster_addresses_and_options_are_checked_before_any_work(sessions: Pat
     assert any("runs 2 sessions at once" in n for n in notes)
     with pytest.raises(ClusterError, match="no worker declares a memory resource and a GPU resource"):
         _check_resources(workers, "tcp://s:1", "cuda")
+    # each task asks for its session's planned peak (at most the budget) and, on cuda, one GPU
+    job = SessionJob(0, sessions / "alpha" / "session.toml", tmp_path, RunOptions(SeparationOptions()))
+    for device, gpu in (("cpu", None), ("cuda", 1)):
+        jobs, requests = _requests([job], workers, device)
+        assert jobs[0].options.separation.max_memory == int(8e9)  # the largest worker's memory is the budget
+        assert 1e6 < requests[0]["memory"] < 8e9 and requests[0].get("GPU") == gpu
     # nothing listens there: one line naming the address, within the timeout
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
