@@ -30,8 +30,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from studio_sep.classnet import separate_long  # noqa: E402
-from studio_sep.classnet.audiosep import (  # noqa: E402
+from studio_sep.classnet import separate_long
+from studio_sep.classnet.audiosep import (
     AUDIOSEP_CHANNELS,
     FRONT_END_KEYS,
     AudioSepNet,
@@ -42,10 +42,11 @@ from studio_sep.classnet.audiosep import (  # noqa: E402
     front_end_tensors,
     load_audiosep,
 )
-from studio_sep.cli import app  # noqa: E402
-from studio_sep.priors.classnet import load_classnet, network_spectra  # noqa: E402
-from studio_sep.util.atomic import file_sha256  # noqa: E402
-from studio_sep.util.errors import InputError  # noqa: E402
+from studio_sep.cli import app
+from studio_sep.priors.classnet import load_classnet, network_spectra
+from studio_sep.util.atomic import file_sha256
+from studio_sep.util.errors import InputError
+from tests.test_clap import HAVE_LAION_CLAP, write_roberta_files
 
 runner = __import__("typer.testing", fromlist=["CliRunner"]).CliRunner()
 KEYS_FILE = Path(__file__).parent / "data" / "audiosep_resunet30_keys.json"
@@ -296,11 +297,10 @@ def test_cli_refuses_another_clap_model_before_any_work(rendered_session, small_
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:torch.meshgrid")  # inside laion-clap's HTSAT
+@pytest.mark.skipif(not HAVE_LAION_CLAP, reason="laion-clap not installed (pip install 'studio-sep[clap]')")
 def test_separate_with_an_audiosep_checkpoint_end_to_end(rendered_session, tmp_path, monkeypatch) -> None:
     """The real (randomly initialised) LAION-CLAP HTSAT-base queries a small AudioSep on a 16 kHz session."""
-    pytest.importorskip("laion_clap")
     from studio_sep.classnet import clap
-    from tests.test_clap import write_roberta_files
 
     monkeypatch.delenv(clap.CHECKPOINT_ENV, raising=False)
     monkeypatch.delenv(clap.ROBERTA_ENV, raising=False)
