@@ -1,4 +1,4 @@
-"""AudioSep's separator (studio_sep.classnet.audiosep) and its use as the classnet prior.
+"""AudioSep's separator (studio_sep.classnet.audiosep, .audiosep_checkpoint) and its use as the classnet prior.
 
 No AudioSep weights can be downloaded here: every checkpoint is made by the test, from a
 randomly initialised :class:`AudioSepNet`, in the layout of the released
@@ -31,14 +31,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from studio_sep.classnet import separate_long
-from studio_sep.classnet.audiosep import (
-    AUDIOSEP_CHANNELS,
+from studio_sep.classnet.audiosep import AUDIOSEP_CHANNELS, AudioSepNet, audiosep_channels, film_layers
+from studio_sep.classnet.audiosep_checkpoint import (
     FRONT_END_KEYS,
-    AudioSepNet,
-    audiosep_channels,
     audiosep_state_dict,
     check_clap_file,
-    film_layers,
     front_end_tensors,
     load_audiosep,
 )

@@ -38,7 +38,7 @@ def load_classnet(path: str, file_sha: str) -> _LoadedClassNet:
     the project's own format, or AudioSep's released checkpoint (recognised by its
     ``ss_model.*`` keys; conditioned by CLAP)."""
     from studio_sep.classnet import load_checkpoint
-    from studio_sep.classnet.audiosep import LAYOUT, is_audiosep_state, load_audiosep, read_state
+    from studio_sep.classnet.audiosep_checkpoint import LAYOUT, is_audiosep_state, load_audiosep, read_state
 
     if _may_be_audiosep(path):
         state = read_state(path)

@@ -115,7 +115,7 @@ def resolve_prior(session, kind: str, *, model: str | Path | None = None, clap: 
         clap_record = {"checkpoint": str(files.checkpoint), "roberta": str(files.roberta_dir),
                        "checkpoint_sha256": file_sha256(files.checkpoint)}
         if loaded.layout == "audiosep":  # the CLAP file must be the one AudioSep was trained with
-            from studio_sep.classnet.audiosep import check_clap_file
+            from studio_sep.classnet.audiosep_checkpoint import check_clap_file
 
             checked = check_clap_file(loaded.clap_fingerprint, files.checkpoint, checkpoint=path)
             clap_record["query"] = "text"  # AudioSep was trained on text queries only
