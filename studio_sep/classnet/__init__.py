@@ -16,6 +16,9 @@ the pipeline imports it lazily.
 - :mod:`.clap`: LAION-CLAP queries loaded offline from files the user supplies
   (``ClapQuery``; optional extra ``studio-sep[clap]``, imported only when used).
 - :mod:`.train`: resumable training on ``studio-sep augment`` data.
+- :mod:`.audiosep`: AudioSep's separator (ResUNet30 + FiLM, 32 kHz); :mod:`.audiosep_checkpoint`
+  loads it strictly from its released checkpoint (``audiosep_base_4M_steps.ckpt``) for the
+  classnet prior.
 """
 
 from studio_sep.classnet.checkpoint import (

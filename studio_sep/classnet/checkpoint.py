@@ -209,7 +209,8 @@ def load_foreign_state(model: ClassNet, path_or_state: str | os.PathLike | Mappi
 def _read_own(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     kind = _file_kind(path)
     not_ours = ("not a studio-sep checkpoint",
-                "load LASS-net or CLASS-net-authors files with load_foreign_state(model, path, layout=...)")
+                ("--prior-model also takes AudioSep's audiosep_base_4M_steps.ckpt; load LASS-net or "
+                 "CLASS-net-authors files with load_foreign_state(model, path, layout=...)"))
     if kind == "safetensors":
         try:
             with safetensors.safe_open(str(path), framework="pt") as f:
@@ -241,7 +242,16 @@ def _read_foreign(path: Path):
     return _torch_load(path)
 
 
-def _torch_load(path: Path):
+def _torch_load(path: Path, *, mmap: bool = False,
+                resave: str = "torch.save(torch.load(p, weights_only=False)['model'], out)"):
+    """``torch.load(weights_only=True)`` on the CPU, with one-line errors; ``mmap`` maps the
+    file instead of reading it (zip-format files; others are read); ``resave`` is the
+    re-save command the error for pickled objects suggests."""
+    if mmap:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except (RuntimeError, ValueError, pickle.UnpicklingError, OSError, EOFError, KeyError):
+            pass  # not zip-format (or damaged): the plain load below says which
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -250,8 +260,7 @@ def _torch_load(path: Path):
             raise InputError(path, None, f"unreadable torch file: {_one_line(exc)[:160]}",
                              "copy the file again") from None
         raise InputError(path, None, f"holds pickled Python objects ({found.group(1)}), which a weights-only "
-                         "load refuses", "in an environment you trust, re-save only its tensors, e.g. "
-                         "torch.save(torch.load(p, weights_only=False)['model'], out)") from None
+                         "load refuses", f"in an environment you trust, re-save only its tensors, e.g. {resave}") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError) as exc:  # damaged or truncated files
         raise InputError(path, None, f"unreadable torch file: {_one_line(exc)[:160]}", "copy the file again") from None
 

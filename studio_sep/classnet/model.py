@@ -318,23 +318,33 @@ class ClassNet(nn.Module):
         return Separation(self.waveform(mask_BFT * X_BFT, wave_BS.shape[-1]), mask_BFT)
 
     def _check_inputs(self, wave_BS: torch.Tensor, cond_BC: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if not isinstance(wave_BS, torch.Tensor) or wave_BS.ndim != 2 or wave_BS.shape[-1] < 1:
-            shape = tuple(wave_BS.shape) if isinstance(wave_BS, torch.Tensor) else type(wave_BS).__name__
-            raise InputError(None, "wave", f"expected a tensor of shape (batch, samples), got {shape}",
-                             "pass a 2-D tensor; add a batch axis with wave[None]")
-        expected = (wave_BS.shape[0], self.cond_dim)
-        if not isinstance(cond_BC, torch.Tensor) or tuple(cond_BC.shape) != expected:
-            shape = tuple(cond_BC.shape) if isinstance(cond_BC, torch.Tensor) else type(cond_BC).__name__
-            raise InputError(None, "cond", f"expected shape {expected}, got {shape}",
-                             "pass one query embedding per mixture in the batch")
-        param = self.proj.weight
-        for name, t in (("wave", wave_BS), ("cond", cond_BC)):
-            if t.device != param.device:
-                raise InputError(None, name, f"is on {t.device}, the model on {param.device}",
-                                 "move the input (or the model) with .to(device)")
-            if not t.is_floating_point():
-                raise InputError(None, name, f"has dtype {t.dtype}", "pass floating-point samples")
-        return wave_BS.to(param.dtype), cond_BC.to(param.dtype)
+        return check_separation_inputs(wave_BS, cond_BC, cond_dim=self.cond_dim, like=self.proj.weight)
+
+
+def check_separation_inputs(wave_BS, cond_BC, *, cond_dim: int, like: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check a separator's inputs and cast them to ``like``'s dtype.
+
+    ``wave_BS`` must be a floating-point (batch, samples) tensor, ``cond_BC`` a
+    floating-point (batch, cond_dim) tensor, both on ``like``'s device (a parameter of the
+    model); raises :class:`~studio_sep.util.errors.InputError` naming the input and the fix.
+    """
+    if not isinstance(wave_BS, torch.Tensor) or wave_BS.ndim != 2 or wave_BS.shape[-1] < 1:
+        shape = tuple(wave_BS.shape) if isinstance(wave_BS, torch.Tensor) else type(wave_BS).__name__
+        raise InputError(None, "wave", f"expected a tensor of shape (batch, samples), got {shape}",
+                         "pass a 2-D tensor; add a batch axis with wave[None]")
+    expected = (wave_BS.shape[0], cond_dim)
+    if not isinstance(cond_BC, torch.Tensor) or tuple(cond_BC.shape) != expected:
+        shape = tuple(cond_BC.shape) if isinstance(cond_BC, torch.Tensor) else type(cond_BC).__name__
+        raise InputError(None, "cond", f"expected shape {expected}, got {shape}",
+                         "pass one query embedding per mixture in the batch")
+    for name, t in (("wave", wave_BS), ("cond", cond_BC)):
+        if t.device != like.device:
+            raise InputError(None, name, f"is on {t.device}, the model on {like.device}",
+                             "move the input (or the model) with .to(device)")
+        if not t.is_floating_point():
+            raise InputError(None, name, f"has dtype {t.dtype}", "pass floating-point samples")
+    return wave_BS.to(like.dtype), cond_BC.to(like.dtype)
 
 
 def _check_config(*, width, depth, cond_dim, film_dim, n_fft, hop, sample_rate) -> None:
@@ -421,7 +431,9 @@ def separate_long(model: ClassNet, wave_BS: torch.Tensor, cond_BC: torch.Tensor,
 
     Parameters
     ----------
-    model : ClassNet
+    model : ClassNet or AudioSepNet
+        Any separator with ``sample_rate``, ``_check_inputs`` and a forward pass
+        returning :class:`Separation`.
     wave_BS : torch.Tensor, shape (B, S)
         Mixture at ``model.sample_rate``.
     cond_BC : torch.Tensor, shape (B, cond_dim)

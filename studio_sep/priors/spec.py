@@ -20,7 +20,9 @@ Kinds (``--prior``):
     CLASS-net (:mod:`studio_sep.classnet`): the network's estimate of the queried
     source from the source's stem mic. A checkpoint bundling its own query encoder
     (``QueriedClassNet``) needs nothing else; a plain ``ClassNet`` checkpoint is
-    conditioned by LAION-CLAP (:mod:`studio_sep.classnet.clap`). (:mod:`studio_sep.priors.classnet`)
+    conditioned by LAION-CLAP (:mod:`studio_sep.classnet.clap`); so is AudioSep's released
+    checkpoint (:mod:`studio_sep.classnet.audiosep`, 32 kHz, text queries only).
+    (:mod:`studio_sep.priors.classnet`)
 
 Each source's prior is computed on its stem mic (its ``spot_mic``, else the nearest
 mic; ``--stem-mic`` changes it), where it is loudest. A prior holding less than
@@ -61,15 +63,18 @@ class PriorSpec:
     #: source name → instrument class (nmf) or query (classnet)
     queries: dict[str, str] = field(default_factory=dict)
     clap: dict | None = None
+    #: classnet only: the checkpoint's layout, "studio-sep" (save_checkpoint) or "audiosep"
+    layout: str | None = None
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "model": str(self.model) if self.model else None,
-                "model_sha256": self.model_sha256, "queries": dict(self.queries), "clap": self.clap}
+        out = {"kind": self.kind, "model": str(self.model) if self.model else None,
+               "model_sha256": self.model_sha256, "queries": dict(self.queries), "clap": self.clap}
+        return out if self.layout is None else {**out, "layout": self.layout}
 
     @classmethod
     def from_dict(cls, d: dict) -> PriorSpec:
         return cls(d["kind"], Path(d["model"]) if d.get("model") else None, d.get("model_sha256"),
-                   dict(d.get("queries") or {}), d.get("clap"))
+                   dict(d.get("queries") or {}), d.get("clap"), d.get("layout"))
 
 
 @dataclass(frozen=True)
@@ -109,8 +114,15 @@ def resolve_prior(session, kind: str, *, model: str | Path | None = None, clap: 
         files = resolve_clap_files((clap or {}).get("checkpoint"), (clap or {}).get("roberta"))
         clap_record = {"checkpoint": str(files.checkpoint), "roberta": str(files.roberta_dir),
                        "checkpoint_sha256": file_sha256(files.checkpoint)}
+        if loaded.layout == "audiosep":  # the CLAP file must be the one AudioSep was trained with
+            from studio_sep.classnet.audiosep_checkpoint import check_clap_file
+
+            checked = check_clap_file(loaded.clap_fingerprint, files.checkpoint, checkpoint=path)
+            clap_record["query"] = "text"  # AudioSep was trained on text queries only
+            # CLAP tensors found equal in the checkpoint's frozen query encoder (0: it has none)
+            clap_record["tensors_matching_checkpoint"] = checked
     return PriorSpec("classnet", model=path.resolve(), model_sha256=loaded.sha256, queries=queries,
-                     clap=clap_record)
+                     clap=clap_record, layout=loaded.layout)
 
 
 def compute_prior(spec: PriorSpec, session, settings, x_proc_MS: np.ndarray, X_FTM: np.ndarray, *,

@@ -40,9 +40,12 @@ def metrics_markdown(metrics: dict) -> str:
 
 
 def prior_label(prior) -> str:
-    """``nmf``, ``classnet (model.safetensors, sha256 1a2b3c4d…)`` or ``none`` (older runs: a string)."""
+    """``nmf``, ``classnet (model.safetensors, sha256 1a2b3c4d…)``, ``classnet (AudioSep
+    audiosep_base_4M_steps.ckpt, sha256 …)`` or ``none`` (older runs: a string)."""
     if not isinstance(prior, dict):
         return str(prior)
     if prior.get("model"):
-        return f"{prior['kind']} ({Path(prior['model']).name}, sha256 {str(prior.get('model_sha256'))[:12]}…)"
+        layout = "AudioSep " if prior.get("layout") == "audiosep" else ""
+        return (f"{prior['kind']} ({layout}{Path(prior['model']).name}, "
+                f"sha256 {str(prior.get('model_sha256'))[:12]}…)")
     return prior["kind"]
