@@ -155,3 +155,16 @@ def test_train_refuses_data_rendered_with_the_heldout_soundfont(tmp_path):
     (tmp_path / "dataset.json").write_text(json.dumps(meta))
     with pytest.raises(InputError, match="MuseScore_General.sf3, held out as the unseen-timbre test set"):
         train(tmp_path, tmp_path / "run", steps=1)
+
+
+def test_an_example_without_interference_has_no_improvement():
+    from studio_sep.classnet.train_loss import example_scores
+
+    t = np.sin(np.arange(1600) / 5.0)
+    alone = example_scores(t, 0.5 * t, t)  # the mixture is the target: no interferer sounded
+    assert math.isnan(alone["sdr_mixture"]) and math.isnan(alone["si_sdr_mixture"])
+    assert alone["sdr"] == pytest.approx(10 * math.log10(4)) and alone["level_db"] == pytest.approx(-6.02, abs=0.01)
+    rows = [{**_row("saxophone", 3, -2)}, {"class": "saxophone", "val_loss": 0.1, **alone}]
+    v = validation_scores(rows)
+    assert v["per_class"]["saxophone"]["sdri"] == pytest.approx(5)  # the other example only, not −300 dB
+    assert v["per_class"]["saxophone"]["sdr"] == pytest.approx((3 + 10 * math.log10(4)) / 2)

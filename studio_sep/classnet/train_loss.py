@@ -127,12 +127,21 @@ def sdr(ref_S: np.ndarray, est_S: np.ndarray) -> float:
 
 def example_scores(target_S: np.ndarray, est_S: np.ndarray, mixture_S: np.ndarray) -> dict:
     """One validation example: SDR and SI-SDR of the estimate and of the mixture, the
-    estimate's level against the target (dB)."""
-    level = 10 * np.log10(max(float(np.sum(np.square(est_S, dtype=np.float64))), 1e-30)
-                          / max(float(np.sum(np.square(target_S, dtype=np.float64))), 1e-30))
-    return {"sdr": sdr(target_S, est_S), "sdr_mixture": sdr(target_S, mixture_S),
-            "si_sdr": float(si_sdr(target_S, est_S)), "si_sdr_mixture": float(si_sdr(target_S, mixture_S)),
-            "level_db": float(level)}
+    estimate's level against the target (dB).
+
+    An example whose mixture is its target (no interferer sounded: the augmentation's
+    insertions can all miss) has no mixture score and no improvement: those are NaN, and
+    left out of the means, instead of a +300 dB mixture that would sink its class's mean.
+    """
+    target = np.asarray(target_S, dtype=np.float64)
+    power = max(float(np.sum(target**2)), 1e-30)
+    level = 10 * np.log10(max(float(np.sum(np.square(est_S, dtype=np.float64))), 1e-30) / power)
+    interfered = float(np.sum((np.asarray(mixture_S, dtype=np.float64) - target) ** 2)) > 1e-9 * power
+    nan = float("nan")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {"sdr": sdr(target, est_S), "sdr_mixture": sdr(target, mixture_S) if interfered else nan,
+                "si_sdr": float(np.clip(si_sdr(target, est_S), -300, 300)),
+                "si_sdr_mixture": float(si_sdr(target, mixture_S)) if interfered else nan, "level_db": float(level)}
 
 
 def validation_scores(rows: Sequence[dict]) -> dict:
@@ -146,21 +155,24 @@ def validation_scores(rows: Sequence[dict]) -> dict:
         level_db (median), collapsed}}``; ``worst_class`` and ``worst_sdri`` (the class
         with the lowest SDRi); ``collapsed``: the collapsed classes.
     """
-    def mean(key, subset):
-        return float(np.mean([r[key] for r in subset]))
+    def mean(key, subset):  # NaN (no mixture score) left out
+        values = np.array([r[key] for r in subset], dtype=np.float64)
+        return float(np.mean(values[np.isfinite(values)])) if np.isfinite(values).any() else float("nan")
+
+    def gain(key, subset):  # paired: the examples that have a mixture score
+        return mean(key, [{key: r[key] - r[f"{key}_mixture"]} for r in subset])
 
     per_class = {}
     for cls in sorted({str(r["class"]) for r in rows}):
         sub = [r for r in rows if str(r["class"]) == cls]
         level = float(np.median([r["level_db"] for r in sub]))
-        per_class[cls] = {"n": len(sub), "sdr": mean("sdr", sub), "sdri": mean("sdr", sub) - mean("sdr_mixture", sub),
-                          "si_sdr": mean("si_sdr", sub), "si_sdri": mean("si_sdr", sub) - mean("si_sdr_mixture", sub),
-                          "level_db": level, "collapsed": bool(level < COLLAPSE_DB)}
+        per_class[cls] = {"n": len(sub), "sdr": mean("sdr", sub), "sdri": gain("sdr", sub), "si_sdr": mean("si_sdr", sub),
+                          "si_sdri": gain("si_sdr", sub), "level_db": level, "collapsed": bool(level < COLLAPSE_DB)}
     worst = min(per_class, key=lambda c: per_class[c]["sdri"])
     return {"val_loss": mean("val_loss", rows), "sdr": mean("sdr", rows), "si_sdr": mean("si_sdr", rows),
-            "si_sdr_mixture": mean("si_sdr_mixture", rows), "si_sdri": mean("si_sdr", rows) - mean("si_sdr_mixture", rows),
-            "sdri": mean("sdr", rows) - mean("sdr_mixture", rows), "per_class": per_class, "worst_class": worst,
-            "worst_sdri": per_class[worst]["sdri"], "collapsed": [c for c, v in per_class.items() if v["collapsed"]]}
+            "si_sdr_mixture": mean("si_sdr_mixture", rows), "si_sdri": gain("si_sdr", rows), "sdri": gain("sdr", rows),
+            "per_class": per_class, "worst_class": worst, "worst_sdri": per_class[worst]["sdri"],
+            "collapsed": [c for c, v in per_class.items() if v["collapsed"]]}
 
 
 def selection_key(entry: dict) -> tuple[float, float]:
