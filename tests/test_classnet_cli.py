@@ -50,3 +50,35 @@ def test_augment_train_and_use_the_model(rendered_session: Path, tmp_path: Path)
     run = json.loads((tmp_path / "sep" / "ircam_trio" / "run.json").read_text())
     assert run["separation"]["prior"]["kind"] == "classnet"
     assert run["separation"]["spectral_init"].endswith("geometric mean with the classnet prior")
+
+
+def test_two_training_soundfonts_and_a_heldout_set(tmp_path: Path) -> None:
+    """augment renders each program with every --soundfont; --heldout writes a test split only, from a
+    SoundFont named MuseScore_General (here a link to TimGM6mb, for speed), twice the same; train refuses it."""
+    if not SOUNDFONT.is_file():
+        pytest.skip("TimGM6mb.sf2 not installed")
+    other = tmp_path / "Other_GM.sf2"
+    other.symlink_to(SOUNDFONT)
+    heldout = tmp_path / "MuseScore_General.sf2"
+    heldout.symlink_to(SOUNDFONT)
+    common = ["--phrases-per-program", "1", "--classes", "violin,saxophone,piano", "--seed", "2"]
+    result = runner.invoke(app, ["augment", str(tmp_path / "data"), "--examples", "6", "--val", "0", "--test", "0",
+                                 "--soundfont", str(SOUNDFONT), "--soundfont", str(other), *common])
+    assert result.exit_code == 0, result.output
+    sources = {json.loads((tmp_path / "data" / "train" / f"{i:06d}.json").read_text())["target_source"]
+               for i in range(6)}
+    assert {s.rsplit("@", 1)[1] for s in sources} <= {"TimGM6mb", "Other_GM"} and len(sources) > 1
+    pool = json.loads((tmp_path / "data" / "dataset.json").read_text())["pool"]
+    assert pool["soundfont_roles"] == {"TimGM6mb.sf2": "train", "Other_GM.sf2": "train"}
+    for name in ("held1", "held2"):
+        result = runner.invoke(app, ["augment", str(tmp_path / name), "--heldout", "--soundfont", str(heldout),
+                                     "--test", "2", *common])
+        assert result.exit_code == 0, result.output
+        assert f"dataset {tmp_path / name}: train 0, val 0, test 2 examples" in result.stdout
+    for i in range(2):  # deterministic: the same seed writes the same test set
+        a, b = (json.loads((tmp_path / n / "test" / f"{i:06d}.json").read_text()) for n in ("held1", "held2"))
+        assert a == b and a["target_source"].endswith("@MuseScore_General")
+    result = runner.invoke(app, ["augment", str(tmp_path / "bad"), "--heldout", "--examples", "3", *common])
+    assert result.exit_code != 0 and "the held-out set writes test examples only" in result.output
+    result = runner.invoke(app, ["train", str(tmp_path / "held1"), "--out", str(tmp_path / "t"), "--steps", "1"])
+    assert result.exit_code != 0 and "held out as the unseen-timbre test set" in result.output

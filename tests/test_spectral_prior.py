@@ -122,7 +122,9 @@ def test_a_prompt_the_prior_cannot_map_uses_its_stem_mic(rendered_session: Path,
     assert prior["queries"]["violin"] is None and prior["queries"]["sax"] == "saxophone"
     assert "names no instrument class" in prior["rejected"]["violin"]
     assert set(prior["rejected"]) == {"violin"}
-    assert "violin: its prompt names no instrument class" in result.stdout
+    assert "prior used per source:\n  piano: nmf\n  sax: nmf\n  violin: stem mic power (its prompt names no " \
+        "instrument class" in result.stdout
+    assert prior["used_by_source"] == {"piano": "nmf", "sax": "nmf", "violin": "stem_mic_power"}
 
 
 def test_classnet_prior_with_a_checkpoint_made_here(rendered_session: Path, tmp_path: Path) -> None:
@@ -192,3 +194,32 @@ def test_a_collapsed_prior_is_replaced_by_the_stem_mic(rendered_session: Path, t
         m = mics.index(s.spot_mic)
         mic_power = np.abs(stft.stft(x[m:m + 1], n_fft=settings.n_fft, hop=settings.hop)[:, :, 0]) ** 2
         np.testing.assert_array_equal(result.V_NFT[n], mic_power)
+
+
+def test_the_shipped_models_collapsed_sax_is_reported_per_source(rendered_session: Path) -> None:
+    """The shipped classnet-small's saxophone query collapses (its model card): run.json says
+    which prior each source used, and `separate`'s and `run`'s summaries say it per source."""
+    pytest.importorskip("torch")
+    from studio_sep.batch.display import summary_rows
+    from studio_sep.batch.runner import SessionOutcome
+    from studio_sep.cli.printing import prior_by_source_lines
+    from studio_sep.dsp import stft
+    from studio_sep.priors import PriorSpec, compute_prior
+    from studio_sep.session import load_mics
+    from studio_sep.stages import resolve_settings
+
+    session = load_session(rendered_session)
+    settings = resolve_settings(session, SeparationOptions(prior="classnet", device="cpu"))
+    x = load_mics(session)
+    X = stft.stft(x, n_fft=settings.n_fft, hop=settings.hop)
+    record = compute_prior(PriorSpec.from_dict(settings.prior), session, settings, x, X).record
+    assert record["used_by_source"] == {"piano": "classnet", "sax": "stem_mic_power", "violin": "classnet"}
+    assert record["level_db"]["sax"] < -20 < record["level_db"]["piano"]
+    lines = [line.plain for line in prior_by_source_lines(record)]
+    assert lines == ["prior used per source:", "  piano: classnet",
+                     f"  sax: stem mic power (the classnet prior kept {record['level_db']['sax']:.1f} dB of its mic's "
+                     "energy, floor -20 dB)", "  violin: classnet"]
+    _, notes = summary_rows([SessionOutcome(0, str(rendered_session), "ircam_trio", "done",
+                                            prior_replaced=record["rejected"])])
+    assert notes == [f"ircam_trio: sax's prior replaced: {record['rejected']['sax']}"]
+    assert prior_by_source_lines({**record, "rejected": {}}) == []

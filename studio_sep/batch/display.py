@@ -160,7 +160,8 @@ SUMMARY_HEADER = ("session", "status", "duration", "time taken", "SDR (dB)", "ou
 def summary_rows(outcomes: Sequence[SessionOutcome]) -> tuple[list[list], list[str]]:
     """The summary's rows (session, status, duration, time taken, SDR, output folder; the
     status a green or red :class:`~rich.text.Text`) and, for under the table, each failure's
-    reason and log, one line each."""
+    reason and log, and each source whose prior was replaced by its stem mic's power, one
+    line each."""
     rows, notes = [], []
     for o in outcomes:
         duration = "—" if o.duration_s is None else f"{o.duration_s:.1f} s"
@@ -170,6 +171,7 @@ def summary_rows(outcomes: Sequence[SessionOutcome]) -> tuple[list[list], list[s
                      f"{o.elapsed_s:.1f} s", sdr, Text(o.folder or "—")])
         if not ok and (o.reason or o.log):
             notes.append(f"{o.name}: {o.reason or o.status}" + (f" (log: {o.log})" if o.log else ""))
+        notes += [f"{o.name}: {source}'s prior replaced: {why}" for source, why in o.prior_replaced.items()]
     return rows, notes
 
 

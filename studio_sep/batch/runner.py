@@ -86,6 +86,8 @@ class SessionOutcome:
     memory_plan: str | None = None
     report: str | None = None  #: the session's HTML report (``report/index.html``)
     worker: str | None = None  #: the Dask worker that ran it (--cluster)
+    #: source → why its prior was replaced by its stem mic's power (run.json ``separation.prior.rejected``)
+    prior_replaced: dict[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- finding sessions
@@ -319,6 +321,8 @@ def _run_stages(job: SessionJob, folder: Path, outcome: SessionOutcome, log, sta
 
     result = separate_session(session, job.out_root, options.separation, callback=on_progress,
                               force=options.force, hashes=hashes)
+    prior = result.run["separation"].get("prior")
+    outcome.prior_replaced = dict(prior.get("rejected") or {}) if isinstance(prior, dict) else {}
     for stage in names:  # what each stage did (a skipped stage reports no progress)
         if stage not in started:
             stage_start(stage)

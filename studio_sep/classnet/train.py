@@ -8,25 +8,35 @@ Data: the folder written by :mod:`studio_sep.data.dataset` (format ``studio-sep.
 
 read by :func:`read_dataset_index` (through :func:`studio_sep.data.dataset.load_dataset_index`).
 
-Loss (paper eq. 18): mean absolute error between the estimate's magnitude
-``mask · |X|`` and the target's magnitude ``|STFT(target)|``, with the model's STFT
-(:func:`magnitude_mae`). Validation: SDR, SI-SDR of the estimate and SI-SDR of the
-mixture (the baseline) against the target, on the full-length validation examples,
-means over the split; SI-SDRi = SI-SDR − SI-SDR(mixture).
+Loss (:mod:`studio_sep.classnet.train_loss`): the paper's eq. 18 (mean absolute error
+between the estimate's magnitude ``mask · |X|`` and the target's ``|STFT(target)|``)
+plus ``sdr_weight`` × the negative SDR of the estimate's waveform, so that an all-zero
+mask is never a minimum (``sdr_weight=0``: eq. 18 alone). Batches are class-balanced
+(``balance="class"``: every target class drawn equally often;
+:func:`~studio_sep.classnet.train_data.batch_indices`). Validation, on the
+full-length validation examples: SDR, SI-SDR of the estimate and of the mixture, per
+class and overall; SDRi = SDR − SDR(mixture), SI-SDRi likewise; the worst class (lowest
+SDRi) and the collapsed classes (estimates in median 20 dB below their targets).
+``best`` is the validation with the fewest collapsed classes, then the highest
+worst-class SDRi (:func:`~studio_sep.classnet.train_loss.selection_key`).
 
 Output folder (:func:`train`)::
 
     OUT/last.safetensors   the latest model (save_checkpoint), every checkpoint_every steps and at the end
-    OUT/best.safetensors   the model with the best validation SI-SDR so far
-    OUT/history.json       {"format", "settings", "history": [{step, epoch, train_loss, val_loss, sdr,
-                           si_sdr, si_sdr_mixture, si_sdri}, ...]}
+    OUT/best.safetensors   the best model so far (no collapsed class, highest worst-class SDRi)
+    OUT/history.json       {"format", "settings", "history": [{step, epoch, train_loss, train_mae, train_sdr,
+                           val_loss, sdr, sdri, si_sdr, si_sdr_mixture, si_sdri, per_class, worst_class,
+                           worst_sdri, collapsed}, ...], "best": {step, worst_sdri, ...}}
     OUT/train_state.pt     torch.save of plain types: settings, step, model and optimiser state,
                            history, best; read with weights_only=True. Resuming reads only this file,
                            so a run stopped at any moment continues from its last checkpoint exactly.
 
 Every random choice of a step (the examples of its batch, the crop positions, which
 queries are kept) comes from a generator seeded by (seed, step): no generator state
-has to be saved, and a resumed run draws exactly what an uninterrupted one draws.
+has to be saved (the network has no dropout; batch-norm statistics are in the model
+state), and a resumed run draws exactly what an uninterrupted one draws: on CPU with
+the same thread count its weights equal an uninterrupted run's to the bit. A run can
+be split over sessions in chunks (``chunk_steps``: at most that many steps per call).
 """
 
 from __future__ import annotations
@@ -47,11 +57,20 @@ from studio_sep.classnet.query import QueriedClassNet, QueryEncoder, prompt_clas
 from studio_sep.classnet.train_data import (
     DatasetIndex,
     Example,
+    batch_indices,
     n_frames,
-    read_dataset_index,
     read_wave,
+    training_index,
 )
-from studio_sep.dsp.metrics import si_sdr
+from studio_sep.classnet.train_loss import (
+    SDR_WEIGHT,
+    example_scores,
+    magnitude_mae,
+    sdr,
+    selection_key,
+    separation_loss,
+    validation_scores,
+)
 from studio_sep.util.atomic import atomic_path, write_text_atomic
 from studio_sep.util.errors import InputError
 from studio_sep.util.jsonfile import dumps_json
@@ -60,37 +79,11 @@ STATE_FORMAT = "studio-sep.classnet-train/1"
 #: Query kept per training example, drawn uniformly: both (eq. 17), text only, reference only.
 #: Training all three lets one model serve prompts, references or both.
 QUERY_VARIANTS = ("both", "text", "reference")
+#: Settings added after the first runs, with the value those runs trained with (so they resume).
+LEGACY_SETTINGS = {"balance": "none", "sdr_weight": 0.0}
+__all__ = ["QUERY_VARIANTS", "TrainResult", "magnitude_mae", "sdr", "train"]
 
 ProgressCallback = Callable[[str, int, int, str], None]
-
-
-# -- loss and metrics ---------------------------------------------------------------------
-def magnitude_mae(net: ClassNet, mixture_BS: torch.Tensor, target_BS: torch.Tensor,
-                  cond_BC: torch.Tensor) -> torch.Tensor:
-    """Training loss (paper eq. 18): mean |mask · |X| − |Y||, X, Y the STFTs of mixture and target.
-
-    Parameters
-    ----------
-    net : ClassNet
-    mixture_BS, target_BS : torch.Tensor, shape (B, S)
-    cond_BC : torch.Tensor, shape (B, cond_dim)
-
-    Returns
-    -------
-    torch.Tensor, scalar
-        Differentiable with respect to the network (and the condition).
-    """
-    mixture_BS, cond_BC = net._check_inputs(mixture_BS, cond_BC)
-    mag_BFT = net.spectrogram(mixture_BS).abs()
-    est_BFT = net.predict_mask(mag_BFT, cond_BC) * mag_BFT
-    return (est_BFT - net.spectrogram(target_BS.to(mixture_BS.dtype)).abs()).abs().mean()
-
-
-def sdr(ref_S: np.ndarray, est_S: np.ndarray) -> float:
-    """Plain SDR in dB: 10 log10(|s|² / |s − ŝ|²) (no filter, no scaling)."""
-    ref = np.asarray(ref_S, dtype=np.float64)
-    err = ref - np.asarray(est_S, dtype=np.float64)
-    return float(10 * np.log10(np.sum(ref**2) / np.sum(err**2)))
 
 
 # -- result -------------------------------------------------------------------------------
@@ -104,8 +97,10 @@ class TrainResult:
         Optimiser steps done in total (this call and the runs it continued).
     resumed_from : int
         The step this call started at (0 for a new run).
-    best_si_sdr : float or None
-        Best mean validation SI-SDR (dB); ``best_step`` is where it was reached.
+    best_step : int or None
+        The best validation's step (fewest collapsed classes, then highest worst-class SDRi).
+    best_worst_sdri : float or None
+        Its worst-class SDR improvement (dB); ``best_si_sdr``: its mean SI-SDR (dB).
     last_path, best_path, history_path, state_path : Path
     history : tuple of dict
         One entry per validation (see the module docstring).
@@ -115,6 +110,7 @@ class TrainResult:
     resumed_from: int
     best_si_sdr: float | None
     best_step: int | None
+    best_worst_sdri: float | None
     last_path: Path
     best_path: Path
     history_path: Path
@@ -128,7 +124,8 @@ class TrainResult:
 def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: str | os.PathLike | None = None,
           width: float = 0.125, depth: int = 6, query: str = "learned", query_encoder: QueryEncoder | None = None,
           mode: str = "full", steps: int = 1000, batch_size: int = 4, crop_s: float = 3.0, lr: float = 1e-3,
-          seed: int = 0, threads: int = 1, checkpoint_every: int | None = None, validate_every: int | None = None,
+          sdr_weight: float = SDR_WEIGHT, balance: str = "class", seed: int = 0, threads: int = 1,
+          checkpoint_every: int | None = None, validate_every: int | None = None, chunk_steps: int | None = None,
           callback: ProgressCallback | None = None, log: Callable[[str], None] | None = None) -> TrainResult:
     """Train CLASS-net on the augmentation data in ``data_dir``; resumable in ``out_dir``.
 
@@ -141,8 +138,9 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: str
         Where the checkpoints, history and training state go (module docstring). If it
         holds a ``train_state.pt``, training continues from it; the settings (all
         arguments below except ``steps``, ``threads``, ``checkpoint_every``,
-        ``validate_every`` and the callbacks) must then be the ones it was started
-        with, else :class:`~studio_sep.util.errors.InputError`.
+        ``validate_every``, ``chunk_steps`` and the callbacks) must then be the ones it was
+        started with, else :class:`~studio_sep.util.errors.InputError`. The data set must
+        not hold renders of a held-out SoundFont (:mod:`studio_sep.data.soundfonts`).
     model : path-like, optional
         Checkpoint to start from (``ClassNet`` or ``QueriedClassNet``); then ``width``
         and ``depth`` are not used. None: a new model, initialised from ``seed``.
@@ -168,6 +166,10 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: str
         AdamW learning rate, default 1e-3 (weight decay 0.01). The paper fine-tunes the
         52 M-parameter network with AdamW at 1e-4, batch 2; the small networks trained
         from scratch here on a CPU budget of a few thousand steps get ten times that.
+    sdr_weight : float
+        Weight per dB of the waveform SDR term added to eq. 18 (0.02; 0: eq. 18 alone).
+    balance : {"class", "none"}
+        ``"class"``: every class drawn equally often; ``"none"``: as the data holds them.
     seed : int
         Seeds the new model's initial weights and every random choice of training.
     threads : int
@@ -176,6 +178,9 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: str
         Steps between checkpoints / validations; validation defaults to once per epoch
         (a pass over the train split, ceil(n_train / batch_size) steps), checkpoints to
         every validation. Both also happen after the last step.
+    chunk_steps : int, optional
+        Do at most this many steps in this call, then save and return (``steps`` stays the
+        run's total: call again to go on). The weights do not depend on the chunking.
     callback : callable(stage, done, total, detail), optional
         Progress: ``("train", step, steps, "loss …")`` after each step,
         ``("validate", i, n_val, "")`` during validation.
@@ -188,12 +193,9 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: str
     """
     _check_settings(query=query, query_encoder=query_encoder, mode=mode, steps=steps, batch_size=batch_size,
                     crop_s=crop_s, lr=lr, seed=seed, threads=threads, checkpoint_every=checkpoint_every,
-                    validate_every=validate_every)
-    index = read_dataset_index(data_dir)
+                    validate_every=validate_every, chunk_steps=chunk_steps, sdr_weight=sdr_weight, balance=balance)
+    index = training_index(data_dir)
     train_set, val_set = index.splits["train"], index.splits["val"]
-    if not train_set or not val_set:
-        raise InputError(index.folder / "dataset.json", "splits", f"{len(train_set)} train and {len(val_set)} val "
-                         "examples; training needs both", "write a data set with train and val examples")
     out_dir = Path(out_dir)
     paths = {"last": out_dir / "last.safetensors", "best": out_dir / "best.safetensors",
              "history": out_dir / "history.json", "state": out_dir / "train_state.pt"}
@@ -210,6 +212,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: str
             "query_encoder": None if query_encoder is None else {"name": str(query_encoder.name),
                                                                  "sha256": query_encoder.sha256},
             "mode": mode, "batch_size": int(batch_size), "crop_s": float(crop_s), "lr": float(lr), "seed": int(seed),
+            "sdr_weight": float(sdr_weight), "balance": balance,
         }
         state = _read_state(paths["state"], settings)
         if state is not None:
@@ -230,7 +233,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: str
         steps_per_epoch = math.ceil(len(train_set) / batch_size)
         validate_every = validate_every or steps_per_epoch
         checkpoint_every = checkpoint_every or validate_every
-        job = _Job(net_model, net, query_encoder, crop=round(crop_s * 16000), batch_size=batch_size, seed=seed)
+        job = _Job(net_model, net, query_encoder, crop=round(crop_s * 16000), batch_size=batch_size, seed=seed,
+                   sdr_weight=sdr_weight, balance=balance)
 
         def save(step: int) -> None:
             save_checkpoint(net_model, paths["last"])
@@ -246,60 +250,73 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: str
             nonlocal best
             metrics = job.validate(val_set, callback)
             entry = {"step": step, "epoch": step / steps_per_epoch,
-                     "train_loss": float(np.mean(recent)) if recent else None, **metrics}
+                     "train_loss": float(np.mean(recent)) if recent else None,
+                     **{f"train_{k}": float(np.nanmean([p[k] for p in recent_parts])) if recent_parts else None
+                        for k in ("mae", "sdr")}, **metrics}
             recent.clear()
+            recent_parts.clear()
             history.append(entry)
-            if best is None or entry["si_sdr"] > best["si_sdr"]:
-                best = {"step": step, "si_sdr": entry["si_sdr"]}
+            if best is None or "worst_sdri" not in best or selection_key(entry) > selection_key(best):
+                best = {"step": step, **{k: entry[k] for k in ("si_sdr", "sdri", "worst_class", "worst_sdri",
+                                                               "collapsed")}}
                 save_checkpoint(net_model, paths["best"])
             write_text_atomic(paths["history"], dumps_json({"format": STATE_FORMAT, "settings": settings,
-                                                            "history": history}, indent=1) + "\n")
+                                                            "history": history, "best": best}, indent=1) + "\n")
             if log is not None:
-                train_loss = "-" if entry["train_loss"] is None else f"{entry['train_loss']:.4f}"
-                log(f"step {step} (epoch {entry['epoch']:.2f}): train loss {train_loss}, val loss "
-                    f"{entry['val_loss']:.4f}, SDR {entry['sdr']:.2f} dB, SI-SDR {entry['si_sdr']:.2f} dB, "
-                    f"SI-SDRi {entry['si_sdri']:+.2f} dB (mixture {entry['si_sdr_mixture']:.2f} dB)")
+                log(_validation_line(entry))
 
         net_model.train()
-        while step < steps:
-            loss = job.train_step(train_set, step, optimiser)
+        recent_parts: list[dict] = []
+        stop = steps if chunk_steps is None else min(steps, step + chunk_steps)
+        while step < stop:
+            loss, parts = job.train_step(train_set, step, optimiser)
             step += 1
             recent.append(loss)
+            recent_parts.append(parts)
             if callback is not None:
                 callback("train", step, steps, f"loss {loss:.4f}")
             if step % validate_every == 0 or step == steps:
                 net_model.eval()
                 validate(step)
                 net_model.train()
-            if step % checkpoint_every == 0 or step == steps:
+            if step % checkpoint_every == 0 or step in (steps, stop):
                 save(step)
     finally:
         torch.set_num_threads(previous_threads)
     return TrainResult(step, resumed_from, None if best is None else best["si_sdr"],
-                       None if best is None else best["step"], paths["last"], paths["best"], paths["history"],
-                       paths["state"], tuple(history))
+                       None if best is None else best["step"], None if best is None else best.get("worst_sdri"),
+                       paths["last"], paths["best"], paths["history"], paths["state"], tuple(history))
+
+
+def _validation_line(entry: dict) -> str:
+    """The log line of a validation: losses, means, the worst class and the collapsed ones."""
+    train_loss = "-" if entry["train_loss"] is None else f"{entry['train_loss']:.4f}"
+    per_class = ", ".join(f"{c} {v['sdri']:+.2f}" for c, v in entry["per_class"].items())
+    collapsed = f"; collapsed: {', '.join(entry['collapsed'])}" if entry["collapsed"] else ""
+    return (f"step {entry['step']} (epoch {entry['epoch']:.2f}): train loss {train_loss}, val loss "
+            f"{entry['val_loss']:.4f}, SDR {entry['sdr']:.2f} dB, SI-SDR {entry['si_sdr']:.2f} dB, "
+            f"SI-SDRi {entry['si_sdri']:+.2f} dB (mixture {entry['si_sdr_mixture']:.2f} dB); SDRi per class "
+            f"{per_class} (worst {entry['worst_class']}){collapsed}")
 
 
 class _Job:
     """The per-step work: batches, conditions, the loss, validation."""
 
     def __init__(self, model, net: ClassNet, encoder: QueryEncoder | None, *, crop: int, batch_size: int,
-                 seed: int):
+                 seed: int, sdr_weight: float, balance: str):
         self.model, self.net, self.encoder = model, net, encoder
         self.crop, self.batch_size, self.seed = crop, batch_size, seed
+        self.sdr_weight, self.balance = sdr_weight, balance
         self.lengths: dict = {}
         self.cond_cache: dict = {}
 
     def _generator(self, *key: int) -> torch.Generator:
         return torch.Generator().manual_seed(hash_seed(self.seed, *key))
 
-    def batch_indices(self, step: int, n: int) -> list[int]:
-        """Examples of a step: positions step·B … step·B + B − 1 of the stream of epoch permutations."""
-        out = []
-        for k in range(step * self.batch_size, (step + 1) * self.batch_size):
-            epoch, pos = divmod(k, n)
-            out.append(int(torch.randperm(n, generator=self._generator(1, epoch))[pos]))
-        return out
+    def batch_indices(self, step: int, examples: Sequence[Example]) -> list[int]:
+        """Examples of a step (:func:`~studio_sep.classnet.train_data.batch_indices`)."""
+        return batch_indices(step, self.batch_size, [e.cls or e.prompt for e in examples], self._generator,
+                             balance=self.balance)
 
     def conditions(self, examples: Sequence[Example], variants: Sequence[str],
                    references: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -319,9 +336,9 @@ class _Job:
         param = self.net.proj.weight
         return torch.cat(rows).to(device=param.device, dtype=param.dtype)
 
-    def train_step(self, examples: Sequence[Example], step: int, optimiser) -> float:
+    def train_step(self, examples: Sequence[Example], step: int, optimiser) -> tuple[float, dict]:
         gen = self._generator(2, step)
-        chosen = [examples[i] for i in self.batch_indices(step, len(examples))]
+        chosen = [examples[i] for i in self.batch_indices(step, examples)]
         mix, tgt, refs, variants = [], [], [], []
         for e in chosen:
             n = min(n_frames(e.mixture, self.lengths), n_frames(e.target, self.lengths))
@@ -335,10 +352,11 @@ class _Job:
         mix_BS = torch.from_numpy(np.stack(mix)).to(device=param.device, dtype=param.dtype)
         tgt_BS = torch.from_numpy(np.stack(tgt)).to(device=param.device, dtype=param.dtype)
         optimiser.zero_grad(set_to_none=True)
-        loss = magnitude_mae(self.net, mix_BS, tgt_BS, self.conditions(chosen, variants, refs))
+        loss, parts = separation_loss(self.net, mix_BS, tgt_BS, self.conditions(chosen, variants, refs),
+                                      sdr_weight=self.sdr_weight)
         loss.backward()
         optimiser.step()
-        return float(loss.detach())
+        return float(loss.detach()), parts
 
     @torch.no_grad()
     def validate(self, examples: Sequence[Example], callback: ProgressCallback | None) -> dict:
@@ -352,12 +370,11 @@ class _Job:
             mix_BS = torch.from_numpy(mix)[None].to(device=param.device, dtype=param.dtype)
             tgt_BS = torch.from_numpy(tgt)[None].to(device=param.device, dtype=param.dtype)
             est = self.net(mix_BS, cond).wave_BS[0].to("cpu", torch.float64).numpy()
-            loss = float(magnitude_mae(self.net, mix_BS, tgt_BS, cond))
-            rows.append((loss, sdr(tgt, est), si_sdr(tgt, est), si_sdr(tgt, mix)))
+            loss, _ = separation_loss(self.net, mix_BS, tgt_BS, cond, sdr_weight=self.sdr_weight)
+            rows.append({"class": e.cls or e.prompt, "val_loss": float(loss), **example_scores(tgt, est, mix)})
             if callback is not None:
                 callback("validate", i + 1, len(examples), e.id)
-        loss, s, si, si_mix = (float(v) for v in np.mean(np.array(rows), axis=0))
-        return {"val_loss": loss, "sdr": s, "si_sdr": si, "si_sdr_mixture": si_mix, "si_sdri": si - si_mix}
+        return validation_scores(rows)
 
 
 def hash_seed(*parts: int) -> int:
@@ -420,7 +437,7 @@ def _read_state(path: Path, settings: dict) -> dict | None:
                          "delete the out_dir to start again") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise InputError(path, None, "not a studio-sep training state", "use another out_dir")
-    old = state["settings"]
+    old = {**LEGACY_SETTINGS, **state["settings"]}
     changed = [f"{k} {old.get(k)!r} → {settings.get(k)!r}" for k in sorted(set(old) | set(settings))
                if old.get(k) != settings.get(k)]
     if changed:
@@ -430,7 +447,7 @@ def _read_state(path: Path, settings: dict) -> dict | None:
 
 
 def _check_settings(*, query, query_encoder, mode, steps, batch_size, crop_s, lr, seed, threads,
-                    checkpoint_every, validate_every) -> None:
+                    checkpoint_every, validate_every, chunk_steps, sdr_weight, balance) -> None:
     def bad(field, problem, fix):
         raise InputError(None, field, problem, fix)
 
@@ -448,7 +465,12 @@ def _check_settings(*, query, query_encoder, mode, steps, batch_size, crop_s, lr
     for name, value, low in (("steps", steps, 0), ("batch_size", batch_size, 1), ("threads", threads, 1)):
         if not (isinstance(value, int) and value >= low):
             bad(name, f"must be an integer ≥ {low}, got {value!r}", "see train()'s docstring")
-    for name, value in (("checkpoint_every", checkpoint_every), ("validate_every", validate_every)):
+    if balance not in ("class", "none"):
+        bad("balance", f"must be 'class' or 'none', got {balance!r}", "use 'class' (every class equally often)")
+    if not (isinstance(sdr_weight, (int, float)) and math.isfinite(sdr_weight) and sdr_weight >= 0):
+        bad("sdr_weight", f"must be a number ≥ 0, got {sdr_weight!r}", "use e.g. 0.02 (0: eq. 18 alone)")
+    for name, value in (("checkpoint_every", checkpoint_every), ("validate_every", validate_every),
+                        ("chunk_steps", chunk_steps)):
         if value is not None and not (isinstance(value, int) and value >= 1):
             bad(name, f"must be a positive integer or None, got {value!r}", "see train()'s docstring")
     if not isinstance(seed, int):

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import torch
 
 from studio_sep.util.atomic import file_sha256
 from studio_sep.util.errors import InputError
@@ -68,6 +70,24 @@ def read_dataset_index(folder: str | os.PathLike) -> DatasetIndex:
     return DatasetIndex(meta_path.parent, meta, file_sha256(meta_path), splits)
 
 
+def training_index(data_dir: str | os.PathLike) -> DatasetIndex:
+    """The data set to train on: :func:`read_dataset_index`, refused when it holds
+    renders of a held-out SoundFont or lacks train or val examples."""
+    from studio_sep.data.soundfonts import heldout_in_pool
+
+    index = read_dataset_index(data_dir)
+    heldout = heldout_in_pool(index.meta.get("pool") or {})
+    if heldout:
+        raise InputError(index.folder / "dataset.json", "pool.soundfont", f"was rendered with {', '.join(heldout)}, "
+                         "held out as the unseen-timbre test set", "train on data rendered with the training "
+                         "SoundFonts (`studio-sep augment` without --heldout)")
+    train_set, val_set = index.splits["train"], index.splits["val"]
+    if not train_set or not val_set:
+        raise InputError(index.folder / "dataset.json", "splits", f"{len(train_set)} train and {len(val_set)} val "
+                         "examples; training needs both", "write a data set with train and val examples")
+    return index
+
+
 def read_wave(path: Path, start: int = 0, frames: int = -1) -> np.ndarray:
     """Samples ``[start, start + frames)`` of a mono 16 kHz WAV as float32 (S,)."""
     try:
@@ -87,3 +107,31 @@ def n_frames(path: Path, cache: dict) -> int:
         except (OSError, RuntimeError, sf.LibsndfileError) as exc:
             raise InputError(path, None, f"unreadable audio: {exc}", "write the data set again") from None
     return cache[path]
+
+
+def batch_indices(step: int, batch_size: int, classes: Sequence[str | None], generator: Callable[..., torch.Generator],
+                  *, balance: str = "class") -> list[int]:
+    """The examples (indices into ``classes``, one class per example) of a training step.
+
+    ``balance="none"``: positions ``step·B … step·B + B − 1`` of the stream of epoch
+    permutations of all examples (an epoch is one pass; a class is drawn as often as
+    the data holds it). ``balance="class"``: position ``k`` of the step's stream goes
+    to class ``k mod C`` (classes sorted), and takes the next example of that class's
+    own stream of permutations: every class is drawn equally often whatever its share
+    of the data. ``generator(*key)`` gives the seeded generator of a permutation, so the
+    draws depend on (seed, step) only and a resumed run draws what an uninterrupted one does.
+    """
+    start = step * batch_size
+    if balance == "none":
+        n = len(classes)
+        return [int(torch.randperm(n, generator=generator(1, epoch))[pos])
+                for epoch, pos in (divmod(k, n) for k in range(start, start + batch_size))]
+    names = sorted({str(c) for c in classes})
+    members = {c: [i for i, x in enumerate(classes) if str(x) == c] for c in names}
+    out = []
+    for k in range(start, start + batch_size):
+        c = k % len(names)
+        own = members[names[c]]
+        epoch, pos = divmod(k // len(names), len(own))
+        out.append(own[int(torch.randperm(len(own), generator=generator(4, c, epoch))[pos])])
+    return out

@@ -271,8 +271,24 @@ def print_separation(result) -> None:
         lls = ", ".join(f"{start} {value:.3f}" + (f" ± {spread[start]:.3f}" if start in spread else "")
                         for start, value in spatial["log_likelihood"].items())
         console.print(f"spatial starts: mean final log-likelihood {lls}; kept the {spatial['kept']} start's fits")
-    for source, why in (sep["prior"].get("rejected") or {}).items() if isinstance(sep["prior"], dict) else ():
-        console.print(f"  {source}: {why}")
+    for line in prior_by_source_lines(sep["prior"]):
+        console.print(line)
+
+
+def prior_by_source_lines(prior) -> list[Text]:
+    """The prior each source used, one line per source, when a source's prior was replaced
+    (``run.json`` → ``separation.prior``: ``used_by_source``, ``rejected``): the replaced
+    ones in yellow with the reason. Nothing when every source used the prior asked for
+    (or the run had none)."""
+    if not isinstance(prior, dict) or not prior.get("rejected"):
+        return []
+    used = prior.get("used_by_source") or {source: "stem_mic_power" for source in prior["rejected"]}
+    lines = [Text("prior used per source:")]
+    for source, kind in used.items():
+        why = prior["rejected"].get(source)
+        lines.append(styled(f"  {source}: ", (kind.replace("_", " "), "yellow" if why else ""),
+                            f" ({why})" if why else ""))
+    return lines
 
 
 def iterations_label(sep: dict) -> str:

@@ -5,6 +5,7 @@ CLASS-net's training data.
 - :mod:`.compose`: seeded MIDI (the trio, random phrases, the nmf prior's note sweep);
 - :mod:`.active`: active audio and scattering;
 - :mod:`.stems`: the stem pool (:func:`build_stem_pool`);
+- :mod:`.soundfonts`: the training SoundFonts and the held-out ones (the unseen-timbre test set);
 - :mod:`.dataset`: examples and the data set folder (:func:`generate_dataset`,
   :func:`load_dataset_index`).
 

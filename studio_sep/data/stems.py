@@ -9,7 +9,11 @@ from up to three places:
      melody for piano, guitar and organ, random key, tempo, note lengths, velocities
      and rests) for every GM program of every class of
      :data:`studio_sep.data.instruments.CLASSES`, rendered dry by
-     :func:`studio_sep.io.synth.render_midi`;
+     :func:`studio_sep.io.synth.render_midi` with each of the given SoundFonts (other
+     phrases for each; the stem's ``source`` ends in ``@<SoundFont file stem>``).
+     :data:`~studio_sep.data.soundfonts.TRAIN_SOUNDFONTS` are the training timbres; :data:`~studio_sep.data.soundfonts.HELDOUT_SOUNDFONTS`
+     (MuseScore General) are kept for the unseen-timbre test set
+     (:mod:`studio_sep.data.soundfonts`);
    - solo reference takes: the ``reference`` of every source of the given session
      manifests (class from the source's prompt), or ``(wav, class)`` pairs. These are
      labelled ``"<class>_rec"`` (the paper's ``violin_rec`` ...); the prompt is the
@@ -25,7 +29,7 @@ from up to three places:
    "Synth Strings" stem the class its name would otherwise match, so an electric
    piano never interferes with a piano target).
 
-Progress: ``progress(stage, done, total)`` with stages ``"render"`` (GM programs; all
+Progress: ``progress(stage, done, total)`` with stages ``"render <SoundFont stem>"`` (GM programs; all
 phrases of a program are rendered in one FluidSynth run, one SoundFont load),
 ``"recordings"`` and ``"slakh"`` (tracks scanned).
 """
@@ -52,6 +56,7 @@ from studio_sep.data.instruments import (
     has_reject_word,
     match_class,
 )
+from studio_sep.data.soundfonts import soundfont_role
 from studio_sep.io.audio import read_audio
 from studio_sep.io.synth import find_soundfont, render_in_sequence
 from studio_sep.util.errors import AudioError, InputError
@@ -68,6 +73,7 @@ __all__ = [
 
 SAMPLE_RATE = 16000  #: the training rate (§3.3.3)
 REC_SUFFIX = "_rec"
+
 
 Progress = Callable[[str, int, int], None]
 
@@ -320,8 +326,10 @@ def build_stem_pool(
 
     Parameters
     ----------
-    soundfont : path-like, optional
-        GM SoundFont for the renders; default :func:`studio_sep.io.synth.find_soundfont`.
+    soundfont : path-like or sequence of path-like, optional
+        GM SoundFont(s) for the renders; default :func:`studio_sep.io.synth.find_soundfont`.
+        With several, every program is rendered with each (``phrases_per_program`` phrases
+        per SoundFont; SoundFont ``k`` > 0 draws its phrases from ``default_rng([seed, p, j, k])``).
     phrases_per_program : int
         Random phrases rendered per GM program (0: no renders).
     phrase_s : (float, float)
@@ -367,12 +375,14 @@ def build_stem_pool(
     kwargs = dict(cutoff_hz=cutoff_hz, threshold_db=threshold_db)
     min_samples = min_active_s * sample_rate
     stems: list[Stem] = []
-    sf_path = None
+    sf_paths: list[Path] = []
     if phrases_per_program > 0:
-        sf_path = find_soundfont(soundfont)
-        stems.extend(_rendered_stems(names, sf_path, phrases_per_program=phrases_per_program,
-                                     phrase_s=(lo_s, hi_s), seed=seed, sample_rate=sample_rate,
-                                     min_samples=min_samples, progress=progress, **kwargs))
+        wanted = [soundfont] if soundfont is None or isinstance(soundfont, (str, os.PathLike)) else list(soundfont)
+        sf_paths = list(dict.fromkeys(find_soundfont(s) for s in wanted))
+        for k, sf_path in enumerate(sf_paths):
+            stems.extend(_rendered_stems(names, sf_path, phrases_per_program=phrases_per_program,
+                                         phrase_s=(lo_s, hi_s), seed=seed, sample_rate=sample_rate,
+                                         min_samples=min_samples, progress=progress, sf_index=k, **kwargs))
 
     stems.extend(_recorded_stems(_recording_entries(sessions, recordings), sample_rate=sample_rate,
                                  min_samples=min_samples, progress=progress, **kwargs))
@@ -384,7 +394,8 @@ def build_stem_pool(
         raise InputError(None, None, f"the stem pool holds no stem of a target class ({', '.join(TARGET_CLASSES)})",
                          "render GM phrases (--phrases-per-program > 0), or give sessions or a Slakh folder")
     settings = {
-        "soundfont": None if sf_path is None else str(sf_path),
+        "soundfont": None if not sf_paths else str(sf_paths[0]) if len(sf_paths) == 1 else [str(p) for p in sf_paths],
+        "soundfont_roles": {p.name: soundfont_role(p) for p in sf_paths},
         "phrases_per_program": phrases_per_program, "phrase_s": [lo_s, hi_s], "classes": names,
         "sessions": [str(getattr(s, "path", s)) for s in sessions],
         "recordings": [[str(p), str(c)] for p, c in recordings],
@@ -398,9 +409,10 @@ def build_stem_pool(
 
 def _rendered_stems(names: Sequence[str], sf_path: Path, *, phrases_per_program: int,
                     phrase_s: tuple[float, float], seed: int, sample_rate: int, min_samples: float, progress: Progress | None,
-                    **kwargs) -> list[Stem]:
+                    sf_index: int = 0, **kwargs) -> list[Stem]:
     """The GM-rendered stems of :func:`build_stem_pool`: ``phrases_per_program`` random
-    phrases for every program of every class in ``names``, one FluidSynth run per program."""
+    phrases for every program of every class in ``names``, one FluidSynth run per program,
+    with the SoundFont ``sf_path`` (number ``sf_index`` of the pool's: its phrases' seeds)."""
     lo_s, hi_s = phrase_s
     stems: list[Stem] = []
     jobs = [(c, p) for c in names for p in CLASSES[c].programs]
@@ -409,16 +421,16 @@ def _rendered_stems(names: Sequence[str], sf_path: Path, *, phrases_per_program:
         low, high = PROGRAM_RANGES.get(program, (spec.low_note, spec.high_note))
         midis = []
         for j in range(phrases_per_program):
-            rng = np.random.default_rng([seed, program, j])
+            rng = np.random.default_rng([seed, program, j] + ([sf_index] if sf_index else []))
             midis.append(compose_phrase(rng, program=program, duration_s=float(rng.uniform(lo_s, hi_s)),
                                         low_note=low, high_note=high))
         for j, dry_S in enumerate(render_in_sequence(midis, sample_rate=sample_rate, soundfont=sf_path)):
             active = extract_active(dry_S, sample_rate, **kwargs)
             if active.size >= min_samples:
-                source = f"gm:{program:03d} {GM_NAMES.get(program, 'program')} #{j:03d}"
+                source = f"gm:{program:03d} {GM_NAMES.get(program, 'program')} #{j:03d} @{sf_path.stem}"
                 stems.append(Stem(cls, cls, cls in TARGET_CLASSES, source, audio=active))
         if progress is not None:
-            progress("render", done, len(jobs))
+            progress(f"render {sf_path.stem}", done, len(jobs))
     return stems
 
 

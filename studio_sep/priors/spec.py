@@ -26,7 +26,9 @@ Kinds (``--prior``):
 
 Each source's prior is computed on its stem mic (its ``spot_mic``, else the nearest
 mic; ``--stem-mic`` changes it), where it is loudest. A prior holding less than
-:data:`PRIOR_FLOOR_DB` of its stem mic's energy is replaced by that mic's power.
+:data:`PRIOR_FLOOR_DB` of its stem mic's energy is replaced by that mic's power; the record
+says which prior each source used (``used_by_source``: the kind, or :data:`STEM_MIC_POWER`)
+and why (``rejected``).
 """
 
 from __future__ import annotations
@@ -44,13 +46,15 @@ from studio_sep.session import PRIORS
 from studio_sep.util.atomic import file_sha256
 from studio_sep.util.errors import InputError
 
-__all__ = ["PRIOR_FLOOR_DB", "SHIPPED_MODEL", "PriorResult", "PriorSpec", "compute_prior", "resolve_prior"]
+__all__ = ["PRIOR_FLOOR_DB", "SHIPPED_MODEL", "STEM_MIC_POWER", "PriorResult", "PriorSpec", "compute_prior", "resolve_prior"]
 
 #: The CLASS-net the project trains and ships (studio_sep/classnet/weights/MODEL_CARD.md).
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "classnet" / "weights" / "classnet-small.safetensors"
 #: A source's prior holding less than this share of its stem mic's energy (dB) is not
 #: used: its stem mic's power takes its place (recorded in run.json, ``prior.rejected``).
 PRIOR_FLOOR_DB = -20.0
+#: What ``run.json`` → ``prior.used_by_source`` says of a source whose prior was replaced by its stem mic's power.
+STEM_MIC_POWER = "stem_mic_power"
 
 
 @dataclass(frozen=True)
@@ -145,14 +149,15 @@ def compute_prior(spec: PriorSpec, session, settings, x_proc_MS: np.ndarray, X_F
         mic_power = np.abs(X_FTM[:, :, m]) ** 2
         if V[n] is None:  # no class and no solo take to learn from
             V[n] = mic_power
-            rejected[source.name] = "its prompt names no instrument class the prior knows: stem mic power used"
+            rejected[source.name] = "its prompt names no instrument class the prior knows"
             continue
         level = 10 * np.log10(max(float(V[n].sum()), 1e-300) / max(float(mic_power.sum()), 1e-300))
         levels_db[source.name] = round(level, 2)
         if level < PRIOR_FLOOR_DB:
             V[n] = mic_power
-            rejected[source.name] = f"{level:.1f} dB below its mic (floor {PRIOR_FLOOR_DB:g} dB): stem mic power used"
+            rejected[source.name] = f"the {spec.kind} prior kept {level:.1f} dB of its mic's energy, floor {PRIOR_FLOOR_DB:g} dB"
     record = {**spec.describe(), "mics": {s.name: session.mics[m].name for s, m in zip(session.sources, mics)},
-              "level_db": levels_db, "rejected": rejected}
+              "level_db": levels_db, "rejected": rejected,
+              "used_by_source": {s.name: STEM_MIC_POWER if s.name in rejected else spec.kind for s in session.sources}}
     return PriorResult(np.stack(V), record)
 

@@ -291,7 +291,7 @@ def _run_tables(run: dict) -> list[tuple[str, list[tuple[str, str]]]]:
     prior = sep.get("prior")
     prior_rows = [("prior", prior_label(prior))]
     if isinstance(prior, dict):
-        prior_rows += [(k, _show(prior[k])) for k in ("queries", "mics", "level_db", "rejected")
+        prior_rows += [(k, _show(prior[k])) for k in ("queries", "mics", "used_by_source", "level_db", "rejected")
                        if prior.get(k)]
     stages = run.get("stages", {})
     timings = [(f"stage {name}", f"{entry.get('elapsed_s', 0):.2f} s (finished {entry.get('finished', '—')})")
