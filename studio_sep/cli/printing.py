@@ -63,6 +63,21 @@ def user_errors(folder: Path | None = None) -> Iterator[None]:
         raise typer.Exit(error.exit_code) from None
 
 
+@contextlib.contextmanager
+def existing_run(manifest: Path, out: Path, output: Output) -> Iterator[tuple[Any, Any]]:
+    """For a command that works on a run's outputs (evaluate, report): the session of
+    ``manifest`` (its warnings printed) and a progress callback, with the run's folder under
+    ``out`` locked (it must exist) and errors turned into one line by :func:`user_errors`."""
+    from studio_sep.session import load_session
+    from studio_sep.stages import session_lock
+
+    with user_errors(out):
+        session = load_session(manifest)
+        print_session_warnings(session)
+        with session_lock(out / session.name, create=False), output.progress() as progress:
+            yield session, progress
+
+
 def print_error(message: str) -> None:
     """``error: <message>`` on stderr, the message (user text) printed as it is."""
     err_console.print(styled(("error:", "bold red"), " ", message))

@@ -36,6 +36,7 @@ from studio_sep.cli.printing import (
     Output,
     batch_display,
     err_console,
+    existing_run,
     print_metrics,
     print_separation,
     print_session_warnings,
@@ -189,15 +190,11 @@ def evaluate(
     quiet: QuietOpt = False, json_: JsonOpt = False,
 ) -> None:
     """Score a separation against the ground truth (SDR, SIR, SAR, SI-SDR; fast-bss-eval)."""
-    from studio_sep.session import load_session
-    from studio_sep.stages import evaluate_run, session_lock
+    from studio_sep.stages import evaluate_run
 
     output = Output(quiet, json_)
-    with user_errors(out):
-        session = load_session(manifest)
-        print_session_warnings(session)
-        with session_lock(out / session.name, create=False), output.progress() as progress:
-            metrics = evaluate_run(session, out, reference_mic=reference_mic, callback=progress)
+    with existing_run(manifest, out, output) as (session, progress):
+        metrics = evaluate_run(session, out, reference_mic=reference_mic, callback=progress)
     report = Path(out) / session.name / "report"
     output.result(metrics, paths=[report / "metrics.json", report / "metrics.md"],
                   show=lambda: print_metrics(metrics, report))
