@@ -146,3 +146,37 @@ def test_kernel_threads_follow_the_blas_limit() -> None:
 
     with threadpool_limits(1, user_api="blas"):
         assert host_kernels.kernel_threads() == 1
+
+
+def test_two_threads_split_the_bins_and_give_the_same_fit() -> None:
+    """Inside ``running`` with two threads, BLAS is held to one thread and every step is
+    split over bins (or frames) among two threads: the same numbers as one thread, and
+    the BLAS limit restored afterwards."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [d["num_threads"] for d in threadpool_info() if d.get("user_api") == "blas"]
+
+    X, Q, G, W, H = _problem(4)
+    states = []
+    for n_threads in (1, 2):
+        state = host_kernels.HostState(np, X, Q.copy(), G.copy(), W.copy(), H.copy())
+        state.threads = n_threads
+        before = blas_threads()
+        with state.running():
+            if n_threads == 2:
+                assert set(blas_threads()) == {1}
+                assert state._pool is not None
+            state.refresh_Qx()
+            state.refresh_model()
+            for _ in range(3):
+                for step in ("update_W", "update_H", "update_G", "update_Q", "refresh_Qx"):
+                    getattr(state, step)()
+            state.ll = float(state.log_likelihood())
+        assert blas_threads() == before and state._pool is None
+        states.append(state)
+    for name in ("Q", "G", "W", "H", "Qx_FMT", "lam"):
+        ref = getattr(states[0], name)
+        np.testing.assert_allclose(getattr(states[1], name), ref, rtol=1e-11, atol=1e-12 * np.abs(ref).max(),
+                                   err_msg=name)  # x̃ sums terms of both signs: rounding near its zeros
+    assert states[1].ll == pytest.approx(states[0].ll, rel=1e-13)

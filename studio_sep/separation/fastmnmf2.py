@@ -191,31 +191,32 @@ def fit(
         ll, ll_its = [state.log_likelihood()], [0]
     latest = float(ll[-1])
 
-    for it in range(first, n_iter + 1):
-        if update_W:
-            state.update_W()
-        state.update_H()
-        state.update_G()
-        state.update_Q()
-        state.refresh_Qx()
-        if normalize_every and it % normalize_every == 0:
-            state.normalize()
+    with state.running():  # the CPU state's threads (HostState.running)
+        for it in range(first, n_iter + 1):
+            if update_W:
+                state.update_W()
+            state.update_H()
+            state.update_G()
+            state.update_Q()
             state.refresh_Qx()
-            state.refresh_model()
-        if it % max(log_likelihood_every, 1) == 0 or it == n_iter:
-            ll.append(state.log_likelihood())
-            ll_its.append(it)
-        stop = ll_its[-1] == it and it < n_iter and converged(ll, ll_its, tolerance)
-        if callback is not None:  # the latest value (a device sync only when it is new)
-            if ll_its[-1] == it:
-                latest = float(ll[-1])
-            callback(it, n_iter, latest)
-        if stop:
-            break
-        if on_checkpoint is not None and checkpoint_every and it % checkpoint_every == 0 and it < n_iter:
-            on_checkpoint(Checkpoint(
-                iteration=it, params=Params(*(np.array(to_host(a)) for a in (state.Q, state.G, state.W, state.H))),
-                log_likelihood=np.array([float(v) for v in ll]), ll_iterations=np.array(ll_its)))
+            if normalize_every and it % normalize_every == 0:
+                state.normalize()
+                state.refresh_Qx()
+                state.refresh_model()
+            if it % max(log_likelihood_every, 1) == 0 or it == n_iter:
+                ll.append(state.log_likelihood())
+                ll_its.append(it)
+            stop = ll_its[-1] == it and it < n_iter and converged(ll, ll_its, tolerance)
+            if callback is not None:  # the latest value (a device sync only when it is new)
+                if ll_its[-1] == it:
+                    latest = float(ll[-1])
+                callback(it, n_iter, latest)
+            if stop:
+                break
+            if on_checkpoint is not None and checkpoint_every and it % checkpoint_every == 0 and it < n_iter:
+                on_checkpoint(Checkpoint(
+                    iteration=it, params=Params(*(np.array(to_host(a)) for a in (state.Q, state.G, state.W, state.H))),
+                    log_likelihood=np.array([float(v) for v in ll]), ll_iterations=np.array(ll_its)))
     log_likelihood = np.array([float(v) for v in ll])
     params = Params(Q_FMM=state.Q, G_NM=state.G, W_NFK=state.W * (scale**2), H_NKT=state.H)
     return FitResult(params=params, log_likelihood=log_likelihood, ll_iterations=np.array(ll_its))
@@ -279,8 +280,9 @@ def fit_activations(X_FTM, params: Params, *, n_iter: int = 20, block_bins: int 
                        block_bins=block_bins)
     state.refresh_Qx()
     state.refresh_model()
-    for _ in range(n_iter):
-        state.update_H()
+    with state.running():
+        for _ in range(n_iter):
+            state.update_H()
     return state.H
 
 

@@ -2,8 +2,8 @@
 
 :class:`HostState` is :class:`studio_sep.separation.state.State` with the passes
 over F·T·M arrays (ỹ, x̃/ỹ², 1/ỹ, log ỹ and their sums over mics or frames) done per
-frequency bin in one kernel each: ỹ, 1/ỹ and the ratios never leave the cache, each
-update reads x̃ and λ once, and the bins are shared among threads. The matrix products
+frequency bin in one kernel each: ỹ, 1/ỹ and the ratios never leave the cache, and each
+update reads x̃ and λ once. The matrix products
 (λ = W H, the W and H contractions, x̃ and the weighted covariances from the cached
 x·xᴴ pairs) stay in BLAS. ``fit`` uses it for numpy input; cupy (and any other array
 module) runs the plain array code of ``State``, which is also the reference the tests
@@ -13,14 +13,20 @@ Axes as in :mod:`studio_sep.separation.fastmnmf2`, with x̃ stored (F, M, T) her
 last: the kernels run along them) and the pairs (F, 2P, T). Sums over frames or bins
 accumulate in float64 whatever the storage dtype.
 
-Threads: the kernels use numba's threads, capped at the BLAS pool's size (so a process
-limited to one BLAS thread, as the benchmarks and the batch workers are, runs the
-kernels on one thread too); kernels and BLAS calls never run at the same time.
+Threads: inside :meth:`HostState.running` (what ``fit`` wraps its iterations in), a fit
+with more than one thread holds BLAS to one thread and splits every step — the kernels
+and the matrix products — into consecutive slices of bins (frames for H's product), one
+per thread of a small pool; each kernel runs on one numba thread and releases the GIL.
+So each step is one parallel region with no switch between numba's and BLAS's thread
+pools (which made two threads slower than one: benchmarks/README.md, "Fused CPU
+kernels"). The thread count is numba's, capped at the BLAS pool's size, so a process
+limited to one BLAS thread (the benchmarks, the batch workers) runs on one.
 """
 
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -31,6 +37,12 @@ from studio_sep.separation.state import State
 #: Reassociation (vectorised sums) and fused multiply-add; no approximate division or
 #: infinities assumed away.
 _FASTMATH = {"contract", "reassoc", "nsz"}
+
+# The kernels take a range of bins [f0, f1) and are compiled with ``parallel=True`` but
+# run on one numba thread per call (``HostState._split``): numba's lowering of the prange
+# loop vectorises the loops over frames where the plain serial njit of the same code does
+# not (G's sums 4.2 against 6.9 ms, the log-likelihood 13.6 against 16.4 ms: float64, 1
+# thread, paper configuration, 2026-12-02).
 
 
 @njit(inline="always", fastmath=_FASTMATH)
@@ -60,13 +72,13 @@ def _ratio_row(Qx_FMT, f, m, y_T, a_T):
         a_T[t] *= y_T[t]
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def per_source_ratios(Qx_FMT, lam_NFT, G_NM, A_NFT, B_NFT):
+@njit(parallel=True, nogil=True, cache=True, fastmath=_FASTMATH)
+def per_source_ratios(Qx_FMT, lam_NFT, G_NM, A_NFT, B_NFT, f0, f1):
     """A_nft = Σ_m g_nm x̃_ftm / ỹ_ftm², B_nft = Σ_m g_nm / ỹ_ftm (the W and H updates'
     numerator and denominator before the contraction with H or W)."""
     N, F, T = lam_NFT.shape
     M = G_NM.shape[1]
-    for f in prange(F):
+    for f in prange(f0, f1):
         y = np.empty(T, Qx_FMT.dtype)  # ỹ, then 1/ỹ
         a = np.empty(T, Qx_FMT.dtype)
         A_NFT[:, f, :] = 0
@@ -82,13 +94,13 @@ def per_source_ratios(Qx_FMT, lam_NFT, G_NM, A_NFT, B_NFT):
                     B_NFT[n, f, t] += g * y[t]
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def source_mic_sums(Qx_FMT, lam_NFT, G_NM, num_FNM, den_FNM):
+@njit(parallel=True, nogil=True, cache=True, fastmath=_FASTMATH)
+def source_mic_sums(Qx_FMT, lam_NFT, G_NM, num_FNM, den_FNM, f0, f1):
     """Per bin f, float64: num_fnm = Σ_t λ_nft x̃_ftm / ỹ_ftm², den_fnm = Σ_t λ_nft / ỹ_ftm
     (the G update's sums, to be summed over f)."""
     N, F, T = lam_NFT.shape
     M = G_NM.shape[1]
-    for f in prange(F):
+    for f in prange(f0, f1):
         y = np.empty(T, Qx_FMT.dtype)
         a = np.empty(T, Qx_FMT.dtype)
         for m in range(M):
@@ -104,12 +116,12 @@ def source_mic_sums(Qx_FMT, lam_NFT, G_NM, num_FNM, den_FNM):
                 den_FNM[f, n, m] = s_den
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def data_terms(Qx_FMT, lam_NFT, G_NM, out_F):
+@njit(parallel=True, nogil=True, cache=True, fastmath=_FASTMATH)
+def data_terms(Qx_FMT, lam_NFT, G_NM, out_F, f0, f1):
     """out_f = Σ_tm x̃_ftm / ỹ_ftm + log ỹ_ftm, float64 (the log-likelihood's data term)."""
     _, F, T = lam_NFT.shape
     M = G_NM.shape[1]
-    for f in prange(F):
+    for f in prange(f0, f1):
         y = np.empty(T, Qx_FMT.dtype)
         acc = 0.0
         for m in range(M):
@@ -121,12 +133,12 @@ def data_terms(Qx_FMT, lam_NFT, G_NM, out_F):
         out_F[f] = acc
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def inverse_model(lam_NFT, G_NM, out_FMT):
+@njit(parallel=True, nogil=True, cache=True, fastmath=_FASTMATH)
+def inverse_model(lam_NFT, G_NM, out_FMT, f0, f1):
     """out_fmt = 1 / ỹ_ftm, frames last (the covariances' weights)."""
     _, F, T = lam_NFT.shape
     M = G_NM.shape[1]
-    for f in prange(F):
+    for f in prange(f0, f1):
         y = np.empty(T, out_FMT.dtype)
         one = np.ones(1, out_FMT.dtype)[0]
         for m in range(M):
@@ -135,13 +147,13 @@ def inverse_model(lam_NFT, G_NM, out_FMT):
                 out_FMT[f, m, t] = one / y[t]
 
 
-@njit(parallel=True, cache=True)
-def upper_pairs(X_FTM, rows, cols, out_FPT):
+@njit(parallel=True, nogil=True, cache=True)
+def upper_pairs(X_FTM, rows, cols, out_FPT, f0, f1):
     """The upper triangle of x_ft x_ftᴴ as reals, frames last: out[f, p, t] =
     Re(x_i x̄_j), out[f, P + p, t] = Im(x_i x̄_j) for (i, j) = (rows[p], cols[p])."""
     F, T, _ = X_FTM.shape
     P = rows.shape[0]
-    for f in prange(F):
+    for f in prange(f0, f1):
         for p in range(P):
             i, j = rows[p], cols[p]
             for t in range(T):
@@ -151,8 +163,9 @@ def upper_pairs(X_FTM, rows, cols, out_FPT):
 
 
 def kernel_threads() -> int:
-    """Threads for the kernels: numba's, at most as many as the BLAS pool's (threadpoolctl's
-    view; numba's alone where threadpoolctl is missing)."""
+    """Threads for a fit's steps: numba's thread count, at most as many as the BLAS pool's
+    (threadpoolctl's view; numba's alone where threadpoolctl is missing), so a process
+    limited to one BLAS thread, as the benchmarks and the batch workers are, runs on one."""
     n = numba.config.NUMBA_NUM_THREADS
     try:
         from threadpoolctl import threadpool_info
@@ -162,19 +175,15 @@ def kernel_threads() -> int:
     return max(1, min([n, *blas]))
 
 
-@contextlib.contextmanager
-def threads(n: int):
-    """Run numba's parallel kernels on ``n`` threads inside the block (restored after)."""
-    before = numba.get_num_threads()
-    numba.set_num_threads(n)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(before)
-
-
 class HostState(State):
-    """``State`` with fused kernels (numpy arrays only). x̃ is ``Qx_FMT`` (F, M, T)."""
+    """``State`` with fused kernels (numpy arrays only). x̃ is ``Qx_FMT`` (F, M, T).
+
+    Inside :meth:`running` (what ``fit`` wraps its iterations in) with more than one thread,
+    BLAS runs on one thread and every matrix product and Q projection is split into
+    ``threads`` slices of bins (or frames) run at once on a pool of threads, so both cores
+    work on one parallel step with no switch between numba's and BLAS's thread pools;
+    outside it, the products run whole in BLAS's own threads.
+    """
 
     def __init__(self, xp, X, Q, G, W, H, *, cache_pairs: bool = True, block_bins: int | None = None):
         if xp is not np:
@@ -185,13 +194,48 @@ class HostState(State):
         rows, cols = (np.ascontiguousarray(a, dtype=np.int64) for a in self.upper)
         if cache_pairs:
             self.pairs_FPT = np.empty((F, 2 * len(rows), T), dtype=real)
-            upper_pairs(np.ascontiguousarray(X), rows, cols, self.pairs_FPT)
+            upper_pairs(np.ascontiguousarray(X), rows, cols, self.pairs_FPT, 0, F)
         else:
             self.pairs_FPT = None
         self.Qx_FMT = np.empty((F, M, T), dtype=real)
         self._A_NFT = np.empty((self.G.shape[0], F, T), dtype=real)
         self._B_NFT = np.empty_like(self._A_NFT)
         self.threads = kernel_threads()
+        self._pool: ThreadPoolExecutor | None = None
+
+    @contextlib.contextmanager
+    def running(self):
+        """BLAS on one thread and the products split among ``threads`` pool threads (the
+        class docstring); nothing changes with one thread."""
+        if self.threads < 2:
+            yield
+            return
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(self.threads - 1, initializer=numba.set_num_threads, initargs=(1,)) as pool:
+            self._pool = pool
+            try:
+                yield
+            finally:
+                self._pool = None
+
+    def _split(self, n: int, fn) -> None:
+        """``fn(part)`` for ``threads`` consecutive slices of ``range(n)`` at once (the first
+        in this thread), inside :meth:`running`; ``fn(slice(None))`` outside it."""
+        before = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            if self._pool is None:
+                fn(slice(0, n))
+                return
+            edges = np.linspace(0, n, self.threads + 1).astype(int)
+            parts = [slice(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+            futures = [self._pool.submit(fn, part) for part in parts[1:]]
+            fn(parts[0])
+            for future in futures:
+                future.result()
+        finally:
+            numba.set_num_threads(before)
 
     def refresh_Qx(self) -> None:
         """x̃ as in ``State.refresh_Qx``, stored (F, M, T): one BLAS product (F,M,2P)@(F,2P,T)."""
@@ -199,47 +243,85 @@ class HostState(State):
             Qx = np.matmul(self.X, self.Q.transpose(0, 2, 1))  # (F, T, M)
             self.Qx_FMT[:] = (Qx.real**2 + Qx.imag**2).transpose(0, 2, 1)
             return
-        np.matmul(self.pair_coefficients(), self.pairs_FPT, out=self.Qx_FMT)
-        np.maximum(self.Qx_FMT, 0.0, out=self.Qx_FMT)  # rounding can dip below 0 where x̃ ≈ 0
+        C = self.pair_coefficients()
+
+        def part(bins):
+            out = self.Qx_FMT[bins]
+            np.matmul(C[bins], self.pairs_FPT[bins], out=out)
+            np.maximum(out, 0.0, out=out)  # rounding can dip below 0 where x̃ ≈ 0
+
+        self._split(self.F, part)
+
+    def refresh_model(self) -> None:
+        """λ = W H into one (N, F, T) array, split over bins."""
+        N, F, _ = self.W.shape
+        if getattr(self, "lam", None) is None or self.lam.shape != (N, F, self.T) or self.lam.dtype != self.W.dtype:
+            self.lam = np.empty((N, F, self.T), dtype=self.W.dtype)
+
+        def part(bins):
+            np.matmul(self.W[:, bins], self.H, out=self.lam[:, bins])
+
+        self._split(F, part)
 
     def log_likelihood(self):
         data_F = np.empty(self.F)
-        with threads(self.threads):
-            data_terms(self.Qx_FMT, self.lam, self.G, data_F)
+        self._split(self.F, lambda b: data_terms(self.Qx_FMT, self.lam, self.G, data_F, b.start, b.stop))
         _, logabsdet = np.linalg.slogdet(self.Q)
         return (-data_F.sum() + 2 * self.T * logabsdet.sum(dtype=np.float64)) / (self.F * self.T)
 
     def _per_source_ratios(self):
-        with threads(self.threads):
-            per_source_ratios(self.Qx_FMT, self.lam, self.G, self._A_NFT, self._B_NFT)
+        self._split(self.F, lambda b: per_source_ratios(self.Qx_FMT, self.lam, self.G, self._A_NFT, self._B_NFT,
+                                                        b.start, b.stop))
         return self._A_NFT, self._B_NFT
 
     def update_W(self) -> None:
         A, B = self._per_source_ratios()
         Ht = self.H.transpose(0, 2, 1)
-        self.W = np.maximum(self.W * np.sqrt(np.matmul(A, Ht) / np.matmul(B, Ht)), self.floor)
+        num, den = np.empty_like(self.W), np.empty_like(self.W)
+
+        def part(bins):
+            num[:, bins] = np.matmul(A[:, bins], Ht)
+            den[:, bins] = np.matmul(B[:, bins], Ht)
+
+        self._split(self.F, part)
+        self.W = np.maximum(self.W * np.sqrt(num / den), self.floor)
         self.refresh_model()
 
     def update_H(self) -> None:
         A, B = self._per_source_ratios()
         Wt = self.W.transpose(0, 2, 1)
-        self.H = np.maximum(self.H * np.sqrt(np.matmul(Wt, A) / np.matmul(Wt, B)), self.floor)
+        num, den = np.empty_like(self.H), np.empty_like(self.H)
+
+        def part(frames):
+            num[:, :, frames] = np.matmul(Wt, A[:, :, frames])
+            den[:, :, frames] = np.matmul(Wt, B[:, :, frames])
+
+        self._split(self.T, part)
+        self.H = np.maximum(self.H * np.sqrt(num / den), self.floor)
         self.refresh_model()
 
     def update_G(self) -> None:
         num, den = (np.empty((self.F, *self.G.shape)) for _ in range(2))
-        with threads(self.threads):
-            source_mic_sums(self.Qx_FMT, self.lam, self.G, num, den)
+        self._split(self.F, lambda b: source_mic_sums(self.Qx_FMT, self.lam, self.G, num, den, b.start, b.stop))
         ratio = (num.sum(axis=0) / den.sum(axis=0)).astype(self.G.dtype)
         self.G = np.maximum(self.G * np.sqrt(ratio), self.floor)
 
+    def update_Q(self) -> None:
+        V_all = self.covariances()
+        self._split(self.F, lambda bins: self.project_rows(V_all, bins))
+
     def weighted_pairs(self):
         inv_Y_FMT = np.empty((self.F, self.M, self.T), dtype=self.X.real.dtype)
-        with threads(self.threads):
-            inverse_model(self.lam, self.G, inv_Y_FMT)
-        if self.pairs_FPT is not None:
-            return np.matmul(inv_Y_FMT, self.pairs_FPT.transpose(0, 2, 1))
         R = np.empty((self.F, self.M, 2 * len(self.upper[0])), dtype=self.X.real.dtype)
+
+        def part(bins):  # 1/ỹ of these bins, then their product with the pairs while in cache
+            inverse_model(self.lam, self.G, inv_Y_FMT, bins.start, bins.stop)
+            if self.pairs_FPT is not None:
+                np.matmul(inv_Y_FMT[bins], self.pairs_FPT[bins].transpose(0, 2, 1), out=R[bins])
+
+        self._split(self.F, part)
+        if self.pairs_FPT is not None:
+            return R
         for bins in self.blocks():
             R[bins] = np.matmul(inv_Y_FMT[bins], self._pairs(bins))
         return R

@@ -6,6 +6,8 @@ Axes and names as in :mod:`studio_sep.separation.fastmnmf2`."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 #: Floor on the non-negative factors W, H, G, relative to the unit-power data,
@@ -50,6 +52,10 @@ class State:
         self.upper = tuple(xp.asarray(i) for i in np.triu_indices(self.M))
         self.pairs = self._pairs(slice(None)) if cache_pairs else None
         self.pair_weights = xp.asarray(np.where(np.equal(*np.triu_indices(self.M)), 1.0, 2.0).astype(X.real.dtype))
+
+    def running(self):
+        """Context of a fit's iterations (:class:`HostState` sets up its threads there)."""
+        return contextlib.nullcontext()
 
     def blocks(self):
         """Slices of consecutive frequency bins, ``block_bins`` at a time."""
@@ -185,21 +191,26 @@ class State:
 
     def update_Q(self) -> None:
         """Update every row of Q in turn. x̃ is not needed between rows: refresh after."""
+        self.project_rows(self.covariances(), slice(None))
+
+    def project_rows(self, V_all, bins: slice) -> None:
+        """Paper eq. 16 for the bins ``bins``: every row of ``Q[bins]`` in turn, from their
+        weighted covariances ``V_all[bins]`` (F', M, M, M). Bins are independent."""
         xp = self.xp
-        V_all = self.covariances()
+        V_all, Q = V_all[bins], self.Q[bins]
         # Diagonal loading far below the data (relative LOADING of the mean power):
         # keeps the solve defined when mics are linearly dependent (a duplicated
         # channel, digital silence in a bin) and is invisible otherwise.
         eye = xp.eye(self.M, dtype=self.Q.dtype)
-        trace = xp.trace(V_all, axis1=2, axis2=3).real  # (F, M)
+        trace = xp.trace(V_all, axis1=2, axis2=3).real  # (F', M)
         V_all = V_all + (self.loading * trace / self.M)[:, :, None, None] * eye
         for m in range(self.M):
             V = V_all[:, m]
-            b = xp.ascontiguousarray(xp.broadcast_to(eye[:, m:m + 1], (self.F, self.M, 1)))
-            q = xp.linalg.solve(xp.matmul(self.Q, V), b)  # (F, M, 1)
-            norm = xp.matmul(xp.matmul(q.conj().transpose(0, 2, 1), V), q).real  # (F, 1, 1)
+            b = xp.ascontiguousarray(xp.broadcast_to(eye[:, m:m + 1], (Q.shape[0], self.M, 1)))
+            q = xp.linalg.solve(xp.matmul(Q, V), b)  # (F', M, 1)
+            norm = xp.matmul(xp.matmul(q.conj().transpose(0, 2, 1), V), q).real  # (F', 1, 1)
             q = q / xp.sqrt(norm)
-            self.Q[:, m, :] = q[:, :, 0].conj()
+            Q[:, m, :] = q[:, :, 0].conj()
 
     def normalize(self) -> None:
         """Scale Q to tr(Q Qᴴ) = M, rows of G to sum 1, columns of W to sum 1 (eq. 10)."""
