@@ -148,7 +148,8 @@ def test_kernel_threads_follow_the_blas_limit() -> None:
         assert host_kernels.kernel_threads() == 1
 
 
-def test_two_threads_split_the_bins_and_give_the_same_fit() -> None:
+@pytest.mark.parametrize("cache_pairs", [True, False])
+def test_two_threads_split_the_bins_and_give_the_same_fit(cache_pairs) -> None:
     """Inside ``running`` with two threads, BLAS is held to one thread and every step is
     split over bins (or frames) among two threads: the same numbers as one thread, and
     the BLAS limit restored afterwards."""
@@ -160,7 +161,7 @@ def test_two_threads_split_the_bins_and_give_the_same_fit() -> None:
     X, Q, G, W, H = _problem(4)
     states = []
     for n_threads in (1, 2):
-        state = host_kernels.HostState(np, X, Q.copy(), G.copy(), W.copy(), H.copy())
+        state = host_kernels.HostState(np, X, Q.copy(), G.copy(), W.copy(), H.copy(), cache_pairs=cache_pairs)
         state.threads = n_threads
         before = blas_threads()
         with state.running():

@@ -180,18 +180,18 @@ def fit(
     X = X_FTM / scale
     state = make_state(xp, X, p.Q_FMM.copy(), p.G_NM.copy(), p.W_NFK.copy(), H, cache_pairs=cache_covariance,
                        block_bins=block_bins)
-    if resume is None:
-        state.normalize()
-        ll, ll_its, first = [], [], 1
-    else:  # the state is as the interrupted fit left it after resume.iteration
-        ll, ll_its, first = list(resume.log_likelihood), [int(i) for i in resume.ll_iterations], resume.iteration + 1
-    state.refresh_Qx()
-    state.refresh_model()
-    if resume is None:
-        ll, ll_its = [state.log_likelihood()], [0]
-    latest = float(ll[-1])
+    with state.running():  # the CPU state's threads (HostState.running), for every step
+        if resume is None:
+            state.normalize()
+            ll, ll_its, first = [], [], 1
+        else:  # the state is as the interrupted fit left it after resume.iteration
+            ll, ll_its, first = list(resume.log_likelihood), [int(i) for i in resume.ll_iterations], resume.iteration + 1
+        state.refresh_Qx()
+        state.refresh_model()
+        if resume is None:
+            ll, ll_its = [state.log_likelihood()], [0]
+        latest = float(ll[-1])
 
-    with state.running():  # the CPU state's threads (HostState.running)
         for it in range(first, n_iter + 1):
             if update_W:
                 state.update_W()
@@ -278,9 +278,9 @@ def fit_activations(X_FTM, params: Params, *, n_iter: int = 20, block_bins: int 
     H = xp.ascontiguousarray(xp.broadcast_to(level[:, None, None], (N, K, T))).astype(real_dtype)
     state = make_state(xp, X_FTM / xp.sqrt(scale2), p.Q_FMM.copy(), p.G_NM.copy(), W, H, cache_pairs=False,
                        block_bins=block_bins)
-    state.refresh_Qx()
-    state.refresh_model()
     with state.running():
+        state.refresh_Qx()
+        state.refresh_model()
         for _ in range(n_iter):
             state.update_H()
     return state.H
