@@ -216,3 +216,29 @@ def test_segment_scores_are_medians_of_the_finite_values() -> None:
     seg = [{k: np.array([v, 1.0]) for k in ("sdr", "sir", "sar", "si_sdr")} for v in (1.0, 5.0, np.inf, 2.0)]
     out = _median_over_segments(seg)
     np.testing.assert_array_equal(out["sdr"], [2.0, 1.0])
+
+
+def test_session_log_likelihood_weights_blocks_and_holds_a_stopped_block_at_its_end() -> None:
+    from studio_sep.stages.separate import session_log_likelihood
+
+    per_block = [{"n_frames": 300, "iterations": [0, 5, 10, 15], "values": [-10.0, 1.0, 2.0, 2.5]},
+                 {"n_frames": 100, "iterations": [0, 5], "values": [-6.0, 3.0]}]  # stopped at 5 (auto)
+    iterations, values = session_log_likelihood(per_block)
+    assert iterations == [0, 5, 10, 15]
+    np.testing.assert_allclose(values, [(300 * -10 + 100 * -6) / 400, (300 * 1 + 100 * 3) / 400,
+                                        (300 * 2 + 100 * 3) / 400, (300 * 2.5 + 100 * 3) / 400])
+
+
+def test_blocks_whose_fits_stop_at_different_iterations_give_one_session_record(rendered_session: Path,
+                                                                                tmp_path: Path) -> None:
+    """The default ``--iterations auto`` in time blocks: each block's fit stops on its own,
+    and run.json still holds the session's log-likelihood (this failed on a 20-minute session)."""
+    session = load_session(rendered_session)
+    options = SeparationOptions(n_iter="auto", max_memory=_three_block_budget())
+    result = separate_session(session, tmp_path, options)
+    ll = result.run["log_likelihood"]
+    counts = {len(blk["iterations"]) for blk in ll["blocks"]}
+    assert len(ll["blocks"]) >= 3 and len(counts) > 1, counts  # the blocks stopped at different iterations
+    assert ll["iterations"] == sorted({i for blk in ll["blocks"] for i in blk["iterations"]})
+    assert len(ll["values"]) == len(ll["iterations"]) and ll["final"] == ll["values"][-1]
+    assert all(blk["iterations"][-1] <= 100 for blk in ll["blocks"])

@@ -118,6 +118,23 @@ def separate_session(
     return SeparationResult(folder=folder, run=record.load(), stages=stages)
 
 
+def session_log_likelihood(per_block: list[dict]) -> tuple[list[int], np.ndarray]:
+    """The session's log-likelihood per bin from its time blocks' fits: at each iteration
+    any block recorded, the blocks' values weighted by their frames, a block that stopped
+    earlier (``--iterations auto``) counted at its final value. Returns the iterations and
+    the values."""
+    iterations = sorted({int(i) for blk in per_block for i in blk["iterations"]})
+    frames = np.array([blk["n_frames"] for blk in per_block], dtype=float)
+    table = np.empty((len(iterations), len(per_block)))
+    for b, blk in enumerate(per_block):
+        recorded = dict(zip((int(i) for i in blk["iterations"]), blk["values"]))
+        latest = blk["values"][0]
+        for row, it in enumerate(iterations):
+            latest = recorded.get(it, latest)
+            table[row, b] = latest
+    return iterations, table @ frames / frames.sum()
+
+
 @dataclass(frozen=True)
 class _Images:
     """What the images stage made, for ``run.json``."""
@@ -210,11 +227,9 @@ class _InBlocks:
             per_block.append({"block": b + 1, "n_frames": int(extra["n_frames"]),
                               "iterations": [int(i) for i in extra["ll_iterations"]],
                               "values": [round(float(v), 6) for v in extra["log_likelihood"]]})
-        # the session's log-likelihood per bin: the blocks' values weighted by their frames
-        frames = np.array([blk["n_frames"] for blk in per_block], dtype=float)
-        values = np.array([blk["values"] for blk in per_block]).T @ frames / frames.sum()
+        iterations, values = session_log_likelihood(per_block)
         log_likelihood = {"initial": round(float(values[0]), 6), "final": round(float(values[-1]), 6),
-                          "iterations": per_block[0]["iterations"], "values": [round(float(v), 6) for v in values],
+                          "iterations": iterations, "values": [round(float(v), 6) for v in values],
                           "blocks": per_block}
         blocks = {"reordered": any(seam["reordered"] for seam in seams), "seams": seams,
                   "bounds_samples": [list(bound) for bound in plan.bounds()]}
