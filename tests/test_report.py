@@ -180,6 +180,29 @@ def test_without_truth_the_page_shows_the_leakage_estimate_only(small_session: P
     assert re.search(r"Leakage estimate[^<]*<b>[+-]\d+\.\d dB</b>", page)
 
 
+def test_a_long_session_is_heard_and_plotted_on_an_excerpt(small_session: Path, small_run, tmp_path: Path,
+                                                          monkeypatch) -> None:
+    """Longer than LISTENING_SECONDS (here 1 s of the 3 s session): every player is a copy
+    of the excerpt, the page says so, and the stems and images themselves are untouched."""
+    from studio_sep.stages import report_html
+
+    out, _ = small_run
+    shutil.copytree(out / "small", tmp_path / "out" / "small")
+    monkeypatch.setattr(report_html, "LISTENING_SECONDS", 1.0)
+    session = load_session(small_session)
+    page_path = report_html.build_report(session, tmp_path / "out").path
+    page = page_path.read_text()
+    assert page.count("the first 1 s of the session") == 2
+    players = re.findall(r'<audio[^>]*src="([^"]+)" data-role="([^"]+)"', page)
+    sources = [src for src, role in players if role != "remix"]
+    assert len(sources) >= 8 and all(src.startswith("audio/") for src in sources), players
+    for src in sources:
+        x, sr = audio_io.read_audio(page_path.parent / src)
+        assert x.shape[1] == sr, src  # 1 s
+    stem, sr = audio_io.read_audio(tmp_path / "out" / "small" / "stems" / "low.wav")
+    assert stem.shape[1] == session.n_samples
+
+
 # --------------------------------------------------------------------------- the page in a browser
 
 

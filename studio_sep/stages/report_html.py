@@ -40,6 +40,10 @@ from studio_sep.util.errors import InputError
 
 STAGE = "report"
 
+#: Players, spectrograms and the leakage estimate of a longer session cover its first this
+#: many seconds (a 20-minute session's full-length listening copies took 2 GB and 11 GiB).
+LISTENING_SECONDS = 120.0
+
 #: Framewise scores read this many 1 s windows of the signals at a time (long sessions).
 _FRAMEWISE_CHUNK = 30
 
@@ -135,24 +139,34 @@ def _build(session: Session, folder: Path, run: dict, metrics: dict | None, refe
 def _source_section(session: Session, folder: Path, n: int, stem_mic: str, reference_mic: str,
                     has_truth: bool) -> tuple[dict, list[Path]]:
     """One source's players (with their loudness and matched volumes), spectrograms and
-    leakage estimate; the files written for them."""
+    leakage estimate; the files written for them. A session longer than
+    :data:`LISTENING_SECONDS` is heard, plotted and estimated on its first
+    :data:`LISTENING_SECONDS` (every player a copy of that excerpt), so the page and the
+    stage's memory do not grow with the session."""
     from studio_sep.stages.report_plots import plot_spectrograms
 
     name, sr = session.sources[n].name, session.sample_rate
     mic_names = [m.name for m in session.mics]
     m_stem, m_ref = mic_names.index(stem_mic), mic_names.index(reference_mic)
-    mic = load_mics(session, mics=[m_stem])[0]
-    stem = audio_io.read_audio(folder / "stems" / f"{name}.wav")[0][0]
-    written = [_listening_copy(folder / "report" / "audio" / f"mic-{m_stem}.wav", mic, sr)]
+    stop = int(LISTENING_SECONDS * sr)
+    excerpt = session.n_samples > stop
+    span = {"stop": stop} if excerpt else {}
+    audio = folder / "report" / "audio"
+    mic = load_mics(session, mics=[m_stem], **span)[0]
+    stem_file, ref_image = folder / "stems" / f"{name}.wav", image_path(folder, session, name, reference_mic)
+    stem, image = (audio_io.read_audio(path, **span)[0][0] for path in (stem_file, ref_image))
+    written = [_listening_copy(audio / f"mic-{m_stem}.wav", mic, sr)]
+    if excerpt:
+        stem_file = _listening_copy(audio / f"stem-{n}.wav", stem, sr)
+        ref_image = _listening_copy(audio / f"image-{n}-{m_ref}.wav", image, sr)
+        written += [stem_file, ref_image]
     players = [("mic", "unprocessed mic", stem_mic, written[0], mic),
-               ("stem", "separated stem", stem_mic, folder / "stems" / f"{name}.wav", stem)]
-    ref_image = image_path(folder, session, name, reference_mic)
-    players.append(("image", "image at reference mic", reference_mic, ref_image,
-                    audio_io.read_audio(ref_image)[0][0]))
+               ("stem", "separated stem", stem_mic, stem_file, stem),
+               ("image", "image at reference mic", reference_mic, ref_image, image)]
     if has_truth:
         for role, m in (("truth", m_stem), ("truth-ref", m_ref))[: 1 if m_ref == m_stem else 2]:
-            truth = audio_io.read_audio(session.truth.images[name], channels=[m])[0][0]
-            written.append(_listening_copy(folder / "report" / "audio" / f"truth-{n}-{m}.wav", truth, sr))
+            truth = audio_io.read_audio(session.truth.images[name], channels=[m], **span)[0][0]
+            written.append(_listening_copy(audio / f"truth-{n}-{m}.wav", truth, sr))
             players.append((role, "ground truth", mic_names[m], written[-1], truth))
     levels = {role: loudness_lufs(x, sr) for role, _, _, _, x in players}
     volumes = matched_volumes(levels)
@@ -163,7 +177,8 @@ def _source_section(session: Session, folder: Path, n: int, stem_mic: str, refer
     plot_spectrograms(plot, [(f"mic {stem_mic} (unprocessed)", mic), (f"stem {name}", stem),
                              ("bleed removed (mic − stem)", mic - stem)], sr, title=f"{name} at {stem_mic}")
     entry = {"name": name, "stem_mic": stem_mic, "players": entries, "spectrogram": f"plots/{plot.name}",
-             "leakage": _leakage(session, folder, n, stem, mic)}
+             "leakage": _leakage(session, folder, n, stem, mic, span),
+             "excerpt_s": LISTENING_SECONDS if excerpt else None}
     return entry, [*dict.fromkeys(written), plot]
 
 
@@ -172,10 +187,10 @@ def _listening_copy(path: Path, x_S: np.ndarray, sample_rate: int) -> Path:
     return audio_io.write_audio(path, x_S[None, :], sample_rate, subtype="float32")
 
 
-def _leakage(session: Session, folder: Path, n: int, stem: np.ndarray, mic: np.ndarray) -> dict:
+def _leakage(session: Session, folder: Path, n: int, stem: np.ndarray, mic: np.ndarray, span: dict) -> dict:
     """The leakage estimate of the stem against all the other sources' stems (and against
-    each), and of the unprocessed mic against them (the baseline)."""
-    others = {s.name: audio_io.read_audio(folder / "stems" / f"{s.name}.wav")[0][0]
+    each), and of the unprocessed mic against them (the baseline), over ``span``."""
+    others = {s.name: audio_io.read_audio(folder / "stems" / f"{s.name}.wav", **span)[0][0]
               for k, s in enumerate(session.sources) if k != n}
     if not others:
         return {"stem": None, "mic": None, "each": {}}
