@@ -16,6 +16,7 @@ from studio_sep.classnet.model import ClassNet  # noqa: E402
 from studio_sep.classnet.train_data import batch_indices  # noqa: E402
 from studio_sep.classnet.train_loss import (  # noqa: E402
     MASK_BCE_WEIGHT,
+    estimate_and_loss,
     ideal_ratio_mask,
     loss_from_logits,
     loss_from_mask,
@@ -162,7 +163,9 @@ def test_separation_loss_uses_the_networks_logits(example):
         assert torch.equal(net(x, cond).mask_BFT, torch.sigmoid(logits))
         got, _ = separation_loss(net, x, s, cond, sdr_weight=0.02, mask_bce_weight=0.5, mask_bce_bins="uniform")
         want, _ = loss_from_logits(net, logits, X, s, x, sdr_weight=0.02, mask_bce_weight=0.5, mask_bce_bins="uniform")
-    assert float(got) == float(want)
+        est, one_pass = estimate_and_loss(net, x, s, cond, sdr_weight=0.02, mask_bce_weight=0.5, mask_bce_bins="uniform")
+        assert torch.equal(est, net(x, cond).wave_BS)
+    assert float(got) == float(want) == float(one_pass)
 
 
 def _generator(*key):

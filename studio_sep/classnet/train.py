@@ -68,6 +68,7 @@ from studio_sep.classnet.train_loss import (
     MASK_BCE_BINS,
     MASK_BCE_WEIGHT,
     SDR_WEIGHT,
+    estimate_and_loss,
     example_scores,
     magnitude_mae,
     sdr,
@@ -380,8 +381,8 @@ class _Job:
             cond = self.conditions([e], ["both"], [torch.from_numpy(read_wave(e.reference))])
             mix_BS = torch.from_numpy(mix)[None].to(device=param.device, dtype=param.dtype)
             tgt_BS = torch.from_numpy(tgt)[None].to(device=param.device, dtype=param.dtype)
-            est = self.net(mix_BS, cond).wave_BS[0].to("cpu", torch.float64).numpy()
-            loss, _ = separation_loss(self.net, mix_BS, tgt_BS, cond, **self.loss_args)
+            est_BS, loss = estimate_and_loss(self.net, mix_BS, tgt_BS, cond, **self.loss_args)  # one pass
+            est = est_BS[0].to("cpu", torch.float64).numpy()
             rows.append({"class": e.cls or e.prompt, "val_loss": float(loss), **example_scores(tgt, est, mix)})
             if callback is not None:
                 callback("validate", i + 1, len(examples), e.id)
@@ -457,9 +458,8 @@ def _read_state(path: Path, settings: dict) -> dict | None:
     return state
 
 
-def _check_settings(*, query, query_encoder, mode, steps, batch_size, crop_s, lr, seed, threads,
-                    checkpoint_every, validate_every, chunk_steps, sdr_weight, balance, mask_bce_weight,
-                    mask_bce_bins) -> None:
+def _check_settings(*, query, query_encoder, mode, steps, batch_size, crop_s, lr, seed, threads, checkpoint_every,
+                    validate_every, chunk_steps, sdr_weight, balance, mask_bce_weight, mask_bce_bins) -> None:
     def bad(field, problem, fix):
         raise InputError(None, field, problem, fix)
 

@@ -53,7 +53,7 @@ import torch
 
 from studio_sep.dsp.metrics import si_sdr
 
-__all__ = ["COLLAPSE_DB", "MASK_BCE_BINS", "ideal_ratio_mask", "loss_from_logits", "loss_from_mask",
+__all__ = ["COLLAPSE_DB", "MASK_BCE_BINS", "estimate_and_loss", "ideal_ratio_mask", "loss_from_logits", "loss_from_mask",
            "magnitude_mae", "mask_bce", "sdr", "selection_key", "separation_loss", "signal_sdr", "validation_scores"]
 
 #: A class whose estimates are, in median, this far below its targets' energy (dB) has collapsed.
@@ -185,6 +185,17 @@ def separation_loss(net, mixture_BS: torch.Tensor, target_BS: torch.Tensor, cond
     logits_BFT = net.predict_logits(X_BFT.abs(), cond_BC)
     return loss_from_logits(net, logits_BFT, X_BFT, target_BS.to(mixture_BS.dtype), mixture_BS,
                             sdr_weight=sdr_weight, mask_bce_weight=mask_bce_weight, mask_bce_bins=mask_bce_bins)
+
+
+def estimate_and_loss(net, mixture_BS: torch.Tensor, target_BS: torch.Tensor, cond_BC: torch.Tensor,
+                      **loss_args) -> tuple[torch.Tensor, torch.Tensor]:
+    """The separated waveform (B, S), as ``net(mixture_BS, cond_BC).wave_BS``, and the
+    :func:`separation_loss`, from one pass of the network (validation)."""
+    mixture_BS, cond_BC = net._check_inputs(mixture_BS, cond_BC)
+    X_BFT = net.spectrogram(mixture_BS)
+    logits_BFT = net.predict_logits(X_BFT.abs(), cond_BC)
+    loss, _ = loss_from_logits(net, logits_BFT, X_BFT, target_BS.to(mixture_BS.dtype), mixture_BS, **loss_args)
+    return net.waveform(torch.sigmoid(logits_BFT) * X_BFT, mixture_BS.shape[-1]), loss
 
 
 def sdr(ref_S: np.ndarray, est_S: np.ndarray) -> float:
