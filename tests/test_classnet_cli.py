@@ -58,6 +58,17 @@ def test_augment_train_and_use_the_model(rendered_session: Path, tmp_path: Path)
     assert run["separation"]["spectral_init"].endswith("geometric mean with the classnet prior")
 
 
+def test_train_defaults_are_the_loss_modules() -> None:
+    import inspect
+
+    from studio_sep.classnet.train_loss import MASK_BCE_WEIGHT, SDR_WEIGHT
+    from studio_sep.cli.classnet_cmds import train
+
+    params = inspect.signature(train).parameters
+    assert (params["mask_bce_weight"].default, params["sdr_weight"].default) == (MASK_BCE_WEIGHT, SDR_WEIGHT)
+    assert params["mask_bce_bins"].default == "magnitude"
+
+
 def test_two_training_soundfonts_and_a_heldout_set(tmp_path: Path) -> None:
     """augment renders each program with every --soundfont; --heldout writes a test split only, from a
     SoundFont named MuseScore_General (here a link to TimGM6mb, for speed), twice the same; train refuses it."""

@@ -291,7 +291,7 @@ def test_mask_bce_settings_are_recorded_and_old_runs_resume_without_it(data, tmp
         del state["settings"][k]
     torch.save(state, state_path)
     assert train(data, tmp_path / "off", steps=3, mask_bce_weight=0, **FAST).resumed_from == 2
-    with pytest.raises(InputError, match=r"mask_bce_weight 0\.0 → 0\.1"):
+    with pytest.raises(InputError, match=r"mask_bce_weight 0\.0 → 0\.3"):
         train(data, tmp_path / "off", steps=4, **FAST)
     with pytest.raises(InputError, match="mask_bce_bins"):
         train(data, tmp_path / "b", steps=1, mask_bce_bins="power", **FAST)

@@ -175,7 +175,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: str
     sdr_weight : float
         Weight per dB of the waveform SDR term added to eq. 18 (0.02; 0: eq. 18 alone).
     mask_bce_weight : float
-        Weight of the mask logits' cross-entropy against the ideal ratio mask (0.1; 0: none).
+        Weight of the mask logits' cross-entropy against the ideal ratio mask (0.3; 0: none).
     mask_bce_bins : {"magnitude", "uniform"}
         Its weight per time-frequency bin (:func:`~studio_sep.classnet.train_loss.mask_bce`).
     balance : {"class", "none"}
@@ -479,7 +479,7 @@ def _check_settings(*, query, query_encoder, mode, steps, batch_size, crop_s, lr
             bad(name, f"must be an integer ≥ {low}, got {value!r}", "see train()'s docstring")
     if balance not in ("class", "none"):
         bad("balance", f"must be 'class' or 'none', got {balance!r}", "use 'class' (every class equally often)")
-    for name, value, fix in (("sdr_weight", sdr_weight, "0.02"), ("mask_bce_weight", mask_bce_weight, "0.1")):
+    for name, value, fix in (("sdr_weight", sdr_weight, "0.02"), ("mask_bce_weight", mask_bce_weight, "0.3")):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
             bad(name, f"must be a number ≥ 0, got {value!r}", f"use e.g. {fix} (0: without that term)")
     if mask_bce_bins not in MASK_BCE_BINS:

@@ -71,7 +71,7 @@ def train(
                                               "magnitude MAE (0: eq. 18 alone, as the shipped model).")] = 0.02,
     mask_bce_weight: Annotated[float, typer.Option(help="Weight of the cross-entropy of the mask's logits against "
                                                    "the ideal ratio mask: a gradient that a saturated (collapsed) "
-                                                   "mask keeps (0: none).")] = 0.1,
+                                                   "mask keeps (0: none).")] = 0.3,
     mask_bce_bins: Annotated[str, typer.Option(metavar="magnitude|uniform", help="The cross-entropy's weight per "
                                                "time-frequency bin: the mixture's magnitude, or uniform.")] = "magnitude",
     balance: Annotated[str, typer.Option(metavar="class|none", help="class: every class drawn equally often; "
