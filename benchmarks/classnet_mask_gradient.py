@@ -5,7 +5,10 @@ For the first 6 training examples of each class (a 3 s crop from 1 s in), the
 gradient of eq. 18's magnitude MAE and of the negative waveform SDR with respect to the
 network's mask logits, summed over the batch: a negative sum raises the mask under
 gradient descent. The ratio is the ``--sdr-weight`` (per dB) above which the SDR term
-wins; a collapsed query (mask ≈ 0) comes back only above it.
+wins; a collapsed query (mask ≈ 0) comes back only above it. The mask cross-entropy
+(``--mask-bce-weight``, computed on the logits: ``mask_bce``), with its bins weighted by
+the mixture's magnitude and uniformly: its sum and the weight at which it balances the
+MAE term's push.
 
 Usage::
 
@@ -30,7 +33,7 @@ def main() -> None:
 
     from studio_sep.classnet.checkpoint import load_checkpoint
     from studio_sep.classnet.train_data import read_dataset_index, read_wave
-    from studio_sep.classnet.train_loss import signal_sdr
+    from studio_sep.classnet.train_loss import mask_bce, signal_sdr
 
     torch.set_num_threads(1)
     model = load_checkpoint(args.checkpoint).model.eval()
@@ -49,11 +52,17 @@ def main() -> None:
         mae = (mask * X.abs() - net.spectrogram(tgt).abs()).abs().mean()
         sdr = signal_sdr(net.waveform(mask * X, tgt.shape[-1]), tgt, mix).mean()
         (g_mae,) = torch.autograd.grad(mae, logits, retain_graph=True)
-        (g_sdr,) = torch.autograd.grad(-sdr, logits)
+        (g_sdr,) = torch.autograd.grad(-sdr, logits, retain_graph=True)
+        g_bce = {}
+        for bins in ("magnitude", "uniform"):
+            bce = mask_bce(logits, X.abs(), net.spectrogram(tgt).abs(), bins=bins)
+            (g_bce[bins],) = torch.autograd.grad(bce, logits)
         print(f"{cls:<10} mask median {float(mask.detach().median()):.2e}, logit median "
               f"{float(logits.detach().median()):+.1f}; sum dMAE/dlogit {float(g_mae.sum()):+.3e}, "
               f"sum d(-SDR)/dlogit {float(g_sdr.sum()):+.3e} per dB; balancing SDR weight "
-              f"{float(-g_mae.sum() / g_sdr.sum()):+.3f} per dB; SDR {float(sdr.detach()):.2f} dB")
+              f"{float(-g_mae.sum() / g_sdr.sum()):+.3f} per dB; SDR {float(sdr.detach()):.2f} dB; "
+              + "; ".join(f"sum dBCE/dlogit ({b}) {float(g.sum()):+.3e}, balancing BCE weight "
+                          f"{float(-g_mae.sum() / g.sum()):+.3f}" for b, g in g_bce.items()))
 
 
 if __name__ == "__main__":

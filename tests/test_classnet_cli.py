@@ -31,12 +31,18 @@ def test_augment_train_and_use_the_model(rendered_session: Path, tmp_path: Path)
 
     out = tmp_path / "train"
     args = ["train", str(data), "--out", str(out), "--steps", "2", "--width", "0.125", "--depth", "4",
-            "--batch-size", "2", "--crop", "1", "--threads", "1"]
+            "--batch-size", "2", "--crop", "1", "--threads", "1", "--mask-bce-weight", "0.25",
+            "--mask-bce-bins", "uniform"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "trained 2 steps (resumed from 0)" in result.stdout
-    history = json.loads((out / "history.json").read_text())["history"]
+    recorded = json.loads((out / "history.json").read_text())
+    history = recorded["history"]
     assert history[-1]["step"] == 2 and all(k in history[-1] for k in ("sdr", "si_sdr", "si_sdri"))
+    assert (recorded["settings"]["mask_bce_weight"], recorded["settings"]["mask_bce_bins"]) == (0.25, "uniform")
+    assert history[-1]["train_bce"] > 0 and recorded["settings"]["sdr_weight"] == 0.02
+    bad = runner.invoke(app, args[:-1] + ["power"])
+    assert bad.exit_code == 2 and "mask_bce_bins" in bad.stderr and "'power'" in bad.stderr
     again = runner.invoke(app, args[:5] + ["4"] + args[6:])  # resumed to 4 steps
     assert again.exit_code == 0, again.output
     assert "trained 4 steps (resumed from 2)" in again.stdout
@@ -50,6 +56,17 @@ def test_augment_train_and_use_the_model(rendered_session: Path, tmp_path: Path)
     run = json.loads((tmp_path / "sep" / "ircam_trio" / "run.json").read_text())
     assert run["separation"]["prior"]["kind"] == "classnet"
     assert run["separation"]["spectral_init"].endswith("geometric mean with the classnet prior")
+
+
+def test_train_defaults_are_the_loss_modules() -> None:
+    import inspect
+
+    from studio_sep.classnet.train_loss import MASK_BCE_WEIGHT, SDR_WEIGHT
+    from studio_sep.cli.classnet_cmds import train
+
+    params = inspect.signature(train).parameters
+    assert (params["mask_bce_weight"].default, params["sdr_weight"].default) == (MASK_BCE_WEIGHT, SDR_WEIGHT)
+    assert params["mask_bce_bins"].default == "magnitude"
 
 
 def test_two_training_soundfonts_and_a_heldout_set(tmp_path: Path) -> None:

@@ -15,8 +15,14 @@ torch = pytest.importorskip("torch")
 from studio_sep.classnet.model import ClassNet  # noqa: E402
 from studio_sep.classnet.train_data import batch_indices  # noqa: E402
 from studio_sep.classnet.train_loss import (  # noqa: E402
+    MASK_BCE_WEIGHT,
+    estimate_and_loss,
+    ideal_ratio_mask,
+    loss_from_logits,
     loss_from_mask,
+    mask_bce,
     selection_key,
+    separation_loss,
     signal_sdr,
     validation_scores,
 )
@@ -81,6 +87,85 @@ def test_sdr_weight_zero_is_eq18_alone(example):
     loss, parts = loss_from_mask(net, irm, X, s, x, sdr_weight=0)
     mae = (irm * X.abs() - net.spectrogram(s).abs()).abs().mean()
     assert float(loss) == pytest.approx(float(mae), rel=1e-12) and math.isnan(parts["sdr"])
+
+
+def test_mask_bce_pulls_a_saturated_mask_by_its_target():
+    """At a logit of −7 (mask 9e−4) with an ideal-mask target of 0.5 the cross-entropy's gradient per
+    logit is σ(−7) − 0.5 = −0.499; the MAE term's is σ'(−7)·|X|, 1e−3 times smaller."""
+    logits = torch.full((1, 513, 20), -7.0, dtype=torch.float64, requires_grad=True)
+    mag, target_mag = torch.full((1, 513, 20), 2.0, dtype=torch.float64), torch.ones(1, 513, 20, dtype=torch.float64)
+    assert torch.equal(ideal_ratio_mask(mag, target_mag), torch.full_like(mag, 0.5))
+    for bins in ("magnitude", "uniform"):  # equal magnitudes: equal weights
+        (grad,) = torch.autograd.grad(mask_bce(logits, mag, target_mag, bins=bins), logits)
+        per_logit = grad * logits.numel()  # the mean over bins divides by their number
+        assert torch.allclose(per_logit, torch.full_like(per_logit, 1 / (1 + math.exp(7)) - 0.5), atol=1e-12)
+    mae = (torch.sigmoid(logits) * mag - target_mag).abs().mean()
+    (mae_grad,) = torch.autograd.grad(mae, logits)
+    mae_per_logit = float(mae_grad[0, 0, 0]) * logits.numel()
+    assert mae_per_logit == pytest.approx(-2 * math.exp(-7) / (1 + math.exp(-7)) ** 2, rel=1e-9)  # −1.8e−3
+    # magnitude bins: a bin's pull is scaled by its magnitude over the example's mean magnitude
+    mag2 = mag.clone()
+    mag2[..., :10] = 6.0  # half the bins 6, half 2: weights 1.5 and 0.5, targets 1/6 and 1/2
+    (grad,) = torch.autograd.grad(mask_bce(logits, mag2, target_mag), logits)
+    s7 = 1 / (1 + math.exp(7))
+    assert float(grad[0, 0, 0]) * logits.numel() == pytest.approx(1.5 * (s7 - 1 / 6), rel=1e-9)
+    assert float(grad[0, 0, 15]) * logits.numel() == pytest.approx(0.5 * (s7 - 0.5), rel=1e-9)
+
+
+def test_mask_bce_is_finite_where_the_sigmoid_saturates():
+    logits = torch.tensor([[[-200.0, 200.0, 0.0]]], dtype=torch.float64)
+    mag, target_mag = torch.tensor([[[1.0, 1.0, 0.0]]]), torch.tensor([[[1.0, 0.0, 0.0]]])
+    value = mask_bce(logits, mag.double(), target_mag.double(), bins="uniform")
+    assert float(value) == pytest.approx((200 + 200 + math.log(2)) / 3)  # |X| = 0: target 0, log 2 at z = 0
+
+
+def test_all_zero_mask_is_not_a_minimum_of_the_full_loss(example):
+    """Logits of −30 (mask 1e−13): the MAE and SDR terms' gradients vanish through the sigmoid, the
+    cross-entropy's does not; a gradient step raises the mask where the target is and lowers the loss."""
+    net, s, x, X, irm = example
+    logits = torch.full_like(irm, -30.0, requires_grad=True)
+    loss, parts = loss_from_logits(net, logits, X, s, x, sdr_weight=0.02, mask_bce_weight=MASK_BCE_WEIGHT)
+    (grad,) = torch.autograd.grad(loss, logits)
+    assert math.isfinite(parts["bce"]) and parts["bce"] > 0
+    assert float((grad * irm).sum()) < 0 and float(grad.max()) < 1e-15  # pulled up where the target is
+    ratio = ideal_ratio_mask(X.abs(), net.spectrogram(s).abs())
+    (no_bce_grad,) = torch.autograd.grad(loss_from_logits(net, logits, X, s, x, sdr_weight=0.02,
+                                                          mask_bce_weight=0)[0], logits)
+    # without the cross-entropy the gradient has vanished (1e−13 of it); with it, the pull is the ratio's
+    assert float(no_bce_grad.abs().sum()) < 1e-9
+    assert float(-grad.sum()) == pytest.approx(MASK_BCE_WEIGHT * float((ratio * X.abs() / X.abs().mean()).mean()),
+                                               rel=1e-6)
+    stepped = (logits - 10 * grad.numel() * grad).detach()  # Δz = w·m*: at most a few units from −30
+    after, _ = loss_from_logits(net, stepped, X, s, x, sdr_weight=0.02)
+    assert float(after) < float(loss.detach()) - 0.01
+
+
+def test_weight_zero_leaves_the_loss_unchanged(example):
+    net, s, x, X, irm = example
+    logits = torch.logit(irm.clamp(0.05, 0.95))
+    for sdr_weight in (0.0, 0.02):
+        with_zero, parts = loss_from_logits(net, logits, X, s, x, sdr_weight=sdr_weight, mask_bce_weight=0)
+        before, before_parts = loss_from_mask(net, torch.sigmoid(logits), X, s, x, sdr_weight=sdr_weight)
+        assert float(with_zero) == float(before) and math.isnan(parts["bce"])
+        assert {k: parts[k] for k in before_parts} == pytest.approx(before_parts, nan_ok=True)
+    bce = mask_bce(logits, X.abs(), net.spectrogram(s).abs())
+    full, parts = loss_from_logits(net, logits, X, s, x, sdr_weight=0.02, mask_bce_weight=0.3)
+    assert float(full) == pytest.approx(float(before) + 0.3 * float(bce), rel=1e-12)
+    assert parts["bce"] == pytest.approx(float(bce))
+
+
+def test_separation_loss_uses_the_networks_logits(example):
+    net, s, x, X, irm = example
+    cond = torch.nn.functional.normalize(torch.ones(1, net.cond_dim, dtype=torch.float64), dim=1)
+    with torch.no_grad():
+        logits = net.predict_logits(X.abs(), cond)
+        assert torch.equal(net.predict_mask(X.abs(), cond), torch.sigmoid(logits))
+        assert torch.equal(net(x, cond).mask_BFT, torch.sigmoid(logits))
+        got, _ = separation_loss(net, x, s, cond, sdr_weight=0.02, mask_bce_weight=0.5, mask_bce_bins="uniform")
+        want, _ = loss_from_logits(net, logits, X, s, x, sdr_weight=0.02, mask_bce_weight=0.5, mask_bce_bins="uniform")
+        est, one_pass = estimate_and_loss(net, x, s, cond, sdr_weight=0.02, mask_bce_weight=0.5, mask_bce_bins="uniform")
+        assert torch.equal(est, net(x, cond).wave_BS)
+    assert float(got) == float(want) == float(one_pass)
 
 
 def _generator(*key):

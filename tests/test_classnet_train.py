@@ -275,6 +275,30 @@ def test_changed_settings_are_refused(data, tmp_path):
         train(data, tmp_path / "run", steps=0, seed=0, **FAST)
 
 
+def test_mask_bce_settings_are_recorded_and_old_runs_resume_without_it(data, tmp_path):
+    from studio_sep.classnet.train_loss import MASK_BCE_WEIGHT
+
+    result = train(data, tmp_path / "run", steps=2, validate_every=2, **FAST)
+    recorded = json.loads(result.history_path.read_text())
+    assert recorded["settings"]["mask_bce_weight"] == MASK_BCE_WEIGHT
+    assert recorded["settings"]["mask_bce_bins"] == "magnitude" and recorded["history"][0]["train_bce"] > 0
+    off = train(data, tmp_path / "off", steps=2, validate_every=2, mask_bce_weight=0, **FAST)
+    assert math.isnan(json.loads(off.history_path.read_text())["history"][0]["train_bce"] or math.nan)
+    # a state saved before the option existed (no mask_bce_* settings) resumes as weight 0, not as the default
+    state_path = tmp_path / "off" / "train_state.pt"
+    state = torch.load(state_path, weights_only=True)
+    for k in ("mask_bce_weight", "mask_bce_bins"):
+        del state["settings"][k]
+    torch.save(state, state_path)
+    assert train(data, tmp_path / "off", steps=3, mask_bce_weight=0, **FAST).resumed_from == 2
+    with pytest.raises(InputError, match=r"mask_bce_weight 0\.0 → 0\.3"):
+        train(data, tmp_path / "off", steps=4, **FAST)
+    with pytest.raises(InputError, match="mask_bce_bins"):
+        train(data, tmp_path / "b", steps=1, mask_bce_bins="power", **FAST)
+    with pytest.raises(InputError, match="mask_bce_weight"):
+        train(data, tmp_path / "b", steps=1, mask_bce_weight=-1.0, **FAST)
+
+
 class _FakeClap:
     """A fixed random projection of prompt hashes / reference spectra, as a stand-in CLAP."""
 

@@ -290,10 +290,18 @@ class ClassNet(nn.Module):
         """The FiLM input: ReLU(proj(cond)), (B, film_dim)."""
         return F.relu(self.proj(cond_BC))
 
+    def predict_logits(self, mag_BFT: torch.Tensor, cond_BC: torch.Tensor) -> torch.Tensor:
+        """The mask's logits (B, F, T) for a mixture magnitude (B, F, T): ``predict_mask`` is their sigmoid.
+
+        Training's mask cross-entropy (:mod:`~studio_sep.classnet.train_loss`) is computed on
+        them, so that a saturated mask still has a gradient.
+        """
+        logits = self.unet(mag_BFT.transpose(1, 2).unsqueeze(1), self.film_condition(cond_BC))
+        return logits.squeeze(1).transpose(1, 2)
+
     def predict_mask(self, mag_BFT: torch.Tensor, cond_BC: torch.Tensor) -> torch.Tensor:
         """Sigmoid mask (B, F, T) in [0, 1] for a mixture magnitude (B, F, T)."""
-        logits = self.unet(mag_BFT.transpose(1, 2).unsqueeze(1), self.film_condition(cond_BC))
-        return torch.sigmoid(logits.squeeze(1).transpose(1, 2))
+        return torch.sigmoid(self.predict_logits(mag_BFT, cond_BC))
 
     def forward(self, wave_BS: torch.Tensor, cond_BC: torch.Tensor) -> Separation:
         """Separate the queried source from a mixture.

@@ -11,7 +11,9 @@ read by :func:`read_dataset_index` (through :func:`studio_sep.data.dataset.load_
 Loss (:mod:`studio_sep.classnet.train_loss`): the paper's eq. 18 (mean absolute error
 between the estimate's magnitude ``mask · |X|`` and the target's ``|STFT(target)|``)
 plus ``sdr_weight`` × the negative SDR of the estimate's waveform, so that an all-zero
-mask is never a minimum (``sdr_weight=0``: eq. 18 alone). Batches are class-balanced
+mask is never a minimum (``sdr_weight=0``: eq. 18 alone), plus ``mask_bce_weight`` × the
+cross-entropy of the mask's logits against the ideal ratio mask, whose gradient does not
+vanish when the sigmoid saturates (a collapsed class is pulled back). Batches are class-balanced
 (``balance="class"``: every target class drawn equally often;
 :func:`~studio_sep.classnet.train_data.batch_indices`). Validation, on the
 full-length validation examples: SDR, SI-SDR of the estimate and of the mixture, per
@@ -25,7 +27,7 @@ Output folder (:func:`train`)::
     OUT/last.safetensors   the latest model (save_checkpoint), every checkpoint_every steps and at the end
     OUT/best.safetensors   the best model so far (no collapsed class, highest worst-class SDRi)
     OUT/history.json       {"format", "settings", "history": [{step, epoch, train_loss, train_mae, train_sdr,
-                           val_loss, sdr, sdri, si_sdr, si_sdr_mixture, si_sdri, per_class, worst_class,
+                           train_bce, val_loss, sdr, sdri, si_sdr, si_sdr_mixture, si_sdri, per_class, worst_class,
                            worst_sdri, collapsed}, ...], "best": {step, worst_sdri, ...}}
     OUT/train_state.pt     torch.save of plain types: settings, step, model and optimiser state,
                            history, best; read with weights_only=True. Resuming reads only this file,
@@ -63,7 +65,10 @@ from studio_sep.classnet.train_data import (
     training_index,
 )
 from studio_sep.classnet.train_loss import (
+    MASK_BCE_BINS,
+    MASK_BCE_WEIGHT,
     SDR_WEIGHT,
+    estimate_and_loss,
     example_scores,
     magnitude_mae,
     sdr,
@@ -80,7 +85,7 @@ STATE_FORMAT = "studio-sep.classnet-train/1"
 #: Training all three lets one model serve prompts, references or both.
 QUERY_VARIANTS = ("both", "text", "reference")
 #: Settings added after the first runs, with the value those runs trained with (so they resume).
-LEGACY_SETTINGS = {"balance": "none", "sdr_weight": 0.0}
+LEGACY_SETTINGS = {"balance": "none", "sdr_weight": 0.0, "mask_bce_weight": 0.0, "mask_bce_bins": "magnitude"}
 __all__ = ["QUERY_VARIANTS", "TrainResult", "magnitude_mae", "sdr", "train"]
 
 ProgressCallback = Callable[[str, int, int, str], None]
@@ -124,7 +129,8 @@ class TrainResult:
 def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: str | os.PathLike | None = None,
           width: float = 0.125, depth: int = 6, query: str = "learned", query_encoder: QueryEncoder | None = None,
           mode: str = "full", steps: int = 1000, batch_size: int = 4, crop_s: float = 3.0, lr: float = 1e-3,
-          sdr_weight: float = SDR_WEIGHT, balance: str = "class", seed: int = 0, threads: int = 1,
+          sdr_weight: float = SDR_WEIGHT, mask_bce_weight: float = MASK_BCE_WEIGHT, mask_bce_bins: str = "magnitude",
+          balance: str = "class", seed: int = 0, threads: int = 1,
           checkpoint_every: int | None = None, validate_every: int | None = None, chunk_steps: int | None = None,
           callback: ProgressCallback | None = None, log: Callable[[str], None] | None = None) -> TrainResult:
     """Train CLASS-net on the augmentation data in ``data_dir``; resumable in ``out_dir``.
@@ -168,6 +174,10 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: str
         from scratch here on a CPU budget of a few thousand steps get ten times that.
     sdr_weight : float
         Weight per dB of the waveform SDR term added to eq. 18 (0.02; 0: eq. 18 alone).
+    mask_bce_weight : float
+        Weight of the mask logits' cross-entropy against the ideal ratio mask (0.3; 0: none).
+    mask_bce_bins : {"magnitude", "uniform"}
+        Its weight per time-frequency bin (:func:`~studio_sep.classnet.train_loss.mask_bce`).
     balance : {"class", "none"}
         ``"class"``: every class drawn equally often; ``"none"``: as the data holds them.
     seed : int
@@ -193,7 +203,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: str
     """
     _check_settings(query=query, query_encoder=query_encoder, mode=mode, steps=steps, batch_size=batch_size,
                     crop_s=crop_s, lr=lr, seed=seed, threads=threads, checkpoint_every=checkpoint_every,
-                    validate_every=validate_every, chunk_steps=chunk_steps, sdr_weight=sdr_weight, balance=balance)
+                    validate_every=validate_every, chunk_steps=chunk_steps, sdr_weight=sdr_weight, balance=balance,
+                    mask_bce_weight=mask_bce_weight, mask_bce_bins=mask_bce_bins)
     index = training_index(data_dir)
     train_set, val_set = index.splits["train"], index.splits["val"]
     out_dir = Path(out_dir)
@@ -212,7 +223,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: str
             "query_encoder": None if query_encoder is None else {"name": str(query_encoder.name),
                                                                  "sha256": query_encoder.sha256},
             "mode": mode, "batch_size": int(batch_size), "crop_s": float(crop_s), "lr": float(lr), "seed": int(seed),
-            "sdr_weight": float(sdr_weight), "balance": balance,
+            "sdr_weight": float(sdr_weight), "balance": balance, "mask_bce_weight": float(mask_bce_weight),
+            "mask_bce_bins": mask_bce_bins,
         }
         state = _read_state(paths["state"], settings)
         if state is not None:
@@ -234,7 +246,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: str
         validate_every = validate_every or steps_per_epoch
         checkpoint_every = checkpoint_every or validate_every
         job = _Job(net_model, net, query_encoder, crop=round(crop_s * 16000), batch_size=batch_size, seed=seed,
-                   sdr_weight=sdr_weight, balance=balance)
+                   loss_args={k: settings[k] for k in ("sdr_weight", "mask_bce_weight", "mask_bce_bins")}, balance=balance)
 
         def save(step: int) -> None:
             save_checkpoint(net_model, paths["last"])
@@ -252,7 +264,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: str
             entry = {"step": step, "epoch": step / steps_per_epoch,
                      "train_loss": float(np.mean(recent)) if recent else None,
                      **{f"train_{k}": float(np.nanmean([p[k] for p in recent_parts])) if recent_parts else None
-                        for k in ("mae", "sdr")}, **metrics}
+                        for k in ("mae", "sdr", "bce")}, **metrics}
             recent.clear()
             recent_parts.clear()
             history.append(entry)
@@ -303,10 +315,10 @@ class _Job:
     """The per-step work: batches, conditions, the loss, validation."""
 
     def __init__(self, model, net: ClassNet, encoder: QueryEncoder | None, *, crop: int, batch_size: int,
-                 seed: int, sdr_weight: float, balance: str):
+                 seed: int, loss_args: dict, balance: str):
         self.model, self.net, self.encoder = model, net, encoder
         self.crop, self.batch_size, self.seed = crop, batch_size, seed
-        self.sdr_weight, self.balance = sdr_weight, balance
+        self.loss_args, self.balance = loss_args, balance
         self.lengths: dict = {}
         self.cond_cache: dict = {}
 
@@ -353,7 +365,7 @@ class _Job:
         tgt_BS = torch.from_numpy(np.stack(tgt)).to(device=param.device, dtype=param.dtype)
         optimiser.zero_grad(set_to_none=True)
         loss, parts = separation_loss(self.net, mix_BS, tgt_BS, self.conditions(chosen, variants, refs),
-                                      sdr_weight=self.sdr_weight)
+                                      **self.loss_args)
         loss.backward()
         optimiser.step()
         return float(loss.detach()), parts
@@ -369,8 +381,8 @@ class _Job:
             cond = self.conditions([e], ["both"], [torch.from_numpy(read_wave(e.reference))])
             mix_BS = torch.from_numpy(mix)[None].to(device=param.device, dtype=param.dtype)
             tgt_BS = torch.from_numpy(tgt)[None].to(device=param.device, dtype=param.dtype)
-            est = self.net(mix_BS, cond).wave_BS[0].to("cpu", torch.float64).numpy()
-            loss, _ = separation_loss(self.net, mix_BS, tgt_BS, cond, sdr_weight=self.sdr_weight)
+            est_BS, loss = estimate_and_loss(self.net, mix_BS, tgt_BS, cond, **self.loss_args)  # one pass
+            est = est_BS[0].to("cpu", torch.float64).numpy()
             rows.append({"class": e.cls or e.prompt, "val_loss": float(loss), **example_scores(tgt, est, mix)})
             if callback is not None:
                 callback("validate", i + 1, len(examples), e.id)
@@ -446,8 +458,8 @@ def _read_state(path: Path, settings: dict) -> dict | None:
     return state
 
 
-def _check_settings(*, query, query_encoder, mode, steps, batch_size, crop_s, lr, seed, threads,
-                    checkpoint_every, validate_every, chunk_steps, sdr_weight, balance) -> None:
+def _check_settings(*, query, query_encoder, mode, steps, batch_size, crop_s, lr, seed, threads, checkpoint_every,
+                    validate_every, chunk_steps, sdr_weight, balance, mask_bce_weight, mask_bce_bins) -> None:
     def bad(field, problem, fix):
         raise InputError(None, field, problem, fix)
 
@@ -467,8 +479,11 @@ def _check_settings(*, query, query_encoder, mode, steps, batch_size, crop_s, lr
             bad(name, f"must be an integer ≥ {low}, got {value!r}", "see train()'s docstring")
     if balance not in ("class", "none"):
         bad("balance", f"must be 'class' or 'none', got {balance!r}", "use 'class' (every class equally often)")
-    if not (isinstance(sdr_weight, (int, float)) and math.isfinite(sdr_weight) and sdr_weight >= 0):
-        bad("sdr_weight", f"must be a number ≥ 0, got {sdr_weight!r}", "use e.g. 0.02 (0: eq. 18 alone)")
+    for name, value, fix in (("sdr_weight", sdr_weight, "0.02"), ("mask_bce_weight", mask_bce_weight, "0.3")):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            bad(name, f"must be a number ≥ 0, got {value!r}", f"use e.g. {fix} (0: without that term)")
+    if mask_bce_bins not in MASK_BCE_BINS:
+        bad("mask_bce_bins", f"must be 'magnitude' or 'uniform', got {mask_bce_bins!r}", "use 'magnitude'")
     for name, value in (("checkpoint_every", checkpoint_every), ("validate_every", validate_every),
                         ("chunk_steps", chunk_steps)):
         if value is not None and not (isinstance(value, int) and value >= 1):

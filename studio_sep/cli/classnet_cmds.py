@@ -69,6 +69,11 @@ def train(
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
     sdr_weight: Annotated[float, typer.Option(help="Weight per dB of the waveform SDR term added to eq. 18's "
                                               "magnitude MAE (0: eq. 18 alone, as the shipped model).")] = 0.02,
+    mask_bce_weight: Annotated[float, typer.Option(help="Weight of the cross-entropy of the mask's logits against "
+                                                   "the ideal ratio mask: a gradient that a saturated (collapsed) "
+                                                   "mask keeps (0: none).")] = 0.3,
+    mask_bce_bins: Annotated[str, typer.Option(metavar="magnitude|uniform", help="The cross-entropy's weight per "
+                                               "time-frequency bin: the mixture's magnitude, or uniform.")] = "magnitude",
     balance: Annotated[str, typer.Option(metavar="class|none", help="class: every class drawn equally often; "
                                          "none: as the data holds them.")] = "class",
     seed: Annotated[int, typer.Option(help="Seed of the initial weights and of every batch.")] = 0,
@@ -93,7 +98,8 @@ def train(
         with output.progress() as progress:
             result = train_classnet(data, out, model=model, width=width, depth=depth, query=query,
                                     query_encoder=encoder, mode=mode, steps=steps, batch_size=batch_size,
-                                    crop_s=crop, lr=lr, sdr_weight=sdr_weight, balance=balance, seed=seed,
+                                    crop_s=crop, lr=lr, sdr_weight=sdr_weight, mask_bce_weight=mask_bce_weight,
+                                    mask_bce_bins=mask_bce_bins, balance=balance, seed=seed,
                                     threads=threads, validate_every=validate_every, chunk_steps=chunk_steps,
                                     callback=progress, log=output.log)
     output.result(result, paths=[result.best_path], show=lambda: console.print(
