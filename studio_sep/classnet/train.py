@@ -70,6 +70,7 @@ from studio_sep.classnet.train_loss import (
     SDR_WEIGHT,
     estimate_and_loss,
     example_scores,
+    finite_mean,
     magnitude_mae,
     sdr,
     selection_key,
@@ -263,8 +264,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: str
             metrics = job.validate(val_set, callback)
             entry = {"step": step, "epoch": step / steps_per_epoch,
                      "train_loss": float(np.mean(recent)) if recent else None,
-                     **{f"train_{k}": float(np.nanmean([p[k] for p in recent_parts])) if recent_parts else None
-                        for k in ("mae", "sdr", "bce")}, **metrics}
+                     **{f"train_{k}": finite_mean([p[k] for p in recent_parts]) for k in ("mae", "sdr", "bce")},
+                     **metrics}
             recent.clear()
             recent_parts.clear()
             history.append(entry)

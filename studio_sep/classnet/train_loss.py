@@ -262,3 +262,11 @@ def selection_key(entry: dict) -> tuple[float, float]:
     """Rank of a validation entry for ``best``: fewer collapsed classes first, then a higher
     worst-class SDR improvement (compare keys with ``>``)."""
     return (-float(len(entry.get("collapsed", ()))), float(entry["worst_sdri"]))
+
+
+def finite_mean(values) -> float | None:
+    """The mean of the finite values, None when there are none (a loss term whose weight is
+    0 logs NaN for every step)."""
+    a = np.asarray(values, dtype=float)
+    a = a[np.isfinite(a)]
+    return float(a.mean()) if a.size else None
