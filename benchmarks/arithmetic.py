@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import median_time
+from common import add_paper_scene_args, median_time
 
 HERE = Path(__file__).resolve().parent
 
@@ -38,11 +38,8 @@ def parse(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=7, help="timed repeats of each step (median kept)")
     p.add_argument("--out", type=Path, default=HERE / "results")
-    p.add_argument("--work", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-                   / "studio-sep" / "benchmarks")
-    p.add_argument("--soundfont", default="/usr/share/sounds/sf2/FluidR3_GM.sf2")
     p.add_argument("--code", choices=["tree", "head"], default="tree")
-    p.add_argument("--rt60", type=float, default=0.5)
+    add_paper_scene_args(p)
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     return p.parse_args(argv)
 

@@ -77,6 +77,17 @@ def without_takes(manifest_text: str) -> str:
     return re.sub(r'midi = "[^"]*"\n', "", text)
 
 
+def add_paper_scene_args(parser) -> None:
+    """The options of the paper configuration's trio scene that ``separation.paper_stft``
+    reads (``--work``, ``--soundfont``, ``--rt60``), for the per-step timers."""
+    import os
+
+    parser.add_argument("--work", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+                        / "studio-sep" / "benchmarks")
+    parser.add_argument("--soundfont", default="/usr/share/sounds/sf2/FluidR3_GM.sf2")
+    parser.add_argument("--rt60", type=float, default=0.5)
+
+
 def write_results(stem: Path, markdown: str, data, *, indent: int = 2) -> None:
     """``stem``.md (the table) and ``stem``.json (``data``, made JSON-safe by :func:`jsonable`)."""
     stem.parent.mkdir(parents=True, exist_ok=True)

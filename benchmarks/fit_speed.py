@@ -25,11 +25,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import json
 import os
 import sys
 import time
 from pathlib import Path
+
+from common import add_paper_scene_args, write_results
 
 HERE = Path(__file__).resolve().parent
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
@@ -43,10 +44,7 @@ def parse(argv=None):
     p.add_argument("--warm-iterations", type=int, default=10)
     p.add_argument("--pra-iter", type=int, default=2, help="pyroomacoustics iterations timed (0: skip it)")
     p.add_argument("--out", type=Path, default=HERE / "results")
-    p.add_argument("--work", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-                   / "studio-sep" / "benchmarks")
-    p.add_argument("--soundfont", default="/usr/share/sounds/sf2/FluidR3_GM.sf2")
-    p.add_argument("--rt60", type=float, default=0.5)
+    add_paper_scene_args(p)
     return p.parse_args(argv)
 
 
@@ -183,10 +181,7 @@ def main() -> int:
               "pyroomacoustics_per_iteration_s": pra_s, "pra_iter": args.pra_iter,
               "load_avg_1min": [load_before, os.getloadavg()[0]]}
     text = markdown(result)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"fit_speed-{result['date']}-{code['git_head']}-{args.threads}thread"
-    Path(str(stem) + ".json").write_text(json.dumps(result, indent=1))
-    Path(str(stem) + ".md").write_text(text)
+    write_results(args.out / f"fit_speed-{result['date']}-{code['git_head']}-{args.threads}thread", text, result, indent=1)
     print(text)
     return 0
 
