@@ -6,9 +6,9 @@ frequency bin in one kernel each: ỹ, 1/ỹ and the ratios never leave the cach
 update reads x̃ and λ once. x̃ is made from x itself, frames vectorised
 (:func:`power_direct`); without the x·xᴴ cache the weighted covariances are made per
 frame (:func:`weighted_pairs_direct`). The other matrix products (λ = W H, the W and H
-contractions, the covariances from the cached pairs) stay in BLAS. ``fit`` uses it for numpy input; cupy (and any other array
-module) runs the plain array code of ``State``, which is also the reference the tests
-hold this one to.
+contractions, the covariances from the cached pairs) stay in BLAS. ``fit`` uses it for
+numpy input; cupy (and any other array module) runs the plain array code of ``State``,
+which is also the reference the tests hold this one to.
 
 Axes as in :mod:`studio_sep.separation.fastmnmf2`, with x̃ stored (F, M, T) here (frames
 last: the kernels run along them) and the pairs (F, 2P, T). Sums over frames or bins
@@ -371,7 +371,6 @@ class HostState(State):
     def weighted_pairs(self):
         inv_Y_FMT = np.empty((self.F, self.M, self.T), dtype=self.X.real.dtype)
         R = np.empty((self.F, self.M, 2 * len(self.upper[0])), dtype=self.X.real.dtype)
-
         rows, cols = self._rows_cols
 
         def part(bins):  # 1/ỹ of these bins, then their product with the pairs while in cache
