@@ -81,7 +81,8 @@ def worker(spec: dict) -> dict:
         from studio_sep.sim.zoo_scenes import draw_scene
 
         t0 = time.perf_counter()
-        manifest = render_scene(draw_scene(spec["index"], spec["seed"]), spec["folder"], duration_s=spec["duration"])
+        scene = draw_scene(spec["index"], spec["seed"], spec.get("instruments"))
+        manifest = render_scene(scene, spec["folder"], duration_s=spec["duration"])
         return {"manifest": str(manifest), "render_s": time.perf_counter() - t0}
 
     from studio_sep.session import load_session
@@ -322,7 +323,8 @@ def _f(v, fmt="{:+.1f}"):
 
 def markdown(report: dict) -> str:
     s, configs = report["summary"], report["configs"]
-    lines = [f"# Scene zoo: {report['n_scenes']} sessions of {report['duration_s']:g} s (zoo seed {report['seed']})",
+    pool = f", instruments drawn from {', '.join(report['instruments'])} only" if report.get("instruments") else ""
+    lines = [f"# Scene zoo: {report['n_scenes']} sessions of {report['duration_s']:g} s (zoo seed {report['seed']}{pool})",
              "", f"{report['date']}, commit {report['commit']} (rows from {', '.join(report['rows_from_commits'])}); "
              f"{report['machine']['cpu']}, one BLAS thread per job, "
              f"{report['jobs']} jobs at once. dB; a session's value is its mean over sources. "
@@ -377,6 +379,9 @@ def main(argv=None) -> int:
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per session (default 15)")
     parser.add_argument("--seed", type=int, default=None, help="zoo seed (default: studio_sep.sim.zoo_scenes.ZOO_SEED)")
     parser.add_argument("--configs", default="default", help=f"of {', '.join(CONFIGS)}")
+    parser.add_argument("--instruments", default="",
+                        help="comma-separated instruments of studio_sep.sim.zoo_scenes.INSTRUMENTS the scenes draw from "
+                             "(default: all; e.g. piano,violin,sax for a prior that knows only those), a zoo of its own")
     parser.add_argument("--no-peer", action="store_true", help="skip pyroomacoustics")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: the table of the rows already in results.jsonl (a configuration's "
@@ -409,8 +414,12 @@ def main(argv=None) -> int:
         configs.append(ORACLE)
     commit = _commit()
     indices = [int(i) for i in args.scenes.split(",")] if args.scenes else list(range(args.first, args.first + args.n))
-    scenes = {i: draw_scene(i, seed).to_dict() for i in indices}
-    work = args.work / f"{seed}-{args.duration:g}s"
+    instruments = tuple(x.strip() for x in args.instruments.split(",") if x.strip()) or None
+    try:
+        scenes = {i: draw_scene(i, seed, instruments).to_dict() for i in indices}
+    except ValueError as e:
+        parser.error(str(e))
+    work = args.work / (f"{seed}-{args.duration:g}s" + (f"-{'-'.join(instruments)}" if instruments else ""))
     results_path = work / "results.jsonl"
     work.mkdir(parents=True, exist_ok=True)
 
@@ -419,6 +428,7 @@ def main(argv=None) -> int:
 
     with ThreadPoolExecutor(args.jobs) as pool:
         renders = list(pool.map(lambda i: (i, run_job({"kind": "render", "index": i, "seed": seed,
+                                                         "instruments": instruments,
                                                          "folder": str(work / scenes[i]["name"]),
                                                          "duration": args.duration})), indices))
     manifests = {}
@@ -464,7 +474,8 @@ def main(argv=None) -> int:
         done[(row["index"], row["config"], row["commit"])] = row
     rows = [r for r in (kept(i, c) for i in manifests for c in configs) if r is not None]
     rows, configs = with_start_rows(rows, configs)
-    report = {"date": dt.date.today().isoformat(), "commit": commit, "seed": seed, "n_scenes": len(manifests),
+    report = {"date": dt.date.today().isoformat(), "commit": commit, "seed": seed, "instruments": instruments,
+              "n_scenes": len(manifests),
               "duration_s": args.duration, "jobs": args.jobs, "pra_iterations": args.pra_iterations,
               "configs": configs,
               "rows_from_commits": sorted({r["commit"] for r in rows if "commit" in r}), "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "memory_gib": memory_gib()},
@@ -472,7 +483,8 @@ def main(argv=None) -> int:
               "summary": summarise(rows, scenes, configs), "scenes": scenes}
     text = markdown(report)
     print(text)
-    write_results(args.out / f"zoo-{report['date']}-{commit}-{len(manifests)}x{args.duration:g}s", text, report,
+    pool_tag = f"-{'-'.join(instruments)}" if instruments else ""
+    write_results(args.out / f"zoo-{report['date']}-{commit}-{len(manifests)}x{args.duration:g}s{pool_tag}", text, report,
                   indent=1)
     return 0
 

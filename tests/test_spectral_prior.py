@@ -149,11 +149,30 @@ def test_classnet_prior_with_a_checkpoint_made_here(rendered_session: Path, tmp_
     assert Path(recorded["model"]) == path.resolve() and recorded["clap"] is None
     assert run["stages"]["prior"]["prior"]["mics"]["violin"] == "spot_violin"
     assert file_sha256(path)  # the file itself is untouched
-    # a prompt outside the model's classes stops before any work
+    # a prompt outside the model's classes: queried by the source's solo take alone, and
+    # without one its stem mic's power stands in (as with nmf), said per source
     manifest = _copy_session(rendered_session, tmp_path, {'prompt = "violin"': 'prompt = "flute"'})
-    bad = runner.invoke(app, ["separate", str(manifest), "--out", str(tmp_path / "o2"), "--prior", "classnet",
-                              "--prior-model", str(path)])
-    assert bad.exit_code == 2 and "prompt 'flute'" in bad.stderr and not (tmp_path / "o2").exists()
+    by_take = _classnet_record(manifest, path, tmp_path / "o2")
+    assert by_take["queries"] == {"piano": "piano", "sax": "tenor saxophone", "violin": None}
+    assert by_take["level_db"].keys() == {"piano", "sax", "violin"}  # every source's network estimate measured
+    assert "names no instrument class" not in by_take["rejected"].get("violin", "")
+    manifest = _copy_session(rendered_session, tmp_path / "b", {'prompt = "violin"': 'prompt = "flute"',
+                                                                'reference = "reference/violin.wav"\n': ""})
+    bare = _classnet_record(manifest, path, tmp_path / "o3")
+    assert bare["used_by_source"]["violin"] == "stem_mic_power"
+    assert bare["rejected"]["violin"] == "its prompt names no instrument class the prior knows"
+    assert bare["level_db"].keys() == {"piano", "sax"}
+
+
+def _classnet_record(manifest: Path, model: Path, out: Path) -> dict:
+    """``prior`` of run.json and the summary's per-source lines after a 2-iteration classnet run."""
+    result = runner.invoke(app, ["separate", str(manifest), "--out", str(out), "--iterations", "2", "--prior",
+                                 "classnet", "--prior-model", str(model), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "ircam_trio" / "run.json").read_text())["separation"]["prior"]
+    replaced = [f"  {name}: stem mic power ({why})" for name, why in record["rejected"].items()]
+    assert all(line in result.stdout for line in replaced)
+    return record
 
 
 def test_run_passes_the_prior_to_every_session(rendered_session: Path, tmp_path: Path) -> None:

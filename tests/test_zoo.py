@@ -34,6 +34,25 @@ def test_the_default_zoo_reaches_every_axis_value(seed: int) -> None:
         assert {s.axes[axis] for s in scenes} == set(values), axis
 
 
+def test_a_zoo_of_a_few_instruments_keeps_the_axes_and_plays_only_those() -> None:
+    """The trio zoo (issue #17: a prior that knows three classes): the same axes as the whole
+    zoo, every pitched source one of the pool, a scene larger than the pool plays some twice."""
+    from studio_sep.sim.zoo_scenes import INSTRUMENTS
+
+    pool = ("piano", "violin", "sax")
+    scenes = [draw_scene(i, instruments=pool) for i in range(DEFAULT_ZOO)]
+    for i, s in enumerate(scenes):
+        assert s.axes == axis_values(i) and s.name == f"zoo_{ZOO_SEED}_{i:03d}_piano-violin-sax"
+        assert len(s.sources) == int(s.axes["n_sources"])
+        programs = [src.program for src in s.sources if src.kind == "gm"]
+        assert set(programs) <= {INSTRUMENTS[p][0] for p in pool}
+        assert len({src.name for src in s.sources}) == len(s.sources)  # a repeated instrument gets its own name
+    assert any(int(s.axes["n_sources"]) > len(pool) for s in scenes)
+    assert draw_scene(3).instruments is None and draw_scene(3).name == f"zoo_{ZOO_SEED}_003"
+    with pytest.raises(ValueError, match="unknown instrument 'kazoo'"):
+        draw_scene(0, instruments=("piano", "kazoo"))
+
+
 def test_axes_of_one_length_do_not_move_in_lockstep() -> None:
     values = [axis_values(i) for i in range(DEFAULT_ZOO)]
     axes = list(AXES)

@@ -99,6 +99,15 @@ def prompt_class(prompt: str, classes: Sequence[str] = DEFAULT_CLASSES) -> str:
     return found
 
 
+def model_knows(prompt: str, classes: Sequence[str]) -> bool:
+    """Whether :func:`prompt_class` maps ``prompt`` to one of ``classes``."""
+    try:
+        prompt_class(prompt, classes)
+    except InputError:
+        return False
+    return True
+
+
 def fit_reference(wave_S: torch.Tensor, n_samples: int) -> torch.Tensor:
     """Centre-crop, or zero-pad on both sides (centred), a 1-D waveform to ``n_samples``."""
     n = wave_S.shape[-1]

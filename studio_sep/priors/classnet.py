@@ -71,9 +71,10 @@ def _may_be_audiosep(path: str) -> bool:
 
 
 def classnet_prior(session, settings, x_proc_MS, mics: Sequence[int], spec, *,
-                   callback=None) -> np.ndarray:
+                   callback=None) -> list[np.ndarray | None]:
     """The ``classnet`` prior: the network's estimate of each source from its stem mic,
-    at the network's rate, back at the processing rate, as a power spectrogram.
+    at the network's rate, back at the processing rate, as a power spectrogram; None for
+    a source with neither a prompt the model knows nor a reference take.
 
     AudioSep (trained on text queries only) is conditioned on each source's prompt alone;
     the other networks on the prompt and, when the source has one, its reference take."""
@@ -90,18 +91,29 @@ def classnet_prior(session, settings, x_proc_MS, mics: Sequence[int], spec, *,
         ref_sr = REFERENCE_RATE_HZ
     else:
         ref_sr = loaded.net.sample_rate
-    prompts, references = [], []
-    for source in session.sources:
-        prompts.append(source.prompt)
+    prompts, references, queried = [], [], []
+    for n, source in enumerate(session.sources):
+        # spec.queries: the prompt, or None where the model knows no class of it (resolve_prior)
+        prompt = spec.queries.get(source.name, source.prompt)
+        reference = None
         if source.reference is not None and loaded.layout != "audiosep":
             ref, sr = audio_io.read_audio(source.reference)
-            references.append(torch.from_numpy(resample(ref, sr, ref_sr)[0]).float())
-        else:
-            references.append(None)
-    with torch.no_grad():
-        cond_NC = query.condition(prompts, references)
-    return network_spectra(loaded.net, cond_NC, x_proc_MS, mics, processing_rate_hz=settings.processing_sample_rate,
-                           n_fft=settings.n_fft, hop=settings.hop, callback=callback)
+            reference = torch.from_numpy(resample(ref, sr, ref_sr)[0]).float()
+        if prompt is None and reference is None:
+            continue  # nothing to ask the network: compute_prior puts the stem mic's power there
+        prompts.append(prompt)
+        references.append(reference)
+        queried.append(n)
+    V: list[np.ndarray | None] = [None] * len(session.sources)
+    if queried:
+        with torch.no_grad():
+            cond_NC = query.condition(prompts, references)
+        spectra = network_spectra(loaded.net, cond_NC, x_proc_MS, [mics[n] for n in queried],
+                                  processing_rate_hz=settings.processing_sample_rate, n_fft=settings.n_fft,
+                                  hop=settings.hop, callback=callback)
+        for n, V_FT in zip(queried, spectra):
+            V[n] = V_FT
+    return V
 
 
 def network_spectra(net, cond_NC, x_proc_MS: np.ndarray, mics: Sequence[int], *, processing_rate_hz: int,

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from studio_sep.data.instruments import class_of_prompt, match_class
+from studio_sep.data.instruments import match_class
 from studio_sep.priors.classnet import classnet_prior, load_classnet
 from studio_sep.priors.nmf import nmf_prior
 from studio_sep.session import PRIORS
@@ -105,12 +105,12 @@ def resolve_prior(session, kind: str, *, model: str | Path | None = None, clap: 
         raise InputError(path, "prior-model", "CLASS-net checkpoint not found",
                          "pass the path of a checkpoint written by `studio-sep train`")
     loaded = load_classnet(str(path.resolve()), file_sha256(path))
-    queries = {}
-    for i, s in enumerate(session.sources):
-        queries[s.name] = s.prompt
-        if loaded.known_classes is not None:
-            class_of_prompt(s.prompt, where=f"sources[{i}].prompt", file=session.path,
-                            classes=loaded.known_classes)
+    from studio_sep.classnet.query import model_knows  # torch: imported once a prior runs
+    # a model of a few classes (the shipped one: violin, saxophone, piano) is not asked about a
+    # prompt it does not know (a voice, a cello): that source is queried by its solo take alone
+    # when it has one, else its stem mic's power stands in, as with the nmf prior
+    queries = {s.name: s.prompt if loaded.known_classes is None or model_knows(s.prompt, loaded.known_classes)
+               else None for s in session.sources}
     clap_record = None
     if loaded.needs_clap:  # a plain ClassNet: conditioned by LAION-CLAP, whose files must be there
         from studio_sep.classnet.clap import resolve_clap_files

@@ -85,10 +85,12 @@ class Scene:
     soundfont: str
     mics: tuple[ZooMic, ...]
     sources: tuple[ZooSource, ...]
+    instruments: tuple[str, ...] | None = None  #: the pool the instruments were drawn from (None: all of INSTRUMENTS)
 
     @property
     def name(self) -> str:
-        return f"zoo_{self.seed}_{self.index:03d}"
+        pool = f"_{'-'.join(self.instruments)}" if self.instruments else ""
+        return f"zoo_{self.seed}_{self.index:03d}{pool}"
 
     def to_dict(self) -> dict:
         return asdict(self) | {"name": self.name}
@@ -119,9 +121,10 @@ def _inside(p, dims, margin: float = 0.5) -> tuple[float, float, float]:
     return tuple(float(min(max(v, margin), d - margin)) for v, d in zip(p, dims))
 
 
-def _sources(rng, values, dims, stage_m) -> list[tuple[str, str, int | None, str, tuple]]:
+def _sources(rng, values, dims, stage_m, pool: tuple[str, ...]) -> list[tuple[str, str, int | None, str, tuple]]:
     n = int(values["n_sources"])
-    names = list(rng.permutation(list(INSTRUMENTS)))[:n]
+    drawn = list(rng.permutation(list(pool)))
+    names = (drawn * -(-n // len(drawn)))[:n]  # a pool smaller than the scene: its instruments again, in order
     kinds = ["gm"] * n
     if values["material"] == "with_speech":
         kinds[int(rng.integers(n))] = "speech"
@@ -184,15 +187,24 @@ def _typo(rng: np.random.Generator, p, sigma_m: float, dims) -> tuple[float, flo
     return _inside(np.asarray(p) + rng.normal(0.0, sigma_m, 3), dims, 0.05)
 
 
-def draw_scene(index: int, seed: int = ZOO_SEED) -> Scene:
-    """Scene ``index`` of the zoo ``seed`` (pure: nothing is rendered or written)."""
+def draw_scene(index: int, seed: int = ZOO_SEED, instruments: tuple[str, ...] | None = None) -> Scene:
+    """Scene ``index`` of the zoo ``seed`` (pure: nothing is rendered or written).
+
+    ``instruments`` (names of :data:`INSTRUMENTS`) restricts the instruments drawn, e.g. to
+    the classes a prior knows; the axes are drawn as in the whole zoo, and a scene with
+    more sources than the pool has instruments plays some of them twice.
+    """
+    unknown = sorted(set(instruments or ()) - set(INSTRUMENTS))
+    if unknown:
+        raise ValueError(f"draw_scene: unknown instrument {unknown[0]!r}; known: {', '.join(INSTRUMENTS)}")
+    pool = tuple(instruments) if instruments else tuple(INSTRUMENTS)
     values = axis_values(index, seed)
     rng = np.random.default_rng([seed, index])
     dims = _room(rng, values["room_size"])
     low, high = (float(v) for v in values["rt60"].split("-"))
     rt60 = round(float(rng.uniform(low, high)), 3)
     stage_m = (dims[0] * rng.uniform(0.55, 0.7), dims[1] * rng.uniform(0.4, 0.6))
-    raw_sources = _sources(rng, values, dims, stage_m)
+    raw_sources = _sources(rng, values, dims, stage_m, pool)
     raw_mics = _mics(rng, values, dims, stage_m, raw_sources)
     sigma = float(values["position_error_cm"]) / 100.0
     mics = []
@@ -207,4 +219,5 @@ def draw_scene(index: int, seed: int = ZOO_SEED) -> Scene:
                     for name, kind, program, prompt, p in raw_sources)
     return Scene(index=index, seed=seed, axes=values, dimensions_m=dims, rt60_s=rt60,
                  sample_rate=int(values["sample_rate"]), snr_db=float(values["snr_db"]),
-                 soundfont=str(values["soundfont"]), mics=tuple(mics), sources=sources)
+                 soundfont=str(values["soundfont"]), mics=tuple(mics), sources=sources,
+                 instruments=tuple(instruments) if instruments else None)
