@@ -50,6 +50,7 @@ CONFIGS: dict[str, dict] = {
     "delays": {"measured_delays": True},  # the geometric start's delays measured on the recording
     "delays+window2x": {"measured_delays": True, "window_scale": 2},
     "wpe": {"wpe": True},  # the model fitted to the mics dereverberated by WPE (nara-wpe)
+    "float32": {"dtype": "float32"},  # the default with float32 storage (float64 accumulation)
     "nmf": {"prior": "nmf"},
     "classnet": {"prior": "classnet"},
     "blind": {"init": ["circular"]},
