@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studio_sep.session import Session
-from studio_sep.stages.settings import ResolvedSettings, SeparationOptions, resolve_settings
+from studio_sep.stages.settings import DEFAULT_DTYPE, ResolvedSettings, SeparationOptions, resolve_settings
 from studio_sep.util.errors import InputError
 
 GiB = 1024**3
@@ -78,7 +78,7 @@ def _n_frames(n_samples: int, n_fft: int, hop: int) -> int:
 
 def estimate_peak_bytes(
     n_samples: int, *, sample_rate: int, processing_sample_rate: int, n_mics: int, n_sources: int,
-    n_basis: int, n_fft: int, hop: int, dtype: str = "float64", device: str = "cpu", ensemble: int = 1,
+    n_basis: int, n_fft: int, hop: int, dtype: str = DEFAULT_DTYPE, device: str = "cpu", ensemble: int = 1,
 ) -> int:
     """Estimated peak resident memory (bytes) of separating ``n_samples`` native samples
     in one pass (see the module docstring for what is counted); an ``ensemble`` of fits
@@ -196,7 +196,7 @@ class MemoryPlan:
 
 
 def plan_blocks(n_samples: int, *, budget_bytes: int, sample_rate: int, processing_sample_rate: int,
-                n_mics: int, n_sources: int, n_basis: int, n_fft: int, hop: int, dtype: str = "float64",
+                n_mics: int, n_sources: int, n_basis: int, n_fft: int, hop: int, dtype: str = DEFAULT_DTYPE,
                 device: str = "cpu", overlap_s: float = OVERLAP_S, ensemble: int = 1) -> MemoryPlan:
     """The fewest overlapping blocks whose estimated peak fits the budget.
 
