@@ -93,7 +93,10 @@ class Scene:
         return f"zoo_{self.seed}_{self.index:03d}{pool}"
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"name": self.name}
+        d = asdict(self) | {"name": self.name}
+        if self.instruments is None:  # the whole zoo: the record (and render cache key) it always had
+            del d["instruments"]
+        return d
 
 
 def axis_values(index: int, seed: int = ZOO_SEED) -> dict:
