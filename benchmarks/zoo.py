@@ -420,7 +420,8 @@ def main(argv=None) -> int:
         scenes = {i: draw_scene(i, seed, instruments).to_dict() for i in indices}
     except ValueError as e:
         parser.error(str(e))
-    work = args.work / (f"{seed}-{args.duration:g}s" + (f"-{'-'.join(instruments)}" if instruments else ""))
+    pool_tag = f"-{'-'.join(instruments)}" if instruments else ""  # a zoo of a few instruments: its own folder and files
+    work = args.work / f"{seed}-{args.duration:g}s{pool_tag}"
     results_path = work / "results.jsonl"
     work.mkdir(parents=True, exist_ok=True)
 
@@ -484,7 +485,6 @@ def main(argv=None) -> int:
               "summary": summarise(rows, scenes, configs), "scenes": scenes}
     text = markdown(report)
     print(text)
-    pool_tag = f"-{'-'.join(instruments)}" if instruments else ""
     write_results(args.out / f"zoo-{report['date']}-{commit}-{len(manifests)}x{args.duration:g}s{pool_tag}", text, report,
                   indent=1)
     return 0
