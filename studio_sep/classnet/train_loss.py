@@ -179,13 +179,18 @@ def loss_from_logits(net, logits_BFT: torch.Tensor, X_BFT: torch.Tensor, target_
     return loss + mask_bce_weight * bce, {**parts, "bce": float(bce.detach())}
 
 
+def _mask_logits(net, mixture_BS: torch.Tensor, cond_BC: torch.Tensor):
+    """The checked mixture, its STFT ``X_BFT`` and the network's mask logits for ``cond_BC``."""
+    mixture_BS, cond_BC = net._check_inputs(mixture_BS, cond_BC)
+    X_BFT = net.spectrogram(mixture_BS)
+    return mixture_BS, X_BFT, net.predict_logits(X_BFT.abs(), cond_BC)
+
+
 def separation_loss(net, mixture_BS: torch.Tensor, target_BS: torch.Tensor, cond_BC: torch.Tensor, *,
                     sdr_weight: float = SDR_WEIGHT, mask_bce_weight: float = MASK_BCE_WEIGHT,
                     mask_bce_bins: str = "magnitude") -> tuple[torch.Tensor, dict]:
     """:func:`loss_from_logits` of the network's mask logits for ``cond_BC`` on ``mixture_BS``."""
-    mixture_BS, cond_BC = net._check_inputs(mixture_BS, cond_BC)
-    X_BFT = net.spectrogram(mixture_BS)
-    logits_BFT = net.predict_logits(X_BFT.abs(), cond_BC)
+    mixture_BS, X_BFT, logits_BFT = _mask_logits(net, mixture_BS, cond_BC)
     return loss_from_logits(net, logits_BFT, X_BFT, target_BS.to(mixture_BS.dtype), mixture_BS,
                             sdr_weight=sdr_weight, mask_bce_weight=mask_bce_weight, mask_bce_bins=mask_bce_bins)
 
@@ -194,9 +199,7 @@ def estimate_and_loss(net, mixture_BS: torch.Tensor, target_BS: torch.Tensor, co
                       **loss_args) -> tuple[torch.Tensor, torch.Tensor]:
     """The separated waveform (B, S), as ``net(mixture_BS, cond_BC).wave_BS``, and the
     :func:`separation_loss`, from one pass of the network (validation)."""
-    mixture_BS, cond_BC = net._check_inputs(mixture_BS, cond_BC)
-    X_BFT = net.spectrogram(mixture_BS)
-    logits_BFT = net.predict_logits(X_BFT.abs(), cond_BC)
+    mixture_BS, X_BFT, logits_BFT = _mask_logits(net, mixture_BS, cond_BC)
     loss, _ = loss_from_logits(net, logits_BFT, X_BFT, target_BS.to(mixture_BS.dtype), mixture_BS, **loss_args)
     return net.waveform(torch.sigmoid(logits_BFT) * X_BFT, mixture_BS.shape[-1]), loss
 
