@@ -146,7 +146,8 @@ def compute_prior(spec: PriorSpec, session, settings, x_proc_MS: np.ndarray, X_F
     # this query) would start the source silent: its stem mic's power stands in for it.
     levels_db, rejected = {}, {}
     for n, (source, m) in enumerate(zip(session.sources, mics)):
-        mic_power = np.abs(X_FTM[:, :, m]) ** 2
+        X_FT = X_FTM[:, :, m]
+        mic_power = X_FT.real ** 2 + X_FT.imag ** 2  # not |X|²: numpy's complex abs rounds by the output's alignment
         if V[n] is None:  # no class and no solo take to learn from
             V[n] = mic_power
             rejected[source.name] = "its prompt names no instrument class the prior knows"
