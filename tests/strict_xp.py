@@ -116,7 +116,8 @@ def asarray(x, dtype=None):
 module = types.ModuleType("strict_xp_module")
 for _name in ("sqrt", "mean", "abs", "log", "exp", "cos", "sin", "matmul", "maximum", "minimum", "eye", "trace",
               "broadcast_to", "ascontiguousarray", "zeros", "ones", "arange", "concatenate", "stack", "einsum",
-              "where", "sum", "empty", "empty_like", "zeros_like", "full", "isfinite", "all", "any", "real", "imag", "conj"):
+              "where", "sum", "empty", "empty_like", "zeros_like", "full", "isfinite", "all", "any", "real", "imag", "conj",
+              "logical_and"):
     setattr(module, _name, _function(getattr(np, _name)))
 module.asarray = asarray
 module.pi = np.pi

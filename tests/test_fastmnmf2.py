@@ -292,3 +292,24 @@ def test_with_a_tolerance_the_fit_stops_early_and_resumes_to_the_same_stop(mixtu
     assert resumed.iterations == auto.iterations
     np.testing.assert_array_equal(resumed.log_likelihood, auto.log_likelihood)
     np.testing.assert_array_equal(resumed.params.Q_FMM, auto.params.Q_FMM)
+
+
+def test_a_row_whose_projection_is_undefined_keeps_its_value(mixture) -> None:
+    """Eq. 16 divides by √(qᴴ V q). Where rounding leaves that at 0 or below (a float32 fit on
+    the zoo, scene 13, made Q NaN this way), the row keeps its previous value; every other bin
+    is projected as usual, in complex128 whatever the storage."""
+    x, _ = mixture
+    X = stft(x, n_fft=N_FFT, hop=HOP).astype(np.complex64)
+    Q, G, W, H = (a.astype(np.complex64 if np.iscomplexobj(a) else np.float32)
+                  for a in _random_params(X.shape, 3, 4))
+    state = fastmnmf2._State(np, X, Q.copy(), G, W, H)
+    state.refresh_model()
+    V = state.covariances()
+    V[0] = -np.eye(X.shape[2], dtype=V.dtype)  # negative definite: qᴴ V q < 0 for every row
+    state.project_rows(V, slice(None))
+    assert state.Q.dtype == np.complex64 and np.isfinite(state.Q).all()
+    np.testing.assert_array_equal(state.Q[0], Q[0])
+    assert np.abs(state.Q[1:] - Q[1:]).max() > 0.1 * np.abs(Q).max()
+    # the projected bins: each row normalised, q_mᴴ V_m q_m = 1
+    norms = np.einsum("fmi,fmij,fmj->fm", state.Q[1:], V[1:], state.Q[1:].conj()).real  # row m is q_mᴴ
+    np.testing.assert_allclose(norms, 1.0, rtol=5e-3)  # Q and V rounded to complex64

@@ -195,22 +195,31 @@ class State:
 
     def project_rows(self, V_all, bins: slice) -> None:
         """Paper eq. 16 for the bins ``bins``: every row of ``Q[bins]`` in turn, from their
-        weighted covariances ``V_all[bins]`` (F', M, M, M). Bins are independent."""
+        weighted covariances ``V_all[bins]`` (F', M, M, M). Bins are independent.
+
+        The M×M solves and the norms run in complex128 whatever the storage: in complex64,
+        ``q_fmᴴ V_fm q_fm`` of a badly conditioned ``V`` rounded to 0 or below on the zoo
+        (scene 13, spot start) and its square root made Q NaN. A row whose norm is still not
+        positive and finite keeps its previous value (the likelihood then does not change
+        for that row), so no bin's Q ever becomes NaN here."""
         xp = self.xp
-        V_all, Q = V_all[bins], self.Q[bins]
+        work = xp.complex128
+        V_all, Q = V_all[bins].astype(work), self.Q[bins].astype(work)
         # Diagonal loading far below the data (relative LOADING of the mean power):
         # keeps the solve defined when mics are linearly dependent (a duplicated
         # channel, digital silence in a bin) and is invisible otherwise.
-        eye = xp.eye(self.M, dtype=self.Q.dtype)
+        eye = xp.eye(self.M, dtype=work)
         trace = xp.trace(V_all, axis1=2, axis2=3).real  # (F', M)
         V_all = V_all + (self.loading * trace / self.M)[:, :, None, None] * eye
         for m in range(self.M):
             V = V_all[:, m]
             b = xp.ascontiguousarray(xp.broadcast_to(eye[:, m:m + 1], (Q.shape[0], self.M, 1)))
             q = xp.linalg.solve(xp.matmul(Q, V), b)  # (F', M, 1)
-            norm = xp.matmul(xp.matmul(q.conj().transpose(0, 2, 1), V), q).real  # (F', 1, 1)
-            q = q / xp.sqrt(norm)
-            Q[:, m, :] = q[:, :, 0].conj()
+            norm = xp.matmul(xp.matmul(q.conj().transpose(0, 2, 1), V), q).real[:, 0, 0]  # (F',)
+            valid = xp.logical_and(xp.logical_and(norm > 0, xp.isfinite(norm)), xp.isfinite(q).all(axis=(1, 2)))
+            q = q[:, :, 0] / xp.sqrt(xp.where(valid, norm, 1.0))[:, None]
+            Q[:, m, :] = xp.where(valid[:, None], q.conj(), Q[:, m, :])
+        self.Q[bins] = Q
 
     def normalize(self) -> None:
         """Scale Q to tr(Q Qᴴ) = M, rows of G to sum 1, columns of W to sum 1 (eq. 10)."""
