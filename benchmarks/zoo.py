@@ -53,6 +53,7 @@ CONFIGS: dict[str, dict] = {
     "float32": {"dtype": "float32"},  # the default with float32 storage (float64 accumulation)
     "nmf": {"prior": "nmf"},
     "classnet": {"prior": "classnet"},
+    "classnet-float32": {"prior": "classnet", "dtype": "float32"},  # the configuration whose float32 fit diverged once
     "blind": {"init": ["circular"]},
     "nfft2048": {"n_fft": 2048, "hop": 512},
     "window2x": {"window_scale": 2},  # twice the default STFT window at the session's rate (128 ms)
