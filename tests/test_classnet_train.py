@@ -333,3 +333,36 @@ def test_bad_settings(data, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="holds no dataset.json"):
         train(tmp_path / "empty", tmp_path / "a", steps=1, **FAST)
+
+
+def test_timbre_eq_changes_only_the_target_and_smoothly():
+    """The mixture's other sources (mixture − target) are kept; the target's spectrum is scaled
+    by a smooth curve within the bound (tilt ≤ 1.9·max at 20 Hz, bell ≤ max); the same
+    generator gives the same EQ, 0 dB gives the target back."""
+    from studio_sep.classnet.train_data import timbre_eq
+
+    rng = np.random.default_rng(0)
+    target, others = rng.standard_normal((2, 16000)).astype(np.float32)
+    mix = target + others
+    gen = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    new_mix, new_target = timbre_eq(mix, target, 6.0, gen())
+    np.testing.assert_allclose(new_mix - new_target, others, atol=1e-5)
+    ratio_db = 20 * np.log10(np.abs(np.fft.rfft(new_target)) / np.abs(np.fft.rfft(target)))
+    assert np.abs(ratio_db).max() <= 3 * 6.0 and np.abs(ratio_db).max() > 1.0
+    assert np.abs(np.diff(ratio_db)).max() < 0.05  # smooth: at most a few hundredths of a dB per 1 Hz bin
+    np.testing.assert_array_equal(timbre_eq(mix, target, 6.0, gen())[1], new_target)
+    assert not np.allclose(timbre_eq(mix, target, 6.0, torch.Generator().manual_seed(6))[1], new_target)
+    np.testing.assert_allclose(timbre_eq(mix, target, 0.0, gen())[1], target, atol=1e-6)
+
+
+def test_timbre_eq_is_a_training_setting(data, tmp_path):
+    """Recorded, part of what a resumed run must match, checked; a run without it (or saved
+    before it existed) trains on the crops as they are."""
+    plain = train(data, tmp_path / "plain", steps=2, validate_every=2, seed=1, **FAST)
+    eq = train(data, tmp_path / "eq", steps=2, validate_every=2, seed=1, timbre_db=6.0, **FAST)
+    assert json.loads(eq.history_path.read_text())["settings"]["timbre_db"] == 6.0
+    assert plain.history[0]["train_loss"] != eq.history[0]["train_loss"]  # the crops were equalised
+    with pytest.raises(InputError, match=r"timbre_db 6\.0 → 0\.0"):
+        train(data, tmp_path / "eq", steps=3, seed=1, **FAST)
+    with pytest.raises(InputError, match="timbre_db"):
+        train(data, tmp_path / "b", steps=1, timbre_db=-3.0, **FAST)

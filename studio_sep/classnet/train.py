@@ -62,10 +62,10 @@ from studio_sep.classnet.train_data import (
     batch_indices,
     n_frames,
     read_wave,
+    timbre_eq,
     training_index,
 )
 from studio_sep.classnet.train_loss import (
-    MASK_BCE_BINS,
     MASK_BCE_WEIGHT,
     SDR_WEIGHT,
     estimate_and_loss,
@@ -78,6 +78,7 @@ from studio_sep.classnet.train_loss import (
     validation_scores,
 )
 from studio_sep.util.atomic import atomic_path, write_text_atomic
+from studio_sep.classnet.train_settings import check_settings
 from studio_sep.util.errors import InputError
 from studio_sep.util.jsonfile import dumps_json
 
@@ -86,7 +87,8 @@ STATE_FORMAT = "studio-sep.classnet-train/1"
 #: Training all three lets one model serve prompts, references or both.
 QUERY_VARIANTS = ("both", "text", "reference")
 #: Settings added after the first runs, with the value those runs trained with (so they resume).
-LEGACY_SETTINGS = {"balance": "none", "sdr_weight": 0.0, "mask_bce_weight": 0.0, "mask_bce_bins": "magnitude"}
+LEGACY_SETTINGS = {"balance": "none", "sdr_weight": 0.0, "mask_bce_weight": 0.0, "mask_bce_bins": "magnitude",
+                   "timbre_db": 0.0}
 __all__ = ["QUERY_VARIANTS", "TrainResult", "magnitude_mae", "sdr", "train"]
 
 ProgressCallback = Callable[[str, int, int, str], None]
@@ -131,7 +133,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: str
           width: float = 0.125, depth: int = 6, query: str = "learned", query_encoder: QueryEncoder | None = None,
           mode: str = "full", steps: int = 1000, batch_size: int = 4, crop_s: float = 3.0, lr: float = 1e-3,
           sdr_weight: float = SDR_WEIGHT, mask_bce_weight: float = MASK_BCE_WEIGHT, mask_bce_bins: str = "magnitude",
-          balance: str = "class", seed: int = 0, threads: int = 1,
+          balance: str = "class", timbre_db: float = 0.0, seed: int = 0, threads: int = 1,
           checkpoint_every: int | None = None, validate_every: int | None = None, chunk_steps: int | None = None,
           callback: ProgressCallback | None = None, log: Callable[[str], None] | None = None) -> TrainResult:
     """Train CLASS-net on the augmentation data in ``data_dir``; resumable in ``out_dir``.
@@ -181,6 +183,10 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: str
         Its weight per time-frequency bin (:func:`~studio_sep.classnet.train_loss.mask_bce`).
     balance : {"class", "none"}
         ``"class"``: every class drawn equally often; ``"none"``: as the data holds them.
+    timbre_db : float
+        Each training crop's target gets a random smooth EQ of up to ± this many dB and the
+        mixture is made again with it (:func:`~studio_sep.classnet.train_data.timbre_eq`;
+        0, the default: none). Validation is never equalised.
     seed : int
         Seeds the new model's initial weights and every random choice of training.
     threads : int
@@ -202,10 +208,10 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: str
     -------
     TrainResult
     """
-    _check_settings(query=query, query_encoder=query_encoder, mode=mode, steps=steps, batch_size=batch_size,
-                    crop_s=crop_s, lr=lr, seed=seed, threads=threads, checkpoint_every=checkpoint_every,
-                    validate_every=validate_every, chunk_steps=chunk_steps, sdr_weight=sdr_weight, balance=balance,
-                    mask_bce_weight=mask_bce_weight, mask_bce_bins=mask_bce_bins)
+    check_settings(query=query, query_encoder=query_encoder, mode=mode, steps=steps, batch_size=batch_size,
+                   crop_s=crop_s, lr=lr, seed=seed, threads=threads, checkpoint_every=checkpoint_every,
+                   validate_every=validate_every, chunk_steps=chunk_steps, sdr_weight=sdr_weight, balance=balance,
+                   mask_bce_weight=mask_bce_weight, mask_bce_bins=mask_bce_bins, timbre_db=timbre_db)
     index = training_index(data_dir)
     train_set, val_set = index.splits["train"], index.splits["val"]
     out_dir = Path(out_dir)
@@ -225,7 +231,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: str
                                                                  "sha256": query_encoder.sha256},
             "mode": mode, "batch_size": int(batch_size), "crop_s": float(crop_s), "lr": float(lr), "seed": int(seed),
             "sdr_weight": float(sdr_weight), "balance": balance, "mask_bce_weight": float(mask_bce_weight),
-            "mask_bce_bins": mask_bce_bins,
+            "mask_bce_bins": mask_bce_bins, "timbre_db": float(timbre_db),
         }
         state = _read_state(paths["state"], settings)
         if state is not None:
@@ -247,7 +253,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: str
         validate_every = validate_every or steps_per_epoch
         checkpoint_every = checkpoint_every or validate_every
         job = _Job(net_model, net, query_encoder, crop=round(crop_s * 16000), batch_size=batch_size, seed=seed,
-                   loss_args={k: settings[k] for k in ("sdr_weight", "mask_bce_weight", "mask_bce_bins")}, balance=balance)
+                   loss_args={k: settings[k] for k in ("sdr_weight", "mask_bce_weight", "mask_bce_bins")}, balance=balance,
+                   timbre_db=float(timbre_db))
 
         def save(step: int) -> None:
             save_checkpoint(net_model, paths["last"])
@@ -316,10 +323,10 @@ class _Job:
     """The per-step work: batches, conditions, the loss, validation."""
 
     def __init__(self, model, net: ClassNet, encoder: QueryEncoder | None, *, crop: int, batch_size: int,
-                 seed: int, loss_args: dict, balance: str):
+                 seed: int, loss_args: dict, balance: str, timbre_db: float = 0.0):
         self.model, self.net, self.encoder = model, net, encoder
         self.crop, self.batch_size, self.seed = crop, batch_size, seed
-        self.loss_args, self.balance = loss_args, balance
+        self.loss_args, self.balance, self.timbre_db = loss_args, balance, timbre_db
         self.lengths: dict = {}
         self.cond_cache: dict = {}
 
@@ -361,6 +368,9 @@ class _Job:
             tgt.append(np.pad(read_wave(e.target, start, crop), (0, self.crop - crop)))
             refs.append(torch.from_numpy(read_wave(e.reference)))
             variants.append(QUERY_VARIANTS[int(torch.randint(0, len(QUERY_VARIANTS), (1,), generator=gen))])
+        if self.timbre_db > 0:  # its own generator: the crops and queries are those of a run without it
+            eq_gen = self._generator(3, step)
+            mix, tgt = map(list, zip(*(timbre_eq(m, t, self.timbre_db, eq_gen) for m, t in zip(mix, tgt))))
         param = self.net.proj.weight
         mix_BS = torch.from_numpy(np.stack(mix)).to(device=param.device, dtype=param.dtype)
         tgt_BS = torch.from_numpy(np.stack(tgt)).to(device=param.device, dtype=param.dtype)
@@ -457,44 +467,3 @@ def _read_state(path: Path, settings: dict) -> dict | None:
         raise InputError(path, "settings", f"{path.parent} holds a run with other settings: {'; '.join(changed)}",
                          "use a new out_dir, or the settings it was started with to continue it")
     return state
-
-
-def _check_settings(*, query, query_encoder, mode, steps, batch_size, crop_s, lr, seed, threads, checkpoint_every,
-                    validate_every, chunk_steps, sdr_weight, balance, mask_bce_weight, mask_bce_bins) -> None:
-    def bad(field, problem, fix):
-        raise InputError(None, field, problem, fix)
-
-    if query not in ("learned", "clap"):
-        bad("query", f"must be 'learned' or 'clap', got {query!r}", "use 'learned' (no downloaded weights)")
-    if query == "clap" and query_encoder is None:
-        bad("query_encoder", "query='clap' needs the encoder", "pass query_encoder=<a CLAP QueryEncoder>")
-    if query == "learned" and query_encoder is not None:
-        bad("query_encoder", "is given but query='learned' trains its own", "pass query='clap' to use it")
-    if query_encoder is not None and not isinstance(query_encoder, QueryEncoder):
-        bad("query_encoder", f"{type(query_encoder).__name__} lacks name / sha256 / condition()",
-            "pass an object implementing studio_sep.classnet.query.QueryEncoder")
-    if mode not in ("full", "decoder"):
-        bad("mode", f"must be 'full' or 'decoder', got {mode!r}", "use 'decoder' for decoder-only fine-tuning")
-    for name, value, low in (("steps", steps, 0), ("batch_size", batch_size, 1), ("threads", threads, 1)):
-        if not (isinstance(value, int) and value >= low):
-            bad(name, f"must be an integer ≥ {low}, got {value!r}", "see train()'s docstring")
-    if balance not in ("class", "none"):
-        bad("balance", f"must be 'class' or 'none', got {balance!r}", "use 'class' (every class equally often)")
-    for name, value, fix in (("sdr_weight", sdr_weight, "0.02"), ("mask_bce_weight", mask_bce_weight, "0.3")):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-            bad(name, f"must be a number ≥ 0, got {value!r}", f"use e.g. {fix} (0: without that term)")
-    if mask_bce_bins not in MASK_BCE_BINS:
-        bad("mask_bce_bins", f"must be 'magnitude' or 'uniform', got {mask_bce_bins!r}", "use 'magnitude'")
-    for name, value in (("checkpoint_every", checkpoint_every), ("validate_every", validate_every),
-                        ("chunk_steps", chunk_steps)):
-        if value is not None and not (isinstance(value, int) and value >= 1):
-            bad(name, f"must be a positive integer or None, got {value!r}", "see train()'s docstring")
-    if not isinstance(seed, int):
-        bad("seed", f"must be an integer, got {seed!r}", "use e.g. 0")
-    for name, value in (("crop_s", crop_s), ("lr", lr)):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            bad(name, f"must be a positive number, got {value!r}", "see train()'s docstring")
-    if round(crop_s * 16000) < 1024:
-        bad("crop_s", f"{crop_s} s is shorter than one STFT frame (1024 samples)", "use e.g. 3.0")
-
-

@@ -135,3 +135,25 @@ def batch_indices(step: int, batch_size: int, classes: Sequence[str | None], gen
         epoch, pos = divmod(k // len(names), len(own))
         out.append(own[int(torch.randperm(len(own), generator=generator(4, c, epoch))[pos])])
     return out
+
+
+#: Where :func:`timbre_eq`'s bell may sit, Hz.
+EQ_BAND_HZ = (200.0, 6000.0)
+
+
+def timbre_eq(mixture: np.ndarray, target: np.ndarray, max_db: float, generator: torch.Generator,
+              sample_rate: int = 16000) -> tuple[np.ndarray, np.ndarray]:
+    """The target given another timbre and the mixture made again with it: a random smooth EQ, a
+    tilt of up to ±``max_db`` dB at 3 octaves from 1 kHz plus one bell of up to ±``max_db`` dB
+    (centre in :data:`EQ_BAND_HZ`, 0.5–2 octaves wide), applied to the target's spectrum; the
+    mixture's other sources (``mixture − target``) are untouched. For unseen SoundFonts: the
+    same instrument with another spectral envelope."""
+    u = torch.rand(4, generator=generator, dtype=torch.float64).numpy()
+    n = target.shape[-1]
+    octaves = np.log2(np.maximum(np.fft.rfftfreq(n, 1.0 / sample_rate), 20.0) / 1000.0)
+    low, high = np.log2(np.asarray(EQ_BAND_HZ) / 1000.0)
+    centre, width = low + u[1] * (high - low), 0.5 + 1.5 * u[2]
+    gain_db = (2 * u[0] - 1) * max_db * octaves / 3 + (2 * u[3] - 1) * max_db * np.exp(
+        -0.5 * ((octaves - centre) / (width / 2)) ** 2)
+    equalised = np.fft.irfft(np.fft.rfft(target) * 10 ** (gain_db / 20), n).astype(target.dtype)
+    return (mixture - target + equalised).astype(mixture.dtype), equalised

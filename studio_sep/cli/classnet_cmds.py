@@ -76,6 +76,9 @@ def train(
                                                "time-frequency bin: the mixture's magnitude, or uniform.")] = "magnitude",
     balance: Annotated[str, typer.Option(metavar="class|none", help="class: every class drawn equally often; "
                                          "none: as the data holds them.")] = "class",
+    timbre_eq: Annotated[float, typer.Option("--timbre-eq", help="Give each training crop's target a random "
+                                             "smooth EQ of up to ± this many dB, the mixture made again with it "
+                                             "(timbres the SoundFonts do not have; 0: none).")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the initial weights and of every batch.")] = 0,
     threads: Annotated[int, typer.Option(help="torch threads (1 is often fastest on a busy small machine).")] = 1,
     validate_every: Annotated[int | None, typer.Option(help="Steps between validations (default: one epoch).")] = None,
@@ -99,7 +102,7 @@ def train(
             result = train_classnet(data, out, model=model, width=width, depth=depth, query=query,
                                     query_encoder=encoder, mode=mode, steps=steps, batch_size=batch_size,
                                     crop_s=crop, lr=lr, sdr_weight=sdr_weight, mask_bce_weight=mask_bce_weight,
-                                    mask_bce_bins=mask_bce_bins, balance=balance, seed=seed,
+                                    mask_bce_bins=mask_bce_bins, balance=balance, timbre_db=timbre_eq, seed=seed,
                                     threads=threads, validate_every=validate_every, chunk_steps=chunk_steps,
                                     callback=progress, log=output.log)
     output.result(result, paths=[result.best_path], show=lambda: console.print(
