@@ -54,7 +54,7 @@ def test_run_json_records_everything(guided_run) -> None:
     # a number of iterations asked: exactly that many in every fit, no stopping rule
     assert sep["iterations"] == 30 and sep["iterations_run"] == {"geometry": [30, 30, 30], "spot": [30, 30, 30]}
     assert sep["stop_tolerance"] == 0
-    assert sep["device"] == "cpu" and sep["dtype"] == "float64" and sep["seed"] == 0
+    assert sep["device"] == "cpu" and sep["dtype"] == "float32" and sep["seed"] == 0
     assert sep["prior"]["kind"] == "none" and sep["stem_mics"]["violin"] == "spot_violin"
     ll = run["log_likelihood"]["values"]
     assert run["log_likelihood"]["iterations"] == [0, 5, 10, 15, 20, 25, 30]

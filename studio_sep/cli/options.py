@@ -43,7 +43,7 @@ NBasisOpt = Annotated[int | None, typer.Option(help="NMF bases per source (defau
 NFftOpt = Annotated[int | None, typer.Option(help="STFT window in samples (default: ~64 ms at the processing rate).")]
 HopOpt = Annotated[int | None, typer.Option(help="STFT hop in samples (default n_fft/4).")]
 DeviceOpt = Annotated[str | None, typer.Option(metavar="cpu|cuda|auto", help="cpu, cuda or auto (default auto: cuda when cupy sees a GPU).")]
-DtypeOpt = Annotated[str | None, typer.Option(metavar="float32|float64", help="Storage of the fit: float64 (default) or float32 (faster; its sums are float64 either way).")]
+DtypeOpt = Annotated[str | None, typer.Option(metavar="float32|float64", help="Storage of the fit: float32 (default, faster) or float64; its sums are float64 either way.")]
 SeedOpt = Annotated[int | None, typer.Option(help="Seed of the random initial values (default 0).")]
 RateOpt = Annotated[int | None, typer.Option(help="Separate at this sample rate in Hz, at least 8000; outputs stay "
                                              "at the session's rate (default: manifest, else native).")]

@@ -23,12 +23,12 @@ SeparationOptions = SeparationSettings
 #: Measured best on the rendered trio (benchmarks/README.md): the geometric demixer with
 #: the spectral model started from its output beats adding a solo-take dictionary.
 DEFAULT_INIT = ("geometry",)
-#: The fit's storage (its kernels accumulate in float64 either way). float32 holds the result
-#: on the trio scene zoo (24 sessions: same median, p10 and worst SDR to 0.1 dB) and fits
-#: 1.4–1.7× faster on one thread, but one fit in 50 whole-zoo session runs diverged in float32 (NaN
-#: after 100 iterations) and not in float64 (benchmarks/README.md, "float32 by default?"):
-#: float64 stays the default until a diverged float32 fit is redone in float64.
-DEFAULT_DTYPE = "float64"
+#: The fit's storage (its kernels accumulate in float64, Q's row projections solve in complex128,
+#: either way). float32 holds the result on the scene zoo (benchmarks/README.md, "float32 by
+#: default") and fits 1.4–1.7× faster on one thread. The one float32 fit that diverged there
+#: (qᴴVq rounded to ≤ 0 in complex64) separates since the projections solve in complex128, and a
+#: float32 fit that still diverges is fitted again in float64 (:func:`studio_sep.stages.fit.run_fit`).
+DEFAULT_DTYPE = "float32"
 #: The default where every source has a spot mic of its own: both spatial starts, the
 #: geometric demixer (typed positions and patterns) and the one made from the transfer
 #: functions measured against the spot mics (which typed positions and patterns cannot
