@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 
 from studio_sep.cli import app
-from studio_sep.data.instruments import class_of_prompt, match_class
+from studio_sep.data.instruments import match_class
 from studio_sep.separation import nmf as prior
 from studio_sep.session import load_session
 from studio_sep.stages import SeparationOptions, separate_session
-from studio_sep.util.errors import InputError
 
 runner = __import__("typer.testing", fromlist=["CliRunner"]).CliRunner()
 
@@ -27,12 +26,6 @@ runner = __import__("typer.testing", fromlist=["CliRunner"]).CliRunner()
 ])
 def test_prompts_map_to_classes(text: str, expected: str | None) -> None:
     assert match_class(text) == expected
-
-
-def test_unknown_prompt_error_names_field_and_classes() -> None:
-    with pytest.raises(InputError, match=r"s.toml: sources\[2\].prompt: prompt 'theremin' names no instrument "
-                                         r"class this prior knows \(violin, saxophone, piano\)"):
-        class_of_prompt("theremin", where="sources[2].prompt", file="s.toml", classes=("violin", "saxophone", "piano"))
 
 
 def test_nnls_reproduces_a_known_activation() -> None:

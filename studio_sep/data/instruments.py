@@ -20,7 +20,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from studio_sep.util.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -79,17 +78,6 @@ def match_class(text: str, classes: tuple[str, ...] | None = None) -> str | None
             if f" {keyword} " in joined and len(keyword) > best_len:
                 best, best_len = name, len(keyword)
     return best
-
-
-def class_of_prompt(prompt: str, *, where: str | None = None, file=None,
-                    classes: tuple[str, ...] | None = None) -> str:
-    """:func:`match_class`, or an :class:`InputError` naming the prompt and the known classes."""
-    found = match_class(prompt, classes)
-    if found is None:
-        known = ", ".join(classes or tuple(CLASSES))
-        raise InputError(file, where, f"prompt {prompt!r} names no instrument class this prior knows ({known})",
-                         "reword the prompt with a class name, e.g. \"violin\"")
-    return found
 
 
 @dataclass(frozen=True)
