@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 
-
 @dataclass(frozen=True)
 class InstrumentClass:
     """A class of instruments: its keywords, GM programs (0-based) and MIDI pitch range."""
