@@ -19,6 +19,7 @@ from studio_sep.session import load_session
 from studio_sep.stages import SeparationOptions, separate_session
 from studio_sep.util.errors import AudioError, FitError, InputError, ManifestError
 from studio_sep.util.names import NAME_MAX_CHARS, name_problem, safe_name
+from studio_sep.util.notices import report_warnings
 
 from .test_manifest import N, _base_doc, _error, _save, _write, session_dir  # noqa: F401 - the fixture
 
@@ -91,11 +92,18 @@ def test_a_fit_gone_nan_is_an_error_not_a_finished_stage(session_dir: Path, tmp_
     _write(session_dir / "audio/multi.wav", np.zeros((N, 2)))
     _write(session_dir / "audio/spot_flute.wav", np.zeros(N))
     out = tmp_path / "out"
-    with pytest.raises(FitError, match=r"diverged .*Q_FMM.* hold NaN/inf values; nothing was saved"):
+    # (Q stays finite: a row whose projection is undefined keeps its value; W, G and H go NaN)
+    with pytest.raises(FitError, match=r"diverged .*W_NFK.* hold NaN/inf values; nothing was saved"):
         separate_session(session, out, SeparationOptions(n_iter=5, device="cpu", init=("geometry",)))
     work = out / "tiny" / ".studio-sep"
     assert not (work / "fit.npz").exists() and not (out / "tiny" / "images").exists()
     assert "separate" not in json.loads((out / "tiny" / "run.json").read_text())["stages"]
+    # in float32 the stage first fits it again in float64, says so, then gives the same error
+    warnings: list[str] = []
+    with report_warnings(warnings.append), pytest.raises(FitError, match=r"diverged .*W_NFK.* hold NaN/inf"):
+        separate_session(session, tmp_path / "out32", SeparationOptions(n_iter=5, device="cpu", init=("geometry",),
+                                                                        dtype="float32"))
+    assert "diverged in float32" in warnings[0] and "fitting it again from its start in float64" in warnings[0]
 
 
 def test_check_finite_passes_finite_parameters() -> None:

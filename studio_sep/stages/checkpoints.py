@@ -60,7 +60,7 @@ def check_finite(params, where: str) -> None:
     if bad:
         raise FitError(f"the separation diverged ({where}): {', '.join(bad)} hold NaN/inf values; nothing was "
                        "saved (fix: check that the mics hold signal (`studio-sep validate` warns about silent "
-                       "ones) and try --dtype float64 or another --init)")
+                       "ones) or try another --init; a float32 fit was already fitted again in float64)")
 
 
 def save_params(path: Path, params, **extra) -> None:
