@@ -44,7 +44,9 @@ def test_estimate_grows_with_duration_mics_and_precision() -> None:
     native48 = memory.estimate_peak_bytes(60 * 48000, **{**SETTINGS, "sample_rate": 48000})
     assert native48 > memory.estimate_peak_bytes(60 * 16000, **SETTINGS)
     f64, f32 = (memory.estimate_peak_bytes(600 * 16000, **SETTINGS, dtype=d) for d in ("float64", "float32"))
-    assert f32 < f64 and f32 == by_duration[3]  # float32 is the default
+    # float32 is the default; its images stage is as large as float64's (measured on a 20-minute
+    # session) plus the complex64 copy of the STFT, so its estimate is the larger one
+    assert f32 > f64 and f32 == by_duration[3]
 
 
 def test_plan_has_one_block_when_the_budget_is_large_and_blocks_when_small() -> None:
