@@ -50,5 +50,3 @@ def check_settings(*, query, query_encoder, mode, steps, batch_size, crop_s, lr,
             bad(name, f"must be a positive number, got {value!r}", "see train()'s docstring")
     if round(crop_s * 16000) < 1024:
         bad("crop_s", f"{crop_s} s is shorter than one STFT frame (1024 samples)", "use e.g. 3.0")
-
-
