@@ -47,6 +47,11 @@ def load_checkpoint(path: Path, fp: str):
     return checkpoint
 
 
+def nonfinite(params) -> list[str]:
+    """The names of the parameter arrays (host arrays) that hold NaN or inf."""
+    return [name for name in _PARAMS if not np.isfinite(np.asarray(getattr(params, name))).all()]
+
+
 def check_finite(params, where: str) -> None:
     """Refuse parameters holding NaN or inf (a fit that diverged) before they are saved,
     used or recorded as a finished stage; ``where`` names the fit (e.g. ``block 2/3``).
@@ -56,7 +61,7 @@ def check_finite(params, where: str) -> None:
     FitError
         Naming the arrays that are not finite.
     """
-    bad = [name for name in _PARAMS if not np.isfinite(np.asarray(getattr(params, name))).all()]
+    bad = nonfinite(params)
     if bad:
         raise FitError(f"the separation diverged ({where}): {', '.join(bad)} hold NaN/inf values; nothing was "
                        "saved (fix: check that the mics hold signal (`studio-sep validate` warns about silent "

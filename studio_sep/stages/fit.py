@@ -8,9 +8,16 @@ from pathlib import Path
 
 import numpy as np
 
-from studio_sep.dsp.backend import device_spectrogram, get_xp, to_host
+from studio_sep.dsp.backend import device_spectrogram, to_host
 from studio_sep.session import Session
-from studio_sep.stages.checkpoints import block_fit_path, check_finite, load_checkpoint, load_params, save_params
+from studio_sep.stages.checkpoints import (
+    block_fit_path,
+    check_finite,
+    load_checkpoint,
+    load_params,
+    nonfinite,
+    save_params,
+)
 from studio_sep.stages.memory import MemoryPlan
 from studio_sep.stages.runrecord import fingerprint
 from studio_sep.stages.settings import BLIND_INIT, ResolvedSettings
@@ -68,26 +75,29 @@ def run_fit(X_host, init, settings: ResolvedSettings, work: Path, fp: str, repor
                              tolerance=settings.stop_tolerance)
 
     fit = attempt(X, start)
-    if not _finite(fit.params) and X.real.dtype == np.float32:
+    params = _host_params(fit)
+    if nonfinite(params) and X.real.dtype == np.float32:
         # a float32 fit that diverged is redone from its start in float64 (its result is then
         # float64; the images and what follows take it as it is)
         label = f" ({where.rstrip(', ')})" if where else ""
         warn(f"the fit{label} diverged in float32 (NaN/inf after {fit.iterations} iterations): "
              "fitting it again from its start in float64")
-        del X, fit  # the float32 spectrogram and the diverged state, before the float64 copy
+        del X, fit, params  # the float32 spectrogram and the diverged state, before the float64 copy
         fit = attempt(device_spectrogram(X_host, settings.device, "float64")[1], None)
+        params = _host_params(fit)
         first = 0
     if fit.iterations < settings.n_iter:  # the stopping rule ended it: this fit's share of the bar is done
         report("separate", offset + settings.n_iter, overall, detail=f"{where}converged at iteration {fit.iterations}")
-    params = fastmnmf2.Params(*(np.array(to_host(a)) for a in (fit.params.Q_FMM, fit.params.G_NM,
-                                                                  fit.params.W_NFK, fit.params.H_NKT)))
     check_finite(params, f"{where}after {fit.iterations} iterations")
     return fastmnmf2.FitResult(params, fit.log_likelihood, fit.ll_iterations), first
 
 
-def _finite(params) -> bool:
-    """Every parameter finite (one sync with the device per array)."""
-    return all(bool(get_xp(a).isfinite(a).all()) for a in (params.Q_FMM, params.G_NM, params.W_NFK, params.H_NKT))
+def _host_params(fit):
+    """A fit's parameters as host numpy arrays."""
+    from studio_sep.separation import fastmnmf2
+
+    return fastmnmf2.Params(*(np.array(to_host(a)) for a in (fit.params.Q_FMM, fit.params.G_NM, fit.params.W_NFK,
+                                                              fit.params.H_NKT)))
 
 
 def fit_blocks(session: Session, settings: ResolvedSettings, plan: MemoryPlan, work: Path, fp: str, report, *,
