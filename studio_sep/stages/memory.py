@@ -117,11 +117,11 @@ def estimate_peak_bytes(
         # The images stage's terms count 8 bytes whatever the fit's dtype: in float32 a 20-minute,
         # 48 kHz session peaked at 9.9 GiB in its 304 s blocks where 4-byte terms estimated 7.8
         # (its float64 run, 204 s blocks: 5.9 GiB against 6.9; benchmarks/README.md).
-        r8 = 8
-        istft = 2 * M * T * n_fft * r8 + 2 * M * P * r8
+        Qx_power8, lam8, X_dev8 = FT * M * 8, N * FT * 8, FT * M * 16
+        istft = 2 * M * T * n_fft * 8 + 2 * M * P * 8
         after_istft = M * P * 8 + 2 * x_native
-        images = (persistent + X_copy + (x_native if resampled else 0) + N * FT * r8 + 3 * FT * M * r8
-                  + 2 * FT * M * 2 * r8 + max(istft, after_istft))
+        images = (persistent + X_copy + (x_native if resampled else 0) + lam8 + 2 * Qx_power8 + X_dev8
+                  + Qx_power8 + X_dev8 + max(istft, after_istft))
     if ensemble > 1:  # the running sum of the members' images of one source
         images += FT * M * 2 * r
     peak = max(load, stft, prior, fit, images)
