@@ -99,3 +99,27 @@ def test_two_training_soundfonts_and_a_heldout_set(tmp_path: Path) -> None:
     assert result.exit_code != 0 and "the held-out set writes test examples only" in result.output
     result = runner.invoke(app, ["train", str(tmp_path / "held1"), "--out", str(tmp_path / "t"), "--steps", "1"])
     assert result.exit_code != 0 and "held out as the unseen-timbre test set" in result.output
+
+
+def test_average_writes_the_mean_checkpoint_and_refuses_a_bad_one_in_one_line(tmp_path: Path) -> None:
+    from studio_sep.classnet import ClassNet, load_checkpoint, save_checkpoint
+
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        paths.append(tmp_path / f"step{seed}.safetensors")
+        save_checkpoint(ClassNet(width=0.125, depth=3), paths[-1])
+    out = tmp_path / "avg [final].safetensors"
+    result = runner.invoke(app, ["average", str(out), *map(str, paths)])
+    assert result.exit_code == 0, result.output
+    sha = load_checkpoint(out).sha256
+    assert f"averaged 2 checkpoints into {out} (weights SHA-256 {sha[:12]}…)" in result.stdout
+    a, b = (load_checkpoint(p).model.state_dict()["unet.after_conv2.weight"] for p in paths)
+    assert torch.allclose(load_checkpoint(out).model.state_dict()["unet.after_conv2.weight"], (a + b) / 2)
+
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"no weights here")
+    result = runner.invoke(app, ["average", str(tmp_path / "x.safetensors"), str(paths[0]), str(broken)])
+    assert result.exit_code != 0
+    assert str(broken) in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "x.safetensors").exists()

@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 
 from studio_sep.classnet import (
     ClassNet,
+    average_checkpoints,
     chunk_weights,
     freeze_encoder,
     load_checkpoint,
@@ -255,8 +256,48 @@ def test_foreign_and_broken_files_are_refused_clearly(tmp_path) -> None:
     junk.write_bytes(b"not a checkpoint at all")
     with pytest.raises(InputError, match="unreadable"):
         load_checkpoint(junk)
+    junk_named = tmp_path / "junk.safetensors"  # torch.load hands a *.safetensors name to safetensors
+    junk_named.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(InputError, match="unreadable"):
+        load_checkpoint(junk_named)
     with pytest.raises(InputError, match="suffix"):
         save_checkpoint(_model(), tmp_path / "net.bin")
+
+
+def test_averaged_checkpoints_hold_the_mean_of_their_weights(tmp_path) -> None:
+    models = [_model(seed=s) for s in (1, 2, 3)]
+    for m in models:
+        m.train()
+        m(_wave(2000), _cond())  # batch-norm statistics and counters off their initial values
+    models[2](_wave(2000), _cond())  # the last one's counters differ: they are taken as they are
+    paths = [tmp_path / f"m{k}.safetensors" for k in range(3)]
+    for m, path in zip(models, paths, strict=True):
+        save_checkpoint(m, path)
+    out = tmp_path / "mean.pt"
+    sha = average_checkpoints(paths, out)
+    mean = load_checkpoint(out)
+    assert mean.sha256 == sha and mean.kwargs == models[0].config
+    states = [m.state_dict() for m in models]
+    for k, v in mean.model.state_dict().items():
+        if v.is_floating_point():
+            expected = sum(st[k].double() for st in states) / 3
+            assert v.dtype == states[0][k].dtype
+            torch.testing.assert_close(v.double(), expected, rtol=1e-6, atol=1e-7)
+        else:
+            assert torch.equal(v, states[2][k]), k
+
+
+def test_averaging_refuses_another_configuration_or_a_single_file(tmp_path) -> None:
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    save_checkpoint(_model(), a)
+    save_checkpoint(_model(depth=TINY["depth"] - 1), b)
+    with pytest.raises(InputError) as info:
+        average_checkpoints([a, b], tmp_path / "out.safetensors")
+    message = str(info.value)
+    assert "\n" not in message and str(b) in message and "one training run" in message
+    with pytest.raises(InputError, match="1 checkpoint.*two or more"):
+        average_checkpoints([a], tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()
 
 
 def _lass_file(source: ClassNet) -> dict:

@@ -8,7 +8,8 @@ the pipeline imports it lazily.
 - :func:`query_condition`: the condition from CLAP audio and text embeddings (eq. 17).
 - :func:`separate_long`: chunked overlap-add inference for long recordings.
 - :func:`freeze_encoder`: decoder-only fine-tuning.
-- :func:`save_checkpoint`, :func:`load_checkpoint`: the project's checkpoint format.
+- :func:`save_checkpoint`, :func:`load_checkpoint`: the project's checkpoint format;
+  :func:`average_checkpoints`: the mean of one run's checkpoints (weight averaging).
 - :func:`load_foreign_state`: LASS-net and CLASS-net-authors weights as initialisation.
 - :mod:`.query`: the query interface (:class:`QueryEncoder`), the in-project
   :class:`LearnedQuery` (learned class embeddings and a small reference encoder, no
@@ -24,6 +25,7 @@ the pipeline imports it lazily.
 from studio_sep.classnet.checkpoint import (
     Checkpoint,
     ForeignLoad,
+    average_checkpoints,
     load_checkpoint,
     load_foreign_state,
     save_checkpoint,
@@ -47,6 +49,7 @@ __all__ = [
     "QueriedClassNet",
     "QueryEncoder",
     "Separation",
+    "average_checkpoints",
     "chunk_weights",
     "freeze_encoder",
     "load_checkpoint",

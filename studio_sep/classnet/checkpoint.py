@@ -134,6 +134,35 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     return Checkpoint(model.to(map_location).eval(), meta["model"], kwargs, sha)
 
 
+def average_checkpoints(paths, out: str | os.PathLike) -> str:
+    """Write to ``out`` the mean of the weights of several checkpoints of one model
+    (the same class and configuration: points of one training run, as in stochastic
+    weight averaging); returns its SHA-256.
+
+    Floating-point tensors are averaged in float64 and stored in their own dtype; BatchNorm's
+    running statistics are averaged like the weights (not recomputed); integer tensors (the
+    batch counters) are taken from the last checkpoint. Each input is read and verified by
+    :func:`load_checkpoint`; a checkpoint of another model or configuration is refused.
+    """
+    paths = [Path(p) for p in paths]
+    if len(paths) < 2:
+        raise InputError(Path(out), None, f"{len(paths)} checkpoint(s) to average", "give two or more")
+    first = load_checkpoint(paths[0])
+    total = {k: v.double() if v.is_floating_point() else v for k, v in first.model.state_dict().items()}
+    for path in paths[1:]:
+        ckpt = load_checkpoint(path)
+        if (ckpt.name, ckpt.kwargs) != (first.name, first.kwargs):
+            raise InputError(path, "kwargs", f"is {ckpt.name}({json.dumps(ckpt.kwargs, sort_keys=True)}), not "
+                             f"{paths[0].name}'s {first.name}({json.dumps(first.kwargs, sort_keys=True)})",
+                             "average checkpoints of one training run only")
+        for k, v in ckpt.model.state_dict().items():
+            total[k] = total[k] + v.double() if v.is_floating_point() else v
+    state = first.model.state_dict()
+    first.model.load_state_dict({k: (v / len(paths)).to(state[k].dtype) if state[k].is_floating_point() else v
+                                 for k, v in total.items()}, strict=True)
+    return save_checkpoint(first.model, out)
+
+
 @dataclass(frozen=True)
 class ForeignLoad:
     """What :func:`load_foreign_state` did.
@@ -250,7 +279,8 @@ def _torch_load(path: Path, *, mmap: bool = False,
     if mmap:
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except (RuntimeError, ValueError, pickle.UnpicklingError, OSError, EOFError, KeyError):
+        except (RuntimeError, ValueError, pickle.UnpicklingError, OSError, EOFError, KeyError,
+                safetensors.SafetensorError):
             pass  # not zip-format (or damaged): the plain load below says which
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -261,7 +291,8 @@ def _torch_load(path: Path, *, mmap: bool = False,
                              "copy the file again") from None
         raise InputError(path, None, f"holds pickled Python objects ({found.group(1)}), which a weights-only "
                          "load refuses", f"in an environment you trust, re-save only its tensors, e.g. {resave}") from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as exc:  # damaged or truncated files
+    # damaged or truncated files (torch.load reads a file named *.safetensors with safetensors)
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, safetensors.SafetensorError) as exc:
         raise InputError(path, None, f"unreadable torch file: {_one_line(exc)[:160]}", "copy the file again") from None
 
 

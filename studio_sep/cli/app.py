@@ -108,6 +108,7 @@ def main(
 app.command()(session_cmds.simulate)
 app.command()(classnet_cmds.augment)
 app.command()(classnet_cmds.train)
+app.command()(classnet_cmds.average)
 app.command()(session_cmds.validate)
 app.command()(separation_cmds.separate)
 app.command()(separation_cmds.run)

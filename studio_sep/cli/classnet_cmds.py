@@ -1,4 +1,4 @@
-"""CLASS-net commands: augment (training data), train."""
+"""CLASS-net commands: augment (training data), train, average (weight averaging)."""
 
 from __future__ import annotations
 
@@ -109,3 +109,21 @@ def train(
         f"trained {result.steps} steps (resumed from {result.resumed_from}); best: step {cell(result.best_step)}, "
         f"worst-class SDR improvement {cell(result.best_worst_sdri, '+.2f')} dB, mean SI-SDR "
         f"{cell(result.best_si_sdr, '.2f')} dB: {result.best_path}"))
+
+
+def average(
+    out: Annotated[Path, typer.Argument(help="Checkpoint to write (*.safetensors or *.pt).")],
+    checkpoints: Annotated[list[Path], typer.Argument(help="Two or more checkpoints of one training run "
+                                                      "(same model and configuration).")],
+    quiet: QuietOpt = False, json_: JsonOpt = False,
+) -> None:
+    """Average the weights of checkpoints of one training run into one checkpoint
+    (stochastic weight averaging)."""
+    from studio_sep.classnet import average_checkpoints
+
+    output = Output(quiet, json_)
+    with user_errors():
+        sha = average_checkpoints(checkpoints, out)
+    output.result({"checkpoint": str(out), "sha256": sha, "averaged": [str(p) for p in checkpoints]},
+                  paths=[out], show=lambda: console.print(
+                      f"averaged {len(checkpoints)} checkpoints into {cell(str(out))} (weights SHA-256 {sha[:12]}…)"))
