@@ -27,7 +27,13 @@ cache set-up); pyroomacoustics' are ``(t(n_iter) - t(0)) / n_iter``, where the
 
 Usage::
 
-    python benchmarks/separation.py [--quick] [--threads N] [--out DIR]
+    python benchmarks/separation.py [--quick] [--threads N] [--device cpu|cuda] [--dtype float32|float64]
+        [--out DIR]
+
+``--device cuda`` runs studio-sep's fits on the GPU (CuPy, ``studio-sep[gpu]``; the same
+code as on the CPU); pyroomacoustics and the oracle stay on the CPU. The cost table gives
+each method's × real time: the session's 15 s over its fit's seconds (the target of issue
+#13 on a GPU: ≥ 100×).
 
 ``--quick`` runs one seed and fewer iterations (pyroomacoustics 5, studio-sep 20): the
 times per iteration hold, the dB values do not. Renders and separated audio go to
@@ -128,7 +134,8 @@ def worker(spec: dict) -> None:
                 stamps.append(time.perf_counter())
 
         options = SeparationOptions(init=tuple(spec["init"]), n_iter=spec["n_iter"], n_basis=N_BASIS,
-                                    n_fft=N_FFT, hop=HOP, device="cpu", dtype=spec.get("dtype", "float64"),
+                                    n_fft=N_FFT, hop=HOP, device=spec.get("device", "cpu"),
+                                    dtype=spec.get("dtype", "float64"),
                                     seed=spec["seed"], processing_sample_rate=SAMPLE_RATE)
         run = separate_session(session, spec["out"], options, callback=on_progress).run
         n = spec["n_iter"]
@@ -136,6 +143,10 @@ def worker(spec: dict) -> None:
         result["per_iteration_s"] = (stamps[n] - stamps[1]) / (n - 1) if n >= 2 else None
         result["first_iteration_s"] = stamps[1] - stamps[0] if n >= 1 else None
         result["fit_s"] = run["timings_s"]["fit_s"]
+        if spec.get("device") == "cuda":
+            import cupy
+
+            result["gpu"] = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
         result["timings_s"] = run["timings_s"]
         result["shape_FTM"] = run["separation"]["shape_FTM"]
         ll = run["log_likelihood"]  # older runs: "per_iteration"; now "iterations" + "values"
@@ -405,13 +416,14 @@ def separation_benchmark(args, log) -> dict:
             else:
                 out = work / "out" / tag / f"{method}-seed{seed}"
                 res = run_worker(dict(base, kind="studio_sep", init=list(STUDIO_INITS[method]), n_iter=studio_iter,
-                                      out=str(out)), threads=args.threads, work=work, log=log)
+                                      out=str(out), device=args.device, dtype=args.dtype),
+                                 threads=args.threads, work=work, log=log)
                 est = read_images(Path(res["images"]), session)
                 n_iter = studio_iter
             entry = {"scene": rt60, "method": method, "seed": seed, "n_iter": n_iter,
                      **{k: res.get(k) for k in ("per_iteration_s", "first_iteration_s", "fit_s", "setup_s",
                                                 "wall_s", "peak_rss_mib", "baseline_rss_mib", "shape_FTM",
-                                                "threads", "log_likelihood", "load_avg_1min")}}
+                                                "threads", "log_likelihood", "load_avg_1min", "gpu")}}
             if method in ("pra", "circular"):
                 perm = best_permutation(truth, est)
                 if method == "pra":
@@ -508,6 +520,9 @@ def summarise(bench: dict) -> dict:
         s["per_iteration_s"] = {str(sc): _mean([r["per_iteration_s"] for r in mine if r["scene"] == sc])
                                 for sc in scenes}
         s["fit_s"] = {str(sc): _mean([r["fit_s"] for r in mine if r["scene"] == sc]) for sc in scenes}
+        fit_s = _mean(list(s["fit_s"].values()))
+        s["real_time_factor"] = DURATION_S / fit_s if fit_s else None
+        s["gpu"] = next((r["gpu"] for r in mine if r.get("gpu")), None)
         s["per_iteration_s_range"] = [min((r["per_iteration_s"] for r in mine if r["per_iteration_s"]), default=None),
                                       max((r["per_iteration_s"] for r in mine if r["per_iteration_s"]), default=None)]
         loads = [v for r in mine for v in (r.get("load_avg_1min") or [])]
@@ -550,7 +565,9 @@ def markdown(report: dict) -> str:
              f"Scenes: the rendered trio (`simulate_session`, seed {report['args']['scene_seed']}, "
              f"{DURATION_S:g} s, {SAMPLE_RATE} Hz, RT60 " + " and ".join(f"{s} s" for s in scenes)
              + f"); M=7 mics, N=3 sources, STFT {N_FFT}/{HOP}, K={N_BASIS}; "
-             f"studio-sep {bench['studio_iter']} iterations, seeds {bench['seeds']}, float64, CPU; "
+             f"studio-sep {bench['studio_iter']} iterations, seeds {bench['seeds']}, {report['args']['dtype']}, "
+             + (f"GPU ({next((s['gpu'] for s in summary.values() if s.get('gpu')), 'cuda')})"
+                if report["args"]["device"] == "cuda" else "CPU") + "; "
              f"pyroomacoustics {bench['pra_iter']} iterations, seeds {bench['pra_seeds']}. "
              "Every value is the mean over the 3 sources, both scenes and all seeds; "
              "dB from fast-bss-eval (SDR/SIR/SAR with a 512-tap filter, as `studio_sep.dsp.metrics`). "
@@ -578,9 +595,9 @@ def markdown(report: dict) -> str:
               "start or end of the method's runs (the method itself is 1 per thread; more means another job "
               "shared the CPUs and the times are suspect; not recorded: —).", "",
               "| method | " + " | ".join(f"s/iter RT60 {s}" for s in scenes)
-              + " | s/iter range | speed-up vs pra | fit s (mean) | peak RSS MiB | above baseline MiB | ÷ pra's "
-              "| max load |",
-              "|---|" + "---:|" * len(scenes) + "---:|---:|---:|---:|---:|---:|---:|"]
+              + " | s/iter range | speed-up vs pra | fit s (mean) | × real time | peak RSS MiB | above baseline MiB "
+              "| ÷ pra's | max load |",
+              "|---|" + "---:|" * len(scenes) + "---:|---:|---:|---:|---:|---:|---:|---:|"]
     for method, s in summary.items():
         if method == "circular (best perm)":
             continue
@@ -588,6 +605,7 @@ def markdown(report: dict) -> str:
         lo, hi = s.get("per_iteration_s_range", [None, None])
         lines.append(f"| {method} | " + " | ".join(_f(s["per_iteration_s"][sc], "{:.3f}") for sc in scenes)
                      + f" | {_f(lo, '{:.3f}')}–{_f(hi, '{:.3f}')} | {_f(sp.get('mean'), '{:.1f}×')} | {_f(_mean(list(s['fit_s'].values())), '{:.1f}')}"
+                     + f" | {_f(s.get('real_time_factor'), '{:.1f}×')}"
                      + f" | {s['peak_rss_mib']:.0f} | {s['rss_over_baseline_mib']:.0f} | "
                      + f"{_f(s.get('rss_ratio_vs_pra'), '{:.2f}')} | {_f(s.get('max_load_avg_1min'), '{:.1f}')} |")
     lines.append("")
@@ -623,6 +641,12 @@ def targets_markdown(report: dict) -> list[str]:
             ds = summary[method]["delta_sdr_vs_pra"]["spot"]
             out.append(f"| mean SDR ≥ pra + {need:g} dB ({method}) | {_f(d)} dB at mic 1, {_f(ds)} dB at spot mics | "
                        f"{'yes' if d is not None and d >= need else 'no'} (mic 1) |")
+    if report["args"]["device"] == "cuda":
+        for method in ("circular", "geometry", "geometry+dictionary"):
+            if method in summary and summary[method].get("real_time_factor"):
+                rt = summary[method]["real_time_factor"]
+                out.append(f"| GPU fit ≥ 100× real time, 15 s paper configuration ({method}) | {rt:.1f}× | "
+                           f"{'yes' if rt >= 100 else 'no'} |")
     mem = report.get("memory")
     if mem:
         for s in mem["session"]:
@@ -664,6 +688,9 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="one seed, 5 pyroomacoustics / 20 studio-sep iterations")
     p.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads per method (default 1)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where studio-sep's fits run")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float64",
+                   help="studio-sep's storage dtype (default float64, as the earlier tables)")
     p.add_argument("--out", type=Path, default=HERE / "results", help="where the .md and .json go")
     p.add_argument("--work", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                    / "studio-sep" / "benchmarks", help="renders and separated audio")
@@ -690,6 +717,14 @@ def main(argv=None) -> int:
     if args.worker:
         worker(json.loads(args.worker))
         return 0
+    if args.device == "cuda":  # before anything runs: the pipeline's own check, as one line
+        from studio_sep.dsp.backend import resolve_device
+        from studio_sep.util.errors import InputError
+
+        try:
+            resolve_device("cuda")
+        except InputError as exc:
+            sys.exit(f"separation.py: {exc}")
     memory = args.memory or ("no" if args.quick else "yes")
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
