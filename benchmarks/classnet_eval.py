@@ -164,15 +164,13 @@ def summary_lines(results: dict) -> list[str]:
     return lines + [""]
 
 
-def read_examples(folders: list[Path], split: str) -> list:
-    """The split's examples of every folder; with several, ids carry their folder's name."""
-    from studio_sep.classnet.train_data import read_dataset_index
-
+def read_examples(indices: dict, split: str) -> list:
+    """The split's examples of every data set (folder → its index); with several, ids carry
+    their folder's name."""
     examples = []
-    for folder in folders:
-        index = read_dataset_index(folder)
+    for folder, index in indices.items():
         for ex in index.splits.get(split, ()):
-            examples.append(replace(ex, id=f"{folder.resolve().name}/{ex.id}") if len(folders) > 1 else ex)
+            examples.append(replace(ex, id=f"{folder.resolve().name}/{ex.id}") if len(indices) > 1 else ex)
     return examples
 
 
@@ -196,10 +194,11 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     folders = [args.data, *args.also]
-    examples = read_examples(folders, args.split)[: args.limit]
+    indices = {f: read_dataset_index(f) for f in folders}
+    examples = read_examples(indices, args.split)[: args.limit]
     if not examples:
         sys.exit(f"{args.data}: no examples in split {args.split!r}")
-    metas = [read_dataset_index(f).meta for f in folders]
+    metas = [index.meta for index in indices.values()]
     soundfonts = sorted({str((m.get("pool") or {}).get("soundfont")) for m in metas})
     seeds = ", ".join(str(m.get("seed")) for m in metas)
     results, clock = {}, time.perf_counter()
