@@ -108,10 +108,11 @@ def fit(
         Renormalise Q, G, W (paper: every 10 iterations). Normalising leaves the
         model and its likelihood unchanged.
     cache_covariance : bool, optional
-        Keep the upper triangle of every ``x_ft x_ftᴴ`` (F·T·M(M+1) reals): the Q
-        update then runs as one real matrix product, about 15× faster. Default: cache
-        when that takes at most :data:`COVARIANCE_CACHE_BYTES`; otherwise rebuild it
-        every iteration in blocks of frequency bins (bounded memory, more arithmetic).
+        For the array code (cupy, :class:`~studio_sep.separation.state.State`): keep the
+        upper triangle of every ``x_ft x_ftᴴ`` (F·T·M(M+1) reals), so that the Q update
+        runs as one real matrix product. Default: cache when that takes at most
+        :data:`COVARIANCE_CACHE_BYTES`; otherwise rebuild it every iteration in blocks of
+        frequency bins. The CPU kernels (numpy) make the pairs from x in cache and ignore it.
     rng : numpy.random.Generator
         Source of the random initial values.
     callback : callable, optional

@@ -3,16 +3,19 @@
 :class:`HostState` is :class:`studio_sep.separation.state.State` with the passes
 over F·T·M arrays (ỹ, x̃/ỹ², 1/ỹ, log ỹ and their sums over mics or frames) done per
 frequency bin in one kernel each: ỹ, 1/ỹ and the ratios never leave the cache, and each
-update reads x̃ and λ once. x̃ is made from x itself, frames vectorised
-(:func:`power_direct`); without the x·xᴴ cache the weighted covariances are made per
-frame (:func:`weighted_pairs_direct`). The other matrix products (λ = W H, the W and H
-contractions, the covariances from the cached pairs) stay in BLAS. ``fit`` uses it for
+update reads x̃ and λ once. The kernels read x split into real and imaginary parts with
+frames last (``X_F2MT``, made once): x̃ = |Q x|² (:func:`power_split`) and the M weighted
+covariances (:func:`weighted_pairs_split`: 1/ỹ, the upper triangle of x xᴴ and their
+products summed along frames, per bin in cache) are made from it every iteration, which is
+faster than reading a cached x·xᴴ (F·T·M(M+1) reals) and needs no such cache. The other
+matrix products (λ = W H, the W and H contractions) stay in BLAS. ``fit`` uses it for
 numpy input; cupy (and any other array module) runs the plain array code of ``State``,
 which is also the reference the tests hold this one to.
 
 Axes as in :mod:`studio_sep.separation.fastmnmf2`, with x̃ stored (F, M, T) here (frames
-last: the kernels run along them) and the pairs (F, 2P, T). Sums over frames or bins
-accumulate in float64 whatever the storage dtype.
+last: the kernels run along them). The sums over frames of the W, H and G updates and of
+the log-likelihood accumulate in float64 whatever the storage dtype; the covariances' sums
+run in the storage dtype, vectorised along frames (as the BLAS product of the array code).
 
 Threads: inside :meth:`HostState.running` (what ``fit`` wraps its iterations in), a fit
 with more than one thread holds BLAS to one thread and splits every step — the kernels
@@ -117,112 +120,116 @@ def source_mic_sums(Qx_FMT, lam_NFT, G_NM, num_FNM, den_FNM, f0, f1):
                 den_FNM[f, n, m] = s_den
 
 
+@njit(parallel=True, nogil=True, cache=True)
+def split_frames_last(X_FTM, out_F2MT, f0, f1):
+    """out[f, 0, i, t] = Re x_fti, out[f, 1, i, t] = Im x_fti: x with frames last, real and
+    imaginary parts apart, the layout the kernels below run along frames in."""
+    F, T, M = X_FTM.shape
+    for f in prange(f0, f1):
+        for t in range(T):
+            for i in range(M):
+                v = X_FTM[f, t, i]
+                out_F2MT[f, 0, i, t] = v.real
+                out_F2MT[f, 1, i, t] = v.imag
+
+
+@njit(parallel=True, nogil=True, cache=True, fastmath=_FASTMATH)
+def weighted_pairs_split(Xs_F2MT, lam_NFT, G_NM, rows, cols, out_FMP, f0, f1):
+    """out[f, m] = Σ_t (1/ỹ_ftm) [Re x_i x̄_j, …, Im x_i x̄_j, …] over the pairs (rows, cols):
+    the M weighted covariances before /T, everything made per bin while in cache (1/ỹ from
+    λ and G, each pair's products along frames, then one sum along frames per (m, pair);
+    the imaginary parts of the diagonal pairs are 0). Sums in the storage dtype, vectorised
+    along frames, as BLAS's product with the cached pairs summed them."""
+    _, _, M, T = Xs_F2MT.shape
+    P = rows.shape[0]
+    real = out_FMP.dtype
+    for f in prange(f0, f1):
+        xr, xi = Xs_F2MT[f, 0], Xs_F2MT[f, 1]
+        w = np.empty((M, T), real)
+        re = np.empty(T, real)
+        im = np.empty(T, real)
+        for m in range(M):
+            _model_row(lam_NFT, G_NM, f, m, w[m])
+            one = np.ones(1, real)[0]
+            for t in range(T):
+                w[m, t] = one / w[m, t]
+        zero = np.zeros(1, real)[0]
+        for p in range(P):
+            i, j = rows[p], cols[p]
+            if i == j:
+                for t in range(T):
+                    re[t] = xr[i, t] * xr[i, t] + xi[i, t] * xi[i, t]
+                for m in range(M):
+                    s = zero
+                    for t in range(T):
+                        s += w[m, t] * re[t]
+                    out_FMP[f, m, p] = s
+                    out_FMP[f, m, P + p] = zero
+                continue
+            for t in range(T):
+                re[t] = xr[i, t] * xr[j, t] + xi[i, t] * xi[j, t]
+                im[t] = xi[i, t] * xr[j, t] - xr[i, t] * xi[j, t]
+            for m in range(M):
+                s_re = zero
+                s_im = zero
+                for t in range(T):
+                    s_re += w[m, t] * re[t]
+                    s_im += w[m, t] * im[t]
+                out_FMP[f, m, p] = s_re
+                out_FMP[f, m, P + p] = s_im
+
+
+@njit(parallel=True, nogil=True, cache=True, fastmath=_FASTMATH)
+def power_split(Xs_F2MT, Q_FMM, out_FMT, f0, f1):
+    """x̃_ftm = |Σ_i Q_fmi x_fti|², frames last, from the split x: each row of Q applied
+    along frames (vectorised), x read once."""
+    _, _, M, T = Xs_F2MT.shape
+    real = out_FMT.dtype
+    for f in prange(f0, f1):
+        xr, xi = Xs_F2MT[f, 0], Xs_F2MT[f, 1]
+        re = np.empty(T, real)
+        im = np.empty(T, real)
+        for m in range(M):
+            qr, qi = Q_FMM[f, m, 0].real, Q_FMM[f, m, 0].imag
+            for t in range(T):
+                re[t] = qr * xr[0, t] - qi * xi[0, t]
+                im[t] = qr * xi[0, t] + qi * xr[0, t]
+            for i in range(1, M):
+                qr, qi = Q_FMM[f, m, i].real, Q_FMM[f, m, i].imag
+                for t in range(T):
+                    re[t] += qr * xr[i, t] - qi * xi[i, t]
+                    im[t] += qr * xi[i, t] + qi * xr[i, t]
+            for t in range(T):
+                out_FMT[f, m, t] = re[t] * re[t] + im[t] * im[t]
+
+
+#: Mics whose ỹ :func:`data_terms` multiplies before one logarithm: 4 factors of ỹ ≥ 1e-36
+#: (the floors of W, H and G) stay far inside float64's range.
+LOG_GROUP = 4
+
+
 @njit(parallel=True, nogil=True, cache=True, fastmath=_FASTMATH)
 def data_terms(Qx_FMT, lam_NFT, G_NM, out_F, f0, f1):
-    """out_f = Σ_tm x̃_ftm / ỹ_ftm + log ỹ_ftm, float64 (the log-likelihood's data term)."""
+    """out_f = Σ_tm x̃_ftm / ỹ_ftm + log ỹ_ftm, float64, with one logarithm per
+    :data:`LOG_GROUP` mics: Σ_m log ỹ_ftm = Σ_groups log Π_m ỹ_ftm, the products in float64
+    (the logarithms were most of this kernel's time: 7.5 against 4.1 ms for the array code)."""
     _, F, T = lam_NFT.shape
     M = G_NM.shape[1]
     for f in prange(f0, f1):
         y = np.empty(T, Qx_FMT.dtype)
+        prod = np.ones(T)
         acc = 0.0
         for m in range(M):
             _model_row(lam_NFT, G_NM, f, m, y)
             for t in range(T):
                 acc += Qx_FMT[f, m, t] / y[t]
             for t in range(T):
-                acc += np.log(y[t])
+                prod[t] *= y[t]
+            if (m + 1) % LOG_GROUP == 0 or m == M - 1:
+                for t in range(T):
+                    acc += np.log(prod[t])
+                    prod[t] = 1.0
         out_F[f] = acc
-
-
-@njit(parallel=True, nogil=True, cache=True, fastmath=_FASTMATH)
-def inverse_model(lam_NFT, G_NM, out_FMT, f0, f1):
-    """out_fmt = 1 / ỹ_ftm, frames last (the covariances' weights)."""
-    _, F, T = lam_NFT.shape
-    M = G_NM.shape[1]
-    for f in prange(f0, f1):
-        y = np.empty(T, out_FMT.dtype)
-        one = np.ones(1, out_FMT.dtype)[0]
-        for m in range(M):
-            _model_row(lam_NFT, G_NM, f, m, y)
-            for t in range(T):
-                out_FMT[f, m, t] = one / y[t]
-
-
-@njit(parallel=True, nogil=True, cache=True)
-def upper_pairs(X_FTM, rows, cols, out_FPT, f0, f1):
-    """The upper triangle of x_ft x_ftᴴ as reals, frames last: out[f, p, t] =
-    Re(x_i x̄_j), out[f, P + p, t] = Im(x_i x̄_j) for (i, j) = (rows[p], cols[p])."""
-    F, T, _ = X_FTM.shape
-    P = rows.shape[0]
-    for f in prange(f0, f1):
-        for p in range(P):
-            i, j = rows[p], cols[p]
-            for t in range(T):
-                v = X_FTM[f, t, i] * np.conj(X_FTM[f, t, j])
-                out_FPT[f, p, t] = v.real
-                out_FPT[f, P + p, t] = v.imag
-
-
-@njit(parallel=True, nogil=True, cache=True, fastmath=_FASTMATH)
-def weighted_pairs_direct(X_FTM, inv_FMT, rows, cols, out_FMP, f0, f1):
-    """Without the x·xᴴ cache: out[f, m] = Σ_t (1/ỹ_ftm) pairs_ft, the pairs (real parts,
-    then imaginary parts of x_i x̄_j over (rows, cols)) made per frame and used at once,
-    summed in float64 (as fast as the cached product in float64, 38 against 39 ms for the
-    paper configuration on one thread; 31 against 24 ms in float32)."""
-    _, T, M = X_FTM.shape
-    P = rows.shape[0]
-    for f in prange(f0, f1):
-        acc = np.zeros((M, 2 * P))
-        pair = np.empty(2 * P)
-        for t in range(T):
-            for p in range(P):
-                v = X_FTM[f, t, rows[p]] * np.conj(X_FTM[f, t, cols[p]])
-                pair[p] = v.real
-                pair[P + p] = v.imag
-            for m in range(M):
-                w = inv_FMT[f, m, t]
-                for k in range(2 * P):
-                    acc[m, k] += w * pair[k]
-        for m in range(M):
-            for k in range(2 * P):
-                out_FMP[f, m, k] = acc[m, k]
-
-
-#: Frames :func:`power_direct` takes at a time (their real and imaginary parts, M rows,
-#: stay in the first-level cache).
-POWER_FRAMES = 256
-
-
-@njit(parallel=True, nogil=True, cache=True, fastmath=_FASTMATH)
-def power_direct(X_FTM, Q_FMM, out_FMT, f0, f1):
-    """x̃_ftm = |Σ_i Q_fmi x_fti|², frames last, from x itself: the real and imaginary parts
-    of :data:`POWER_FRAMES` frames are laid out mic by mic and each row of Q applied to
-    them along frames (vectorised). Reads x once instead of the M(M+1) reals of the cached
-    pairs: 14 against 35 ms (float64), 8 against 17 ms (float32), paper configuration."""
-    _, T, M = X_FTM.shape
-    real = out_FMT.dtype
-    for f in prange(f0, f1):
-        xr = np.empty((M, POWER_FRAMES), real)
-        xi = np.empty((M, POWER_FRAMES), real)
-        re = np.empty(POWER_FRAMES, real)
-        im = np.empty(POWER_FRAMES, real)
-        for t0 in range(0, T, POWER_FRAMES):
-            n = min(POWER_FRAMES, T - t0)
-            for t in range(n):
-                for i in range(M):
-                    v = X_FTM[f, t0 + t, i]
-                    xr[i, t] = v.real
-                    xi[i, t] = v.imag
-            for m in range(M):
-                re[:n] = 0
-                im[:n] = 0
-                for i in range(M):
-                    qr, qi = Q_FMM[f, m, i].real, Q_FMM[f, m, i].imag
-                    for t in range(n):
-                        re[t] += qr * xr[i, t] - qi * xi[i, t]
-                        im[t] += qr * xi[i, t] + qi * xr[i, t]
-                for t in range(n):
-                    out_FMT[f, m, t0 + t] = re[t] * re[t] + im[t] * im[t]
 
 
 def kernel_threads() -> int:
@@ -249,18 +256,16 @@ class HostState(State):
     """
 
     def __init__(self, xp, X, Q, G, W, H, *, cache_pairs: bool = True, block_bins: int | None = None):
+        """As ``State``; ``cache_pairs`` is ignored (the kernels need no x·xᴴ cache)."""
         if xp is not np:
             raise TypeError("HostState runs on numpy arrays; use State for other array modules")
         super().__init__(xp, X, Q, G, W, H, cache_pairs=False, block_bins=block_bins)
         F, T, M = X.shape
         real = X.real.dtype
-        rows, cols = self._rows_cols = tuple(np.ascontiguousarray(a, dtype=np.int64) for a in self.upper)
+        self._rows_cols = tuple(np.ascontiguousarray(a, dtype=np.int64) for a in self.upper)
         self.X = np.ascontiguousarray(X)
-        if cache_pairs:
-            self.pairs_FPT = np.empty((F, 2 * len(rows), T), dtype=real)
-            upper_pairs(self.X, rows, cols, self.pairs_FPT, 0, F)
-        else:
-            self.pairs_FPT = None
+        self.X_F2MT = np.empty((F, 2, M, T), dtype=real)  # x split, frames last: what the kernels read
+        split_frames_last(self.X, self.X_F2MT, 0, F)
         self.Qx_FMT = np.empty((F, M, T), dtype=real)
         self._A_NFT = np.empty((self.G.shape[0], F, T), dtype=real)
         self._B_NFT = np.empty_like(self._A_NFT)
@@ -305,10 +310,10 @@ class HostState(State):
             numba.set_num_threads(before)
 
     def refresh_Qx(self) -> None:
-        """x̃ as in ``State.refresh_Qx``, stored (F, M, T), from x itself (:func:`power_direct`:
+        """x̃ as in ``State.refresh_Qx``, stored (F, M, T), from the split x (:func:`power_split`:
         faster than the product with the cached pairs, and never below 0)."""
         Q = np.ascontiguousarray(self.Q)
-        self._split(self.F, lambda b: power_direct(self.X, Q, self.Qx_FMT, b.start, b.stop))
+        self._split(self.F, lambda b: power_split(self.X_F2MT, Q, self.Qx_FMT, b.start, b.stop))
 
     def refresh_model(self) -> None:
         """λ = W H into one (N, F, T) array, split over bins."""
@@ -369,16 +374,8 @@ class HostState(State):
         self._split(self.F, lambda bins: self.project_rows(V_all, bins))
 
     def weighted_pairs(self):
-        inv_Y_FMT = np.empty((self.F, self.M, self.T), dtype=self.X.real.dtype)
         R = np.empty((self.F, self.M, 2 * len(self.upper[0])), dtype=self.X.real.dtype)
         rows, cols = self._rows_cols
-
-        def part(bins):  # 1/ỹ of these bins, then their product with the pairs while in cache
-            inverse_model(self.lam, self.G, inv_Y_FMT, bins.start, bins.stop)
-            if self.pairs_FPT is not None:
-                np.matmul(inv_Y_FMT[bins], self.pairs_FPT[bins].transpose(0, 2, 1), out=R[bins])
-            else:
-                weighted_pairs_direct(self.X, inv_Y_FMT, rows, cols, R, bins.start, bins.stop)
-
-        self._split(self.F, part)
+        self._split(self.F, lambda b: weighted_pairs_split(self.X_F2MT, self.lam, self.G, rows, cols, R,
+                                                           b.start, b.stop))
         return R

@@ -11,11 +11,10 @@ stft        + the padded signal, the windowed frames (M·T·n_fft·8, twice) and
             the spectrum before and after its transposition (X: F·T·M·16, twice)
 prior       + the geometric demixer's output Qx (F·T·N·16), its power and the
             NMF temporaries (a few F·T·8)
-fit         + the normalised copy of X, x̃ (F·T·M), λ (N·F·T), H, and either the
-            x·xᴴ cache (F·T·M(M+1) reals, :func:`studio_sep.separation.fastmnmf2.covariance_cache_bytes`,
-            kept when ≤ :data:`studio_sep.separation.fastmnmf2.COVARIANCE_CACHE_BYTES`; built
-            through complex temporaries of 3× its size) or the uncached Q·x
-            temporaries
+fit         + the normalised copy of X, the fused kernels' copy of it split into real
+            and imaginary parts (:class:`studio_sep.separation.host_kernels.HostState`:
+            the CPU fit keeps no x·xᴴ cache), x̃ (F·T·M), λ (N·F·T), the two
+            per-source sums (2·N·F·T), H and the Q·x temporaries
 images      + Q·x, λ, 1/ỹ, one source's mask and image (F·T·M), the inverse
             STFT's frames, that source's image at the processing and the native
             rate, and (when resampling) the running sum for the residual; with an
@@ -83,7 +82,6 @@ def estimate_peak_bytes(
     """Estimated peak resident memory (bytes) of separating ``n_samples`` native samples
     in one pass (see the module docstring for what is counted); an ``ensemble`` of fits
     adds the running sum of the members' images of one source (F·T·M complex)."""
-    from studio_sep.separation.fastmnmf2 import COVARIANCE_CACHE_BYTES, covariance_cache_bytes
 
     S, M, N, K = int(n_samples), int(n_mics), int(n_sources), int(n_basis)
     resampled = processing_sample_rate != sample_rate
@@ -108,11 +106,7 @@ def estimate_peak_bytes(
         X_copy = X_dev if r == 4 else 0  # the complex64 copy of X for a float32 fit
         Qx_power, lam, H = FT * M * r, N * FT * r, N * K * T * r
         work = 2 * lam  # the fused kernels' two per-source sums (separation.host_kernels.HostState)
-        cache = covariance_cache_bytes((F, T, M), "float32" if r == 4 else "float64")
-        if cache <= COVARIANCE_CACHE_BYTES:
-            fitting = max(3 * cache, cache + 2 * Qx_power + lam + work + H)
-        else:
-            fitting = X_dev + 4 * Qx_power + lam + work + H
+        fitting = X_dev + 4 * Qx_power + lam + work + H  # X_dev here: HostState's split copy of x
         fit = persistent + X_copy + X_dev + max(2 * FT * M * 8, fitting)
         # The images stage's terms count 8 bytes whatever the fit's dtype: in float32 a 20-minute,
         # 48 kHz session peaked at 9.9 GiB in its 304 s blocks where 4-byte terms estimated 7.8
