@@ -94,8 +94,7 @@ def test_a_fused_fit_equals_the_array_code_fit() -> None:
             s.update_W()
             s.update_H()
             s.update_G()
-            s.update_Q()
-            s.refresh_Qx()
+            s.update_Q_and_Qx()  # the fused state: one compiled pass; the array code: LAPACK, then x̃
             if it % 3 == 0:
                 s.normalize()
                 s.refresh_Qx()
@@ -127,6 +126,32 @@ def test_float32_ratios_do_not_overflow_near_the_floor() -> None:
                 assert getattr(state, p).dtype == np.float32
     for p in ("W", "H", "G"):
         np.testing.assert_allclose(getattr(states[1], p), getattr(states[0], p), rtol=1e-4, err_msg=p)
+
+
+def test_the_fused_q_update_equals_the_lapack_one_and_keeps_a_silent_bin() -> None:
+    """``update_Q_and_Qx`` (pairs, projections and x̃ per bin in one kernel, the solves by
+    its own elimination) against the array code's update_Q (numpy's batched LAPACK solves)
+    and refresh_Qx, float64; a bin where x is exactly 0 (its covariances 0, every solve
+    singular) keeps its rows in the kernel and stays finite."""
+    X, Q, G, W, H = _problem(6)
+    states = [cls(np, X, Q.copy(), G.copy(), W.copy(), H.copy()) for cls in (fastmnmf2._State, host_kernels.HostState)]
+    for state in states:
+        state.refresh_Qx()
+        state.refresh_model()
+        state.update_Q_and_Qx()
+    np.testing.assert_allclose(states[1].Q, states[0].Q, rtol=1e-11, atol=1e-13 * np.abs(states[0].Q).max())
+    np.testing.assert_allclose(states[1].Qx_FMT.transpose(0, 2, 1), states[0].Qx_power, rtol=1e-10,
+                               atol=1e-13 * states[0].Qx_power.max())
+    assert not np.allclose(states[1].Q, Q)  # the rows did move
+
+    X[3] = 0
+    state = host_kernels.HostState(np, X, Q.copy(), G.copy(), W.copy(), H.copy())
+    state.refresh_Qx()
+    state.refresh_model()
+    state.update_Q_and_Qx()
+    np.testing.assert_array_equal(state.Q[3], Q[3])
+    assert np.isfinite(state.Q).all() and np.isfinite(state.Qx_FMT).all()
+    assert not np.allclose(state.Q[4], Q[4])
 
 
 def test_log_likelihood_at_the_floors_with_many_mics() -> None:
@@ -191,7 +216,7 @@ def test_two_threads_split_the_bins_and_give_the_same_fit() -> None:
             state.refresh_Qx()
             state.refresh_model()
             for _ in range(3):
-                for step in ("update_W", "update_H", "update_G", "update_Q", "refresh_Qx"):
+                for step in ("update_W", "update_H", "update_G", "update_Q_and_Qx", "update_Q", "refresh_Qx"):
                     getattr(state, step)()
             state.ll = float(state.log_likelihood())
         assert blas_threads() == before and state._pool is None

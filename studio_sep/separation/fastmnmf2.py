@@ -198,8 +198,7 @@ def fit(
                 state.update_W()
             state.update_H()
             state.update_G()
-            state.update_Q()
-            state.refresh_Qx()
+            state.update_Q_and_Qx()
             if normalize_every and it % normalize_every == 0:
                 state.normalize()
                 state.refresh_Qx()

@@ -193,6 +193,12 @@ class State:
         """Update every row of Q in turn. x̃ is not needed between rows: refresh after."""
         self.project_rows(self.covariances(), slice(None))
 
+    def update_Q_and_Qx(self) -> None:
+        """:meth:`update_Q`, then x̃ for the new Q (what a fit's iteration does; the CPU
+        kernels do both in one pass)."""
+        self.update_Q()
+        self.refresh_Qx()
+
     def project_rows(self, V_all, bins: slice) -> None:
         """Paper eq. 16 for the bins ``bins``: every row of ``Q[bins]`` in turn, from their
         weighted covariances ``V_all[bins]`` (F', M, M, M). Bins are independent.
