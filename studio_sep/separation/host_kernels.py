@@ -99,6 +99,39 @@ def per_source_ratios(Qx_FMT, lam_NFT, G_NM, A_NFT, B_NFT, f0, f1):
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=_FASTMATH)
+def basis_sums(Qx_FMT, lam_NFT, G_NM, H_NKT, num_NFK, den_NFK, f0, f1):
+    """The W update's sums for bins [f0, f1): num_nfk = Σ_t A_nft h_nkt, den_nfk = Σ_t B_nft
+    h_nkt with A, B of :func:`per_source_ratios` made per bin and contracted with H at once
+    (never written out), the sums along frames in float64."""
+    N, F, T = lam_NFT.shape
+    M = G_NM.shape[1]
+    K = H_NKT.shape[1]
+    for f in prange(f0, f1):
+        y = np.empty(T, Qx_FMT.dtype)
+        a = np.empty(T, Qx_FMT.dtype)
+        A = np.zeros((N, T), Qx_FMT.dtype)
+        B = np.zeros((N, T), Qx_FMT.dtype)
+        for m in range(M):
+            _model_row(lam_NFT, G_NM, f, m, y)
+            _ratio_row(Qx_FMT, f, m, y, a)
+            for n in range(N):
+                g = G_NM[n, m]
+                for t in range(T):
+                    A[n, t] += g * a[t]
+                for t in range(T):
+                    B[n, t] += g * y[t]
+        for n in range(N):
+            for k in range(K):
+                s_num = 0.0
+                s_den = 0.0
+                for t in range(T):
+                    s_num += A[n, t] * H_NKT[n, k, t]
+                    s_den += B[n, t] * H_NKT[n, k, t]
+                num_NFK[n, f, k] = s_num
+                den_NFK[n, f, k] = s_den
+
+
+@njit(parallel=True, nogil=True, cache=True, fastmath=_FASTMATH)
 def source_mic_sums(Qx_FMT, lam_NFT, G_NM, num_FNM, den_FNM, f0, f1):
     """Per bin f, float64: num_fnm = Σ_t λ_nft x̃_ftm / ỹ_ftm², den_fnm = Σ_t λ_nft / ỹ_ftm
     (the G update's sums, to be summed over f)."""
@@ -454,15 +487,10 @@ class HostState(State):
         return self._A_NFT, self._B_NFT
 
     def update_W(self) -> None:
-        A, B = self._per_source_ratios()
-        Ht = self.H.transpose(0, 2, 1)
+        """W's numerator and denominator per bin in one kernel (:func:`basis_sums`)."""
         num, den = np.empty_like(self.W), np.empty_like(self.W)
-
-        def part(bins):
-            num[:, bins] = np.matmul(A[:, bins], Ht)
-            den[:, bins] = np.matmul(B[:, bins], Ht)
-
-        self._split(self.F, part)
+        H = np.ascontiguousarray(self.H)
+        self._split(self.F, lambda b: basis_sums(self.Qx_FMT, self.lam, self.G, H, num, den, b.start, b.stop))
         self.W = np.maximum(self.W * np.sqrt(num / den), self.floor)
         self.refresh_model()
 
