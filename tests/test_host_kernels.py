@@ -154,6 +154,21 @@ def test_the_fused_q_update_equals_the_lapack_one_and_keeps_a_silent_bin() -> No
     assert not np.allclose(state.Q[4], Q[4])
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_fused_pass_leaves_the_x_power_refresh_qx_makes(dtype) -> None:
+    """A fit resumed from a checkpoint makes x̃ with ``refresh_Qx`` where the uninterrupted
+    fit had it from ``update_Q_and_Qx``: the two must agree bit for bit."""
+    X, Q, G, W, H = _problem(7, dtype)
+    state = host_kernels.HostState(np, X, Q, G, W, H)
+    state.refresh_Qx()
+    state.refresh_model()
+    for _ in range(2):
+        state.update_Q_and_Qx()
+        fused = state.Qx_FMT.copy()
+        state.refresh_Qx()
+        np.testing.assert_array_equal(state.Qx_FMT, fused)
+
+
 def test_log_likelihood_at_the_floors_with_many_mics() -> None:
     """The fused log-likelihood multiplies ỹ over groups of mics before one logarithm: with
     W, H and G at their floors (ỹ ≈ 1e-36) and 12 mics, the product over all of them

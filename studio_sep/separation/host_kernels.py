@@ -207,9 +207,11 @@ def _pairs_bin(xr, xi, lam_NFT, G_NM, f, rows, cols, w, re, im, out_MP):
             out_MP[m, P + p] = s_im
 
 
-@njit(inline="always", fastmath=_FASTMATH)
+@njit(nogil=True, cache=True, fastmath=_FASTMATH)
 def _power_bin(xr, xi, Q_MM, re, im, out_MT):
-    """out[m] = |Σ_i Q_mi x_i|² along frames for one bin from its split x (re, im: work)."""
+    """out[m] = |Σ_i Q_mi x_i|² along frames for one bin from its split x (re, im: work).
+    Compiled once, not inlined, so that :func:`power_split` (a resumed fit's first x̃) and
+    :func:`update_Q_and_power` (the uninterrupted fit's) run the same machine code."""
     M, T = out_MT.shape
     for m in range(M):
         qr, qi = Q_MM[m, 0].real, Q_MM[m, 0].imag
