@@ -36,47 +36,17 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from studio_sep.separation.kernel_rows import FASTMATH, model_row, ratio_row
+from studio_sep.separation.spatial_kernels import (
+    power_split,
+    split_frames_last,
+    update_Q_and_power,
+    weighted_pairs_split,
+)
 from studio_sep.separation.state import State
 
-#: Reassociation (vectorised sums) and fused multiply-add; no approximate division or
-#: infinities assumed away.
-_FASTMATH = {"contract", "reassoc", "nsz"}
 
-# The kernels take a range of bins [f0, f1) and are compiled with ``parallel=True`` but
-# run on one numba thread per call (``HostState._split``): numba's lowering of the prange
-# loop vectorises the loops over frames where the plain serial njit of the same code does
-# not (G's sums 4.2 against 6.9 ms, the log-likelihood 13.6 against 16.4 ms: float64, 1
-# thread, paper configuration, 2026-12-02).
-
-
-@njit(inline="always", fastmath=_FASTMATH)
-def _model_row(lam_NFT, G_NM, f, m, y_T):
-    """y_T = ỹ_f·m = Σ_n g_nm λ_nf·, one row of frames."""
-    N, _, T = lam_NFT.shape
-    g = G_NM[0, m]
-    for t in range(T):
-        y_T[t] = g * lam_NFT[0, f, t]
-    for n in range(1, N):
-        g = G_NM[n, m]
-        for t in range(T):
-            y_T[t] += g * lam_NFT[n, f, t]
-
-
-@njit(inline="always", fastmath=_FASTMATH)
-def _ratio_row(Qx_FMT, f, m, y_T, a_T):
-    """y_T ← 1/ỹ, a_T ← (x̃ / ỹ) / ỹ in the storage dtype. Two loops: with reassociation
-    allowed, one loop would form x̃·(1/ỹ²), and 1/ỹ² overflows float32 where λ is near
-    its floor (then 0·inf = NaN); LLVM does not fuse the loops back."""
-    one = np.ones(1, y_T.dtype)[0]  # a literal 1 would make the division float64
-    for t in range(y_T.shape[0]):
-        inv = one / y_T[t]
-        y_T[t] = inv
-        a_T[t] = Qx_FMT[f, m, t] * inv
-    for t in range(y_T.shape[0]):
-        a_T[t] *= y_T[t]
-
-
-@njit(parallel=True, nogil=True, cache=True, fastmath=_FASTMATH)
+@njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
 def per_source_ratios(Qx_FMT, lam_NFT, G_NM, A_NFT, B_NFT, f0, f1):
     """A_nft = Σ_m g_nm x̃_ftm / ỹ_ftm², B_nft = Σ_m g_nm / ỹ_ftm (the W and H updates'
     numerator and denominator before the contraction with H or W)."""
@@ -88,8 +58,8 @@ def per_source_ratios(Qx_FMT, lam_NFT, G_NM, A_NFT, B_NFT, f0, f1):
         A_NFT[:, f, :] = 0
         B_NFT[:, f, :] = 0
         for m in range(M):
-            _model_row(lam_NFT, G_NM, f, m, y)
-            _ratio_row(Qx_FMT, f, m, y, a)
+            model_row(lam_NFT, G_NM, f, m, y)
+            ratio_row(Qx_FMT, f, m, y, a)
             for n in range(N):
                 g = G_NM[n, m]
                 for t in range(T):
@@ -98,7 +68,7 @@ def per_source_ratios(Qx_FMT, lam_NFT, G_NM, A_NFT, B_NFT, f0, f1):
                     B_NFT[n, f, t] += g * y[t]
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath=_FASTMATH)
+@njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
 def basis_sums(Qx_FMT, lam_NFT, G_NM, H_NKT, num_NFK, den_NFK, f0, f1):
     """The W update's sums for bins [f0, f1): num_nfk = Σ_t A_nft h_nkt, den_nfk = Σ_t B_nft
     h_nkt with A, B of :func:`per_source_ratios` made per bin and contracted with H at once
@@ -112,8 +82,8 @@ def basis_sums(Qx_FMT, lam_NFT, G_NM, H_NKT, num_NFK, den_NFK, f0, f1):
         A = np.zeros((N, T), Qx_FMT.dtype)
         B = np.zeros((N, T), Qx_FMT.dtype)
         for m in range(M):
-            _model_row(lam_NFT, G_NM, f, m, y)
-            _ratio_row(Qx_FMT, f, m, y, a)
+            model_row(lam_NFT, G_NM, f, m, y)
+            ratio_row(Qx_FMT, f, m, y, a)
             for n in range(N):
                 g = G_NM[n, m]
                 for t in range(T):
@@ -131,7 +101,7 @@ def basis_sums(Qx_FMT, lam_NFT, G_NM, H_NKT, num_NFK, den_NFK, f0, f1):
                 den_NFK[n, f, k] = s_den
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath=_FASTMATH)
+@njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
 def source_mic_sums(Qx_FMT, lam_NFT, G_NM, num_FNM, den_FNM, f0, f1):
     """Per bin f, float64: num_fnm = Σ_t λ_nft x̃_ftm / ỹ_ftm², den_fnm = Σ_t λ_nft / ỹ_ftm
     (the G update's sums, to be summed over f)."""
@@ -141,8 +111,8 @@ def source_mic_sums(Qx_FMT, lam_NFT, G_NM, num_FNM, den_FNM, f0, f1):
         y = np.empty(T, Qx_FMT.dtype)
         a = np.empty(T, Qx_FMT.dtype)
         for m in range(M):
-            _model_row(lam_NFT, G_NM, f, m, y)
-            _ratio_row(Qx_FMT, f, m, y, a)
+            model_row(lam_NFT, G_NM, f, m, y)
+            ratio_row(Qx_FMT, f, m, y, a)
             for n in range(N):
                 s_num = 0.0
                 s_den = 0.0
@@ -153,213 +123,12 @@ def source_mic_sums(Qx_FMT, lam_NFT, G_NM, num_FNM, den_FNM, f0, f1):
                 den_FNM[f, n, m] = s_den
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def split_frames_last(X_FTM, out_F2MT, f0, f1):
-    """out[f, 0, i, t] = Re x_fti, out[f, 1, i, t] = Im x_fti: x with frames last, real and
-    imaginary parts apart, the layout the kernels below run along frames in."""
-    F, T, M = X_FTM.shape
-    for f in prange(f0, f1):
-        for t in range(T):
-            for i in range(M):
-                v = X_FTM[f, t, i]
-                out_F2MT[f, 0, i, t] = v.real
-                out_F2MT[f, 1, i, t] = v.imag
-
-
-@njit(inline="always", fastmath=_FASTMATH)
-def _pairs_bin(xr, xi, lam_NFT, G_NM, f, rows, cols, w, re, im, out_MP):
-    """out[m] = Σ_t (1/ỹ_ftm) [Re x_i x̄_j, …, Im x_i x̄_j, …] for bin f over the pairs
-    (rows, cols), from its split x (xr, xi: (M, T)); w (M, T), re and im (T) are work
-    buffers. 1/ỹ is made from λ and G, each pair's products along frames, then one sum along
-    frames per (m, pair), all in cache; the imaginary parts of the diagonal pairs are 0. Sums
-    in the storage dtype, vectorised along frames, as BLAS's product with the cached pairs
-    summed them."""
-    M, T = w.shape
-    P = rows.shape[0]
-    one = np.ones(1, w.dtype)[0]
-    zero = np.zeros(1, w.dtype)[0]
-    for m in range(M):
-        _model_row(lam_NFT, G_NM, f, m, w[m])
-        for t in range(T):
-            w[m, t] = one / w[m, t]
-    for p in range(P):
-        i, j = rows[p], cols[p]
-        if i == j:
-            for t in range(T):
-                re[t] = xr[i, t] * xr[i, t] + xi[i, t] * xi[i, t]
-            for m in range(M):
-                s = zero
-                for t in range(T):
-                    s += w[m, t] * re[t]
-                out_MP[m, p] = s
-                out_MP[m, P + p] = zero
-            continue
-        for t in range(T):
-            re[t] = xr[i, t] * xr[j, t] + xi[i, t] * xi[j, t]
-            im[t] = xi[i, t] * xr[j, t] - xr[i, t] * xi[j, t]
-        for m in range(M):
-            s_re = zero
-            s_im = zero
-            for t in range(T):
-                s_re += w[m, t] * re[t]
-                s_im += w[m, t] * im[t]
-            out_MP[m, p] = s_re
-            out_MP[m, P + p] = s_im
-
-
-@njit(nogil=True, cache=True, fastmath=_FASTMATH)
-def _power_bin(xr, xi, Q_MM, re, im, out_MT):
-    """out[m] = |Σ_i Q_mi x_i|² along frames for one bin from its split x (re, im: work).
-    Compiled once, not inlined, so that :func:`power_split` (a resumed fit's first x̃) and
-    :func:`update_Q_and_power` (the uninterrupted fit's) run the same machine code."""
-    M, T = out_MT.shape
-    for m in range(M):
-        qr, qi = Q_MM[m, 0].real, Q_MM[m, 0].imag
-        for t in range(T):
-            re[t] = qr * xr[0, t] - qi * xi[0, t]
-            im[t] = qr * xi[0, t] + qi * xr[0, t]
-        for i in range(1, M):
-            qr, qi = Q_MM[m, i].real, Q_MM[m, i].imag
-            for t in range(T):
-                re[t] += qr * xr[i, t] - qi * xi[i, t]
-                im[t] += qr * xi[i, t] + qi * xr[i, t]
-        for t in range(T):
-            out_MT[m, t] = re[t] * re[t] + im[t] * im[t]
-
-
-@njit(parallel=True, nogil=True, cache=True, fastmath=_FASTMATH)
-def weighted_pairs_split(Xs_F2MT, lam_NFT, G_NM, rows, cols, out_FMP, f0, f1):
-    """out[f] = :func:`_pairs_bin` for bins [f0, f1): the M weighted covariances before /T."""
-    _, _, M, T = Xs_F2MT.shape
-    real = out_FMP.dtype
-    for f in prange(f0, f1):
-        w = np.empty((M, T), real)
-        re = np.empty(T, real)
-        im = np.empty(T, real)
-        _pairs_bin(Xs_F2MT[f, 0], Xs_F2MT[f, 1], lam_NFT, G_NM, f, rows, cols, w, re, im, out_FMP[f])
-
-
-@njit(parallel=True, nogil=True, cache=True, fastmath=_FASTMATH)
-def power_split(Xs_F2MT, Q_FMM, out_FMT, f0, f1):
-    """x̃_ftm = |Σ_i Q_fmi x_fti|², frames last, from the split x: each row of Q applied
-    along frames (vectorised), x read once."""
-    _, _, M, T = Xs_F2MT.shape
-    real = out_FMT.dtype
-    for f in prange(f0, f1):
-        re = np.empty(T, real)
-        im = np.empty(T, real)
-        _power_bin(Xs_F2MT[f, 0], Xs_F2MT[f, 1], Q_FMM[f], re, im, out_FMT[f])
-
-
-@njit(nogil=True, cache=True)
-def _solve_unit(A, m, q):
-    """q ← A⁻¹ e_m by Gaussian elimination with partial pivoting on |Re|+|Im| (as LAPACK's
-    zgesv), A (M, M) overwritten; False where a pivot is exactly 0 (A singular)."""
-    M = A.shape[0]
-    for i in range(M):
-        q[i] = 0
-    q[m] = 1
-    for k in range(M):
-        piv, best = k, abs(A[k, k].real) + abs(A[k, k].imag)
-        for i in range(k + 1, M):
-            size = abs(A[i, k].real) + abs(A[i, k].imag)
-            if size > best:
-                piv, best = i, size
-        if best == 0:
-            return False
-        if piv != k:
-            for j in range(M):
-                A[k, j], A[piv, j] = A[piv, j], A[k, j]
-            q[k], q[piv] = q[piv], q[k]
-        inv = 1 / A[k, k]
-        for i in range(k + 1, M):
-            lik = A[i, k] * inv
-            for j in range(k + 1, M):
-                A[i, j] -= lik * A[k, j]
-            q[i] -= lik * q[k]
-    for k in range(M - 1, -1, -1):
-        acc = q[k]
-        for j in range(k + 1, M):
-            acc -= A[k, j] * q[j]
-        q[k] = acc / A[k, k]
-    return True
-
-
-@njit(nogil=True, cache=True)
-def _project_bin(R_MP, rows, cols, n_frames, loading, Q_MM):
-    """``State.project_rows`` for one bin, in complex128, from its weighted pairs R (M, 2P):
-    V_m = R_m / T as a Hermitian matrix plus the diagonal loading, q = (Q V_m)⁻¹ e_m, and the
-    row m of Q becomes q̄ / √(qᴴ V_m q) where that norm is positive and finite and q finite
-    (else it keeps its value). Q_MM (storage dtype) is updated in place."""
-    M = Q_MM.shape[0]
-    P = rows.shape[0]
-    Qw = np.empty((M, M), np.complex128)
-    V = np.empty((M, M), np.complex128)
-    A = np.empty((M, M), np.complex128)
-    q = np.empty(M, np.complex128)
-    for a in range(M):
-        for b in range(M):
-            Qw[a, b] = Q_MM[a, b]
-    for m in range(M):
-        for p in range(P):
-            v = complex(R_MP[m, p] / n_frames, R_MP[m, P + p] / n_frames)
-            V[rows[p], cols[p]] = v
-            V[cols[p], rows[p]] = v.conjugate()
-        trace = 0.0
-        for i in range(M):
-            trace += V[i, i].real
-        for i in range(M):
-            V[i, i] += loading * trace / M
-        for a in range(M):
-            for b in range(M):
-                acc = 0j
-                for c in range(M):
-                    acc += Qw[a, c] * V[c, b]
-                A[a, b] = acc
-        if not _solve_unit(A, m, q):
-            continue
-        norm = 0.0
-        finite = True
-        for a in range(M):
-            acc = 0j
-            for b in range(M):
-                acc += V[a, b] * q[b]
-            norm += (q[a].conjugate() * acc).real
-            finite = finite and np.isfinite(q[a].real) and np.isfinite(q[a].imag)
-        if finite and norm > 0 and np.isfinite(norm):
-            scale = 1 / np.sqrt(norm)
-            for b in range(M):
-                Qw[m, b] = q[b].conjugate() * scale
-    for a in range(M):
-        for b in range(M):
-            Q_MM[a, b] = Qw[a, b]
-
-
-@njit(parallel=True, nogil=True, cache=True, fastmath=_FASTMATH)
-def update_Q_and_power(Xs_F2MT, lam_NFT, G_NM, rows, cols, loading, Q_FMM, Qx_FMT, f0, f1):
-    """The Q update and the x̃ refresh after it, one bin at a time while its x is in cache:
-    the weighted pairs (:func:`_pairs_bin`), every row of Q_f projected (:func:`_project_bin`),
-    then x̃_f from the new Q_f (:func:`_power_bin`). Q_FMM and Qx_FMT are updated in place."""
-    _, _, M, T = Xs_F2MT.shape
-    P = rows.shape[0]
-    real = Qx_FMT.dtype
-    for f in prange(f0, f1):
-        w = np.empty((M, T), real)
-        re = np.empty(T, real)
-        im = np.empty(T, real)
-        R = np.empty((M, 2 * P), real)
-        xr, xi = Xs_F2MT[f, 0], Xs_F2MT[f, 1]
-        _pairs_bin(xr, xi, lam_NFT, G_NM, f, rows, cols, w, re, im, R)
-        _project_bin(R, rows, cols, T, loading, Q_FMM[f])
-        _power_bin(xr, xi, Q_FMM[f], re, im, Qx_FMT[f])
-
-
 #: Mics whose ỹ :func:`data_terms` multiplies before one logarithm: 4 factors of ỹ ≥ 1e-36
 #: (the floors of W, H and G) stay far inside float64's range.
 LOG_GROUP = 4
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath=_FASTMATH)
+@njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
 def data_terms(Qx_FMT, lam_NFT, G_NM, out_F, f0, f1):
     """out_f = Σ_tm x̃_ftm / ỹ_ftm + log ỹ_ftm, float64, with one logarithm per
     :data:`LOG_GROUP` mics: Σ_m log ỹ_ftm = Σ_groups log Π_m ỹ_ftm, the products in float64
@@ -371,7 +140,7 @@ def data_terms(Qx_FMT, lam_NFT, G_NM, out_F, f0, f1):
         prod = np.ones(T)
         acc = 0.0
         for m in range(M):
-            _model_row(lam_NFT, G_NM, f, m, y)
+            model_row(lam_NFT, G_NM, f, m, y)
             for t in range(T):
                 acc += Qx_FMT[f, m, t] / y[t]
             for t in range(T):
