@@ -36,7 +36,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from studio_sep.separation.kernel_rows import FASTMATH, model_row, ratio_row
+from studio_sep.separation.kernel_rows import FASTMATH, model_row, ratio_row, source_ratios_row
 from studio_sep.separation.spatial_kernels import (
     power_split,
     split_frames_last,
@@ -51,21 +51,10 @@ def per_source_ratios(Qx_FMT, lam_NFT, G_NM, A_NFT, B_NFT, f0, f1):
     """A_nft = Σ_m g_nm x̃_ftm / ỹ_ftm², B_nft = Σ_m g_nm / ỹ_ftm (the W and H updates'
     numerator and denominator before the contraction with H or W)."""
     N, F, T = lam_NFT.shape
-    M = G_NM.shape[1]
     for f in prange(f0, f1):
         y = np.empty(T, Qx_FMT.dtype)  # ỹ, then 1/ỹ
         a = np.empty(T, Qx_FMT.dtype)
-        A_NFT[:, f, :] = 0
-        B_NFT[:, f, :] = 0
-        for m in range(M):
-            model_row(lam_NFT, G_NM, f, m, y)
-            ratio_row(Qx_FMT, f, m, y, a)
-            for n in range(N):
-                g = G_NM[n, m]
-                for t in range(T):
-                    A_NFT[n, f, t] += g * a[t]
-                for t in range(T):
-                    B_NFT[n, f, t] += g * y[t]
+        source_ratios_row(Qx_FMT, lam_NFT, G_NM, f, y, a, A_NFT[:, f, :], B_NFT[:, f, :])
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
@@ -74,22 +63,13 @@ def basis_sums(Qx_FMT, lam_NFT, G_NM, H_NKT, num_NFK, den_NFK, f0, f1):
     h_nkt with A, B of :func:`per_source_ratios` made per bin and contracted with H at once
     (never written out), the sums along frames in float64."""
     N, F, T = lam_NFT.shape
-    M = G_NM.shape[1]
     K = H_NKT.shape[1]
     for f in prange(f0, f1):
         y = np.empty(T, Qx_FMT.dtype)
         a = np.empty(T, Qx_FMT.dtype)
-        A = np.zeros((N, T), Qx_FMT.dtype)
-        B = np.zeros((N, T), Qx_FMT.dtype)
-        for m in range(M):
-            model_row(lam_NFT, G_NM, f, m, y)
-            ratio_row(Qx_FMT, f, m, y, a)
-            for n in range(N):
-                g = G_NM[n, m]
-                for t in range(T):
-                    A[n, t] += g * a[t]
-                for t in range(T):
-                    B[n, t] += g * y[t]
+        A = np.empty((N, T), Qx_FMT.dtype)
+        B = np.empty((N, T), Qx_FMT.dtype)
+        source_ratios_row(Qx_FMT, lam_NFT, G_NM, f, y, a, A, B)
         for n in range(N):
             for k in range(K):
                 s_num = 0.0

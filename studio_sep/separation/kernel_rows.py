@@ -43,3 +43,23 @@ def ratio_row(Qx_FMT, f, m, y_T, a_T):
         a_T[t] = Qx_FMT[f, m, t] * inv
     for t in range(y_T.shape[0]):
         a_T[t] *= y_T[t]
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def source_ratios_row(Qx_FMT, lam_NFT, G_NM, f, y_T, a_T, A_NT, B_NT):
+    """A_n· = Σ_m g_nm x̃_f·m / ỹ_f·m², B_n· = Σ_m g_nm / ỹ_f·m for bin f (the W and H updates'
+    per-source ratios), into A_NT and B_NT (zeroed here); y_T and a_T are work rows."""
+    N = lam_NFT.shape[0]
+    M = G_NM.shape[1]
+    T = y_T.shape[0]
+    A_NT[:, :] = 0
+    B_NT[:, :] = 0
+    for m in range(M):
+        model_row(lam_NFT, G_NM, f, m, y_T)
+        ratio_row(Qx_FMT, f, m, y_T, a_T)
+        for n in range(N):
+            g = G_NM[n, m]
+            for t in range(T):
+                A_NT[n, t] += g * a_T[t]
+            for t in range(T):
+                B_NT[n, t] += g * y_T[t]
