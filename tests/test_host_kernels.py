@@ -195,7 +195,7 @@ def test_fit_uses_the_fused_kernels_on_numpy_and_stays_in_float32() -> None:
     X, *_ = _problem(3, np.float32)
     state = fastmnmf2.make_state(np, X, *_problem(3, np.float32)[1:])
     assert isinstance(state, host_kernels.HostState)
-    assert state.X_F2MT.dtype == state.Qx_FMT.dtype == state._A_NFT.dtype == np.float32
+    assert state.X_F2MT.dtype == state.Qx_FMT.dtype == state._A_FNT.dtype == np.float32
     result = fastmnmf2.fit(X, n_sources=N, n_basis=K, n_iter=3, rng=np.random.default_rng(0))
     assert result.params.Q_FMM.dtype == np.complex64
     for a in (result.params.G_NM, result.params.W_NFK, result.params.H_NKT):

@@ -47,14 +47,16 @@ from studio_sep.separation.state import State
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
-def per_source_ratios(Qx_FMT, lam_NFT, G_NM, A_NFT, B_NFT, f0, f1):
-    """A_nft = Σ_m g_nm x̃_ftm / ỹ_ftm², B_nft = Σ_m g_nm / ỹ_ftm (the W and H updates'
-    numerator and denominator before the contraction with H or W)."""
+def per_source_ratios(Qx_FMT, lam_NFT, G_NM, A_FNT, B_FNT, f0, f1):
+    """A_fnt = Σ_m g_nm x̃_ftm / ỹ_ftm², B_fnt = Σ_m g_nm / ỹ_ftm (the H update's numerator
+    and denominator before the contraction with W), bins first: each bin's (N, T) block is
+    contiguous, which the row loops need to be vectorised (a strided (N, T) view of an
+    (N, F, T) array made H's update 1.9x slower)."""
     N, F, T = lam_NFT.shape
     for f in prange(f0, f1):
         y = np.empty(T, Qx_FMT.dtype)  # ỹ, then 1/ỹ
         a = np.empty(T, Qx_FMT.dtype)
-        source_ratios_row(Qx_FMT, lam_NFT, G_NM, f, y, a, A_NFT[:, f, :], B_NFT[:, f, :])
+        source_ratios_row(Qx_FMT, lam_NFT, G_NM, f, y, a, A_FNT[f], B_FNT[f])
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
@@ -167,8 +169,8 @@ class HostState(State):
         self.X_F2MT = np.empty((F, 2, M, T), dtype=real)  # x split, frames last: what the kernels read
         split_frames_last(self.X, self.X_F2MT, 0, F)
         self.Qx_FMT = np.empty((F, M, T), dtype=real)
-        self._A_NFT = np.empty((self.G.shape[0], F, T), dtype=real)
-        self._B_NFT = np.empty_like(self._A_NFT)
+        self._A_FNT = np.empty((F, self.G.shape[0], T), dtype=real)
+        self._B_FNT = np.empty_like(self._A_FNT)
         self.lam = None  # λ (N, F, T), allocated once by refresh_model
         self.threads = kernel_threads()
         self._pool: ThreadPoolExecutor | None = None
@@ -233,9 +235,9 @@ class HostState(State):
         return (-data_F.sum() + 2 * self.T * logabsdet.sum(dtype=np.float64)) / (self.F * self.T)
 
     def _per_source_ratios(self):
-        self._split(self.F, lambda b: per_source_ratios(self.Qx_FMT, self.lam, self.G, self._A_NFT, self._B_NFT,
+        self._split(self.F, lambda b: per_source_ratios(self.Qx_FMT, self.lam, self.G, self._A_FNT, self._B_FNT,
                                                         b.start, b.stop))
-        return self._A_NFT, self._B_NFT
+        return self._A_FNT.transpose(1, 0, 2), self._B_FNT.transpose(1, 0, 2)  # (N, F, T) views
 
     def update_W(self) -> None:
         """W's numerator and denominator per bin in one kernel (:func:`basis_sums`)."""
