@@ -88,6 +88,17 @@ def add_paper_scene_args(parser) -> None:
     parser.add_argument("--rt60", type=float, default=0.5)
 
 
+def git_short_head(folder: Path) -> str:
+    """The short commit of the repository holding ``folder`` ("unknown" without git)."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=folder, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def write_results(stem: Path, markdown: str, data, *, indent: int = 2) -> None:
     """``stem``.md (the table) and ``stem``.json (``data``, made JSON-safe by :func:`jsonable`)."""
     stem.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,6 @@ import argparse
 import datetime as dt
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -55,11 +54,9 @@ def parse(argv=None):
 
 
 def git_head() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    from common import git_short_head
+
+    return git_short_head(HERE)
 
 
 def export(args) -> int:

@@ -37,7 +37,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import cpu_model, jsonable, memory_gib, package_versions, write_results
+from common import cpu_model, git_short_head, jsonable, memory_gib, package_versions, write_results
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -364,14 +364,6 @@ def markdown(report: dict) -> str:
 # ----------------------------------------------------------------------------- main
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -414,7 +406,7 @@ def main(argv=None) -> int:
         configs.append(PEER)
     if args.oracle:
         configs.append(ORACLE)
-    commit = _commit()
+    commit = git_short_head(REPO)
     indices = [int(i) for i in args.scenes.split(",")] if args.scenes else list(range(args.first, args.first + args.n))
     instruments = tuple(x.strip() for x in args.instruments.split(",") if x.strip()) or None
     try:
