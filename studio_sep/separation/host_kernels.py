@@ -7,15 +7,18 @@ update reads x̃ and λ once. The kernels read x split into real and imaginary p
 frames last (``X_F2MT``, made once): x̃ = |Q x|² (:func:`power_split`) and the M weighted
 covariances (:func:`weighted_pairs_split`: 1/ỹ, the upper triangle of x xᴴ and their
 products summed along frames, per bin in cache) are made from it every iteration, which is
-faster than reading a cached x·xᴴ (F·T·M(M+1) reals) and needs no such cache. The other
-matrix products (λ = W H, the W and H contractions) stay in BLAS. ``fit`` uses it for
+faster than reading a cached x·xᴴ (F·T·M(M+1) reals) and needs no such cache. ``fit`` runs
+the Q update and the x̃ refresh as one pass per bin (:func:`update_Q_and_power`: the pairs,
+the rows projected in compiled complex128 code, then x̃ while x is in cache), and W's sums
+per bin (:func:`basis_sums`). λ = W H and H's product over bins stay in BLAS. ``fit`` uses it for
 numpy input; cupy (and any other array module) runs the plain array code of ``State``,
 which is also the reference the tests hold this one to.
 
 Axes as in :mod:`studio_sep.separation.fastmnmf2`, with x̃ stored (F, M, T) here (frames
-last: the kernels run along them). The sums over frames of the W, H and G updates and of
-the log-likelihood accumulate in float64 whatever the storage dtype; the covariances' sums
-run in the storage dtype, vectorised along frames (as the BLAS product of the array code).
+last: the kernels run along them). The sums of the W and G updates and of the
+log-likelihood accumulate in float64 whatever the storage dtype; H's product over bins (BLAS)
+and the covariances' sums (vectorised along frames) run in the storage dtype, as the array
+code's BLAS products do.
 
 Threads: inside :meth:`HostState.running` (what ``fit`` wraps its iterations in), a fit
 with more than one thread holds BLAS to one thread and splits every step — the kernels
