@@ -58,10 +58,15 @@ if ARGS is not None:  # before numpy is imported anywhere
 # where they are the only cost of a step.
 
 
-def flop_model(F: int, T: int, M: int, N: int, K: int, *, qx_from_cache: bool = True) -> dict[str, dict]:
+def flop_model(F: int, T: int, M: int, N: int, K: int, *, qx_from_cache: bool = True,
+               direct: bool = False) -> dict[str, dict]:
     """Flops of each step. ``qx_from_cache``: x̃ as one real matmul of the cached x·xᴴ
-    pairs (studio-sep from d312b94 on), else as complex products Q_f x_ft."""
+    pairs (studio-sep from d312b94 on), else as complex products Q_f x_ft. ``direct``: the
+    CPU kernels without a cache (studio-sep from 41f0def on): x̃ from the split x, and the
+    pairs made per frame in cache before their weighted sums."""
     FT, P = F * T, M * (M + 1) // 2
+    if direct:
+        qx_from_cache = False
     if qx_from_cache:
         qx = {"flops": 2 * FT * (2 * P) * M + FT * M + F * M * P * 10,
               "what": "(F,T,M(M+1))@(F,M(M+1),M) real from the cached pairs, max(·,0); Q_mi Q̄_mj"}
@@ -77,8 +82,12 @@ def flop_model(F: int, T: int, M: int, N: int, K: int, *, qx_from_cache: bool = 
               "what": "as W, with Wᵀ@(…)"},
         "G": {"flops": ratios + 2 * (2 * N * FT * M) + 4 * N * M + refresh_model,
               "what": "x̃/ỹ², 1/ỹ; λ@(…) ×2 over all (f,t); λ, ỹ"},
-        "Q: covariances": {"flops": FT * M + 2 * F * M * T * (2 * P) + 2 * F * M * P,
-                           "what": "1/ỹ; (F,M,T)@(F,T,M(M+1)) real, from the cached x·xᴴ upper triangle"},
+        "Q: covariances": (
+            {"flops": FT * M + 2 * FT * N * M + 6 * FT * P + 2 * FT * M * (2 * P - M) + 2 * F * M * P,
+             "what": "1/ỹ; the pairs x_i x̄_j of every frame; Σ_t (1/ỹ_m) pairs per (m, pair), per bin in cache"}
+            if direct else
+            {"flops": FT * M + 2 * F * M * T * (2 * P) + 2 * F * M * P,
+             "what": "1/ỹ; (F,M,T)@(F,T,M(M+1)) real, from the cached x·xᴴ upper triangle"}),
         "Q: M solves": {"flops": M * F * (8 * M**3 + 8 * M**3 // 3 + 8 * M**2 + 8 * M**2 + 4 * M)
                         + F * M * M * M * 2,
                         "what": "per row m: Q_f V_fm (M³ cMAC), LU solve (M³/3 cMAC), qᴴVq, scale; loading"},
@@ -191,8 +200,9 @@ def main() -> int:
     def normalize():
         state.normalize(); state.refresh_Qx(); state.refresh_model()  # noqa: E702
 
-    def iteration():
-        state.update_W(); state.update_H(); state.update_G(); state.update_Q(); state.refresh_Qx()  # noqa: E702
+    def iteration():  # as fit runs it: the Q update and x̃ in one pass where the state has one
+        state.update_W(); state.update_H(); state.update_G()  # noqa: E702
+        getattr(state, "update_Q_and_Qx", lambda: (state.update_Q(), state.refresh_Qx()))()
         state.log_likelihood()
 
     timed = {
@@ -228,7 +238,8 @@ def main() -> int:
     peak = machine_peak()
 
     qx_from_cache = hasattr(state, "pair_weights")  # x̃ from the pairs (studio-sep ≥ d312b94)
-    model = flop_model(F, T, M, N, K, qx_from_cache=qx_from_cache)
+    direct = hasattr(state, "X_F2MT")  # the CPU kernels read the split x, no cache (studio-sep ≥ 41f0def)
+    model = flop_model(F, T, M, N, K, qx_from_cache=qx_from_cache, direct=direct)
     rows = []
     for name, m in model.items():
         rows.append({"step": name, "what": m["what"], "mflop": m["flops"] / 1e6, "ms": times[name] * 1e3,
@@ -240,7 +251,7 @@ def main() -> int:
     pra_flops = pyroomacoustics_flops(F, T, M, N, K)
     result = {"date": dt.date.today().isoformat(), "machine": machine, "code": code, "threads": args.threads,
               "shape": {"F": F, "T": T, "M": M, "N": N, "K": K}, "cache_setup_s": setup_s, "peak": peak,
-              "rows": rows, "total_mflop": total_flops / 1e6, "sum_of_steps_s": total_s,
+              "rows": rows, "total_mflop": total_flops / 1e6, "sum_of_steps_s": total_s, "direct": direct,
               "iteration_s": measured_iter, "iteration_gflops": total_flops / measured_iter / 1e9,
               "iteration_pct_peak": 100 * total_flops / measured_iter / 1e9 / peak["dgemm_gflops"],
               "pyroomacoustics_mflop": pra_flops / 1e6}
@@ -261,7 +272,7 @@ def markdown(r: dict) -> str:
     s, pk = r["shape"], r["peak"]
     lines = [f"# Arithmetic of one FastMNMF2 iteration, {r['date']}", "",
              f"F={s['F']}, T={s['T']}, M={s['M']}, N={s['N']}, K={s['K']}, {r.get('dtype', 'float64')}, "
-             "cached x·xᴴ; "
+             f"{'no x·xᴴ cache (the kernels read the split x)' if r.get('direct') else 'cached x·xᴴ'}; "
              f"{r['threads']} thread(s); {r['machine']['cpu']}; "
              f"{bench_code_line(r['code'])}; 1-minute load average at the end "
              f"{r.get('load_avg_1min_at_end', float('nan')):.1f} (the run itself is about 1 per thread).", "",
@@ -277,7 +288,9 @@ def markdown(r: dict) -> str:
               f"{100 * r['total_mflop'] / 1e3 / r['sum_of_steps_s'] / pk['dgemm_gflops']:.1f} |",
               f"| **iteration** | timed as fit runs it | {r['total_mflop']:.0f} | {r['iteration_s'] * 1e3:.0f} | "
               f"{r['iteration_gflops']:.2f} | {r['iteration_pct_peak']:.1f} |", "",
-              f"x·xᴴ cache set-up (once per fit): {r['cache_setup_s'] * 1e3:.0f} ms. "
+              ("State set-up (once per fit: the split copy of x, the kernels' first calls): "
+               if r.get("direct") else "x·xᴴ cache set-up (once per fit): ")
+              + f"{r['cache_setup_s'] * 1e3:.0f} ms. "
               f"pyroomacoustics' iteration, counted the same way: {r['pyroomacoustics_mflop']:.0f} MFLOP.", "",
               "What-ifs (benchmark-only code, same state; compare with 'Q: covariances' above):", ""]
     lines += [f"- {k.removeprefix('what-if: ')}: {v:.1f} ms" for k, v in r.get("what_if_ms", {}).items()]
