@@ -38,7 +38,7 @@ each method's × real time: the session's 15 s over its fit's seconds (the targe
 ``--quick`` runs one seed and fewer iterations (pyroomacoustics 5, studio-sep 20): the
 times per iteration hold, the dB values do not. Renders and separated audio go to
 ``--work`` (default ``~/.cache/studio-sep/benchmarks``); the table to stdout and to
-``<out>/separation-<date>[-quick].md`` with a JSON next to it.
+``<out>/separation-<date>-<commit>[-quick][-float32][-cuda].md`` with a JSON next to it.
 """
 
 from __future__ import annotations
@@ -747,7 +747,9 @@ def main(argv=None) -> int:
         report["memory"] = memory_benchmark(args, log)
     report["total_s"] = time.perf_counter() - started
     stem = args.out / (f"separation-{date}-{code['git_head']}{'' if code['which'] == 'head' else '-tree'}"
-                       f"{'-quick' if args.quick else ''}{'-memory' if memory == 'only' else ''}")
+                       f"{'-quick' if args.quick else ''}{'-memory' if memory == 'only' else ''}"
+                       f"{'' if args.dtype == 'float64' else '-' + args.dtype}"
+                       f"{'' if args.device == 'cpu' else '-' + args.device}")  # runs of one commit kept apart
     if memory == "only":
         text = "\n".join([f"# Memory benchmark, {date}", "", f"Machine: {report['machine']}", "",
                           _code_line(code) + ".", "",
