@@ -87,11 +87,16 @@ def build_states(X_host, N: int, K: int, warm: int):
     return states
 
 
+def q_and_qx(s) -> None:
+    """The Q update and x̃ as ``fit`` runs them (one pass where the state has one)."""
+    getattr(s, "update_Q_and_Qx", lambda: (s.update_Q(), s.refresh_Qx()))()
+
+
 def iteration(s, *, ll: bool) -> None:
     s.update_W()
     s.update_H()
     s.update_G()
-    getattr(s, "update_Q_and_Qx", lambda: (s.update_Q(), s.refresh_Qx()))()  # as fit runs it
+    q_and_qx(s)
     if ll:
         s.log_likelihood()
 
@@ -99,7 +104,7 @@ def iteration(s, *, ll: bool) -> None:
 def time_states(states: dict, repeats: int) -> dict:
     steps = {"W": lambda s: s.update_W(), "H": lambda s: s.update_H(), "G": lambda s: s.update_G(),
              "Q (covariances, solves)": lambda s: s.update_Q(), "x̃ refresh": lambda s: s.refresh_Qx(),
-             "Q and x̃ as fit runs them": lambda s: getattr(s, "update_Q_and_Qx", lambda: (s.update_Q(), s.refresh_Qx()))(),
+             "Q and x̃ as fit runs them": q_and_qx,
              "log-likelihood": lambda s: s.log_likelihood(),
              "iteration, log-likelihood every one": lambda s: iteration(s, ll=True),
              "iteration, no log-likelihood": lambda s: iteration(s, ll=False)}

@@ -168,9 +168,8 @@ class HostState(State):
         F, T, M = X.shape
         real = X.real.dtype
         self._rows_cols = tuple(np.ascontiguousarray(a, dtype=np.int64) for a in self.upper)
-        self.X = np.ascontiguousarray(X)
         self.X_F2MT = np.empty((F, 2, M, T), dtype=real)  # x split, frames last: what the kernels read
-        split_frames_last(self.X, self.X_F2MT, 0, F)
+        split_frames_last(np.ascontiguousarray(X), self.X_F2MT, 0, F)
         self.Qx_FMT = np.empty((F, M, T), dtype=real)
         self._A_FNT = np.empty((F, self.G.shape[0], T), dtype=real)
         self._B_FNT = np.empty_like(self._A_FNT)

@@ -82,7 +82,6 @@ def estimate_peak_bytes(
     """Estimated peak resident memory (bytes) of separating ``n_samples`` native samples
     in one pass (see the module docstring for what is counted); an ``ensemble`` of fits
     adds the running sum of the members' images of one source (F·T·M complex)."""
-
     S, M, N, K = int(n_samples), int(n_mics), int(n_sources), int(n_basis)
     resampled = processing_sample_rate != sample_rate
     P = round(S * processing_sample_rate / sample_rate)
